@@ -1,0 +1,127 @@
+"""The one interface every speech engine implements.
+
+Fields mirror IndexTTS2 v2.0.0's webui/infer() so that the real model, the builtin DSP engine and
+the load replica are interchangeable behind the service (see ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field, asdict
+from typing import ContextManager, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 22050  # IndexTTS2 writes 22050 Hz int16
+
+# IndexTTS2's emotion-vector order (webui sliders vec1..vec8).
+EMOTIONS = ("happy", "angry", "sad", "afraid", "disgusted", "melancholic", "surprised", "calm")
+
+# Emotion control modes, as IndexTTS2's radio (index = value).
+EMO_MODES = ("same_as_speaker", "emotion_audio", "emotion_vector", "emotion_text")
+
+MAX_TEXT_CHARS = 2000  # documented limit (README); longer text is refused, not truncated
+
+DEFAULT_GENERATION = {
+    "do_sample": True,
+    "top_p": 0.8,
+    "top_k": 30,
+    "temperature": 0.8,
+    "length_penalty": 0.0,
+    "num_beams": 3,
+    "repetition_penalty": 10.0,
+    "max_mel_tokens": 1500,
+}
+
+
+class InputError(ValueError):
+    """Bad user input; the message is shown to the user as is."""
+
+
+@dataclass
+class SynthesisRequest:
+    text: str
+    spk_audio_prompt: str | None = None  # path to the speaker (voice) reference audio
+    emo_control_method: int = 0  # index into EMO_MODES
+    emo_audio_prompt: str | None = None
+    emo_alpha: float = 0.65  # "emotion weight" in the UI, 0..1
+    emo_vector: list[float] = field(default_factory=lambda: [0.0] * 8)
+    emo_text: str | None = None
+    use_random: bool = False
+    max_text_tokens_per_segment: int = 120
+    interval_silence: int = 200  # ms between segments
+    generation: dict = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+
+    def validate(self) -> "SynthesisRequest":
+        """Raise InputError for anything an engine must not be handed. Returns self."""
+        if not isinstance(self.text, str):
+            raise InputError("Text must be a string.")
+        if not self.text.strip():
+            raise InputError("Text is empty: type something to synthesize.")
+        if len(self.text) > MAX_TEXT_CHARS:
+            raise InputError(
+                f"Text is {len(self.text)} characters; the limit is {MAX_TEXT_CHARS}. Split it into several requests."
+            )
+        if isinstance(self.emo_control_method, bool) or not isinstance(self.emo_control_method, int) \
+                or not 0 <= self.emo_control_method < len(EMO_MODES):
+            raise InputError(
+                f"Unknown emotion control mode {self.emo_control_method!r}; use 0..3 ({', '.join(EMO_MODES)})."
+            )
+        _check_unit("Emotion weight", self.emo_alpha)
+        vec = list(self.emo_vector or [])
+        if len(vec) != len(EMOTIONS):
+            raise InputError(f"Emotion vector needs {len(EMOTIONS)} values ({', '.join(EMOTIONS)}), got {len(vec)}.")
+        for name, v in zip(EMOTIONS, vec):
+            _check_unit(f"Emotion '{name}'", v)
+        if self.emo_control_method == 1 and not self.emo_audio_prompt:
+            raise InputError("Emotion mode 'emotion reference audio' needs an emotion reference audio file.")
+        if self.emo_control_method == 3 and not (self.emo_text or "").strip() and not self.text.strip():
+            raise InputError("Emotion mode 'text description' needs an emotion description.")
+        t = self.max_text_tokens_per_segment
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 20 <= t <= 600:
+            raise InputError("Max tokens per segment must be between 20 and 600.")
+        self.max_text_tokens_per_segment = int(t)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_unit(what: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{what} must be a number between 0 and 1, got {v!r}.")
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise InputError(f"{what} must be between 0 and 1, got {v!r}.")
+
+
+@dataclass
+class SynthesisResult:
+    audio: np.ndarray  # int16, mono
+    sample_rate: int = SAMPLE_RATE
+    info: dict = field(default_factory=dict)  # engine facts worth recording with the clip
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / float(self.sample_rate)
+
+
+class StageSink(Protocol):
+    """Receives pipeline stage boundaries (trace markers, progress bar)."""
+
+    def stage(self, name: str) -> ContextManager[None]: ...
+
+
+class NullStages:
+    """A StageSink that records nothing (engine used outside a request)."""
+
+    def stage(self, name: str) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class Engine(Protocol):
+    name: str  # "builtin" | "indextts2" | "replica"
+    label: str  # what the UI shows, honest about what it is
+    sample_rate: int
+    stages: tuple[str, ...]  # stage names in pipeline order (for the progress bar)
+
+    def synthesize(self, req: SynthesisRequest, stages: StageSink) -> SynthesisResult: ...

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv (with test deps), the system tools the tests drive for real
+# (trace-cmd, stress-ng, chromium; installed with apt when missing and we are root), mounts tracefs,
+# then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+source ./bootstrap.sh
+bootstrap_venv requirements-dev.txt
+missing=()
+command -v trace-cmd >/dev/null || missing+=(trace-cmd)
+command -v stress-ng >/dev/null || missing+=(stress-ng)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] apt-get install ${missing[*]}" >&2
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "[setup] warning: missing ${missing[*]}; tests that need them will be skipped" >&2
+    fi
+fi
+ensure_tracefs
+exec .venv/bin/python -m pytest "$@"
