@@ -1,0 +1,455 @@
+"""Findings: turn a Breakdown dict (ARCHITECTURE.md schema) into sentences a user can act on.
+
+Pure: no I/O, no imports of the rest of the package. `findings(breakdown, context)` returns a list
+of `{kind, severity, message, evidence}`, most severe first:
+
+- kind: one of KINDS, stable (used as a Prometheus label and in tests).
+- severity: "crit" | "warn" | "info".
+- message: one plain sentence with the numbers, naming the task and pid concerned and what to do.
+- evidence: the numbers the rule used (seconds unless the key says otherwise), JSON-serialisable.
+
+`context` is optional: {"preset": {"name", "policy", "cpus", ...}, "rt_runtime_us": int,
+"rt_period_us": int}; only the RT-throttling rule uses it.
+
+Shares are of the window's wall time summed over our threads' observed time where that is the fairer
+denominator (several threads can wait at once), see `_denominator`.
+"""
+from __future__ import annotations
+
+import re
+
+# --- stable kinds (Prometheus label values) ---------------------------------------------------
+CPU_CONTENTION = "cpu_contention"      # another named task held the CPU while we were runnable
+SELF_CONTENTION = "self_contention"    # our own threads queue behind each other
+RUNQUEUE_WAIT = "runqueue_wait"        # run-queue wait is high but no single task explains it
+MEMORY_PRESSURE = "memory_pressure"    # kswapd0 ran on our CPU, or our threads did direct reclaim
+WRITEBACK = "writeback"                # kworker / jbd2 / journald / flush held our CPU
+IO_WAIT = "io_wait"                    # our threads were blocked in D state
+IRQ = "irq"                            # hard/soft IRQ handlers ran on our CPUs in our time
+MIGRATIONS = "migrations"              # threads bounced between CPUs
+RT_THROTTLING = "rt_throttling"        # a real-time task ran long / our RT threads got throttled
+LOST_EVENTS = "lost_events"            # ring buffer overflowed: numbers are lower bounds
+DEGRADED_MODE = "degraded_mode"        # no tracefs: schedstat only
+HEALTHY = "healthy"                    # nothing above stood out
+
+KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
+         MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, HEALTHY)
+
+SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
+
+# --- thresholds -----------------------------------------------------------------------------
+# A blocker that held our CPU for >= 5% of the request (and >= 5 ms, below which timer noise and a
+# single tick dominate) is worth naming; at >= 20% it is the main reason the click felt slow.
+CONTENTION_WARN_SHARE = 0.05
+CONTENTION_CRIT_SHARE = 0.20
+MIN_BLOCKER_S = 0.005
+# Run-queue wait above 10% of our observed time means we wanted a CPU and did not get it.
+RUNQUEUE_WARN_SHARE = 0.10
+RUNQUEUE_CRIT_SHARE = 0.30
+# Any direct reclaim is a stall the user pays for (allocation blocked until pages are freed);
+# kswapd0 on our CPU at all means the machine is short of free memory. Crit when it is >= 10%.
+MEMORY_CRIT_SHARE = 0.10
+# Flusher threads are usually brief; 2% of the window (and >= 5 ms) is already abnormal.
+WRITEBACK_WARN_SHARE = 0.02
+WRITEBACK_CRIT_SHARE = 0.15
+# Blocked in D state for >= 5% of observed time: synthesis is CPU-bound, so this is I/O (model or
+# swap reads, log writes) in the critical path. >= 25% dominates.
+IO_WARN_SHARE = 0.05
+IO_CRIT_SHARE = 0.25
+MIN_IO_S = 0.005
+# IRQ + softirq handlers stealing >= 2% of our on-CPU time is a noisy device on our cores
+# (network RX, NVMe completions); >= 10% is severe.
+IRQ_WARN_SHARE = 0.02
+IRQ_CRIT_SHARE = 0.10
+MIN_IRQ_S = 0.002
+# Migrations: a pinned worker migrates ~never. > 50/s (and at least 20 in the window, so short
+# windows do not trip on a handful) means the scheduler is shuffling us between cores, losing caches.
+MIGRATIONS_WARN_PER_S = 50.0
+MIGRATIONS_CRIT_PER_S = 500.0
+MIN_MIGRATIONS = 20
+# An RT (SCHED_FIFO/RR) task can only be stopped by RT throttling (default 950 ms per 1 s). One that
+# held our CPU for >= 100 ms, or our own RT threads waiting >= 5% runnable, points at throttling.
+RT_LONG_S = 0.100
+RT_SELF_WAIT_SHARE = 0.05
+# Kernel prio as printed by sched_switch: 0..99 are real-time classes.
+RT_PRIO_LIMIT = 100
+# Lost events: any loss makes every number a lower bound; losing >= 5% of what we parsed is crit.
+LOST_CRIT_RATIO = 0.05
+
+_KSWAPD = re.compile(r"^kswapd\d*")
+# Write-back / journal flushers: kworker (flush work runs there), jbd2 (ext4 journal), journald,
+# the old per-bdi flush-<maj>:<min> threads, and xfs/btrfs flush workers named likewise.
+_FLUSHER = re.compile(r"^(kworker/|jbd2/|systemd-journal|journald|flush-|xfsaild|btrfs-)")
+
+
+def findings(breakdown: dict, context: dict | None = None) -> list[dict]:
+    """All findings for one request, most severe first (stable within a severity: rule order)."""
+    bd = breakdown or {}
+    ctx = context or {}
+    out: list[dict] = []
+    for rule in _RULES:
+        out.extend(rule(bd, ctx))
+    if not any(f["severity"] in ("warn", "crit") for f in out):
+        out.append(_healthy(bd))
+    out.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])  # stable sort keeps rule order
+    return out
+
+
+def worst_severity(items: list[dict]) -> str:
+    """'crit' | 'warn' | 'info' — the most severe of a findings list ('info' when empty)."""
+    return min((f["severity"] for f in items), key=SEVERITY_ORDER.__getitem__, default="info")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _f(kind: str, severity: str, message: str, evidence: dict) -> dict:
+    return {"kind": kind, "severity": severity, "message": message, "evidence": evidence}
+
+
+def _num(d: dict, key: str) -> float:
+    v = d.get(key) if isinstance(d, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000.0
+    if ms >= 1000:
+        return f"{seconds:.2f} s"
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.0f}%" if share >= 0.1 else f"{share * 100:.1f}%"
+
+
+def _wall(bd: dict) -> float:
+    w = _num(bd.get("totals", {}), "wall_s") or _num(bd.get("window", {}), "duration_s")
+    return w if w > 0 else 0.0
+
+
+def _denominator(bd: dict) -> float:
+    """Sum of our threads' observed time (the time the per-thread states add up to).
+
+    Per-thread quantities (run-queue wait, D state) are summed over threads, so they are compared
+    with summed observed time; falls back to wall time when threads are not listed.
+    """
+    obs = sum(_num(t, "observed_s") for t in bd.get("threads") or [])
+    return obs if obs > 0 else _wall(bd)
+
+
+def _our_tids(bd: dict) -> set[int]:
+    tids = {int(t["tid"]) for t in bd.get("threads") or [] if isinstance(t.get("tid"), int)}
+    if isinstance(bd.get("pid"), int):
+        tids.add(bd["pid"])
+    return tids
+
+
+def _proc_name(bd: dict) -> str:
+    """'comm (pid N)' for the traced process: the main thread's comm when listed."""
+    pid = bd.get("pid")
+    threads = bd.get("threads") or []
+    comm = next((t.get("comm") for t in threads if t.get("tid") == pid), None)
+    if comm is None and threads:
+        comm = threads[0].get("comm")
+    return f"{comm or 'process'} (pid {pid})"
+
+
+def _top_thread(bd: dict, key: str) -> dict | None:
+    threads = [t for t in bd.get("threads") or [] if _num(t, key) > 0]
+    return max(threads, key=lambda t: _num(t, key)) if threads else None
+
+
+def _thread_name(t: dict | None, bd: dict) -> str:
+    if not t:
+        return _proc_name(bd)
+    return f"{t.get('comm', '?')} (tid {t.get('tid')}, pid {bd.get('pid')})"
+
+
+def _blockers(bd: dict) -> list[dict]:
+    return [b for b in bd.get("blockers") or [] if isinstance(b, dict)]
+
+
+def _blocker_name(b: dict) -> str:
+    return f"{b.get('comm', '?')} (pid {b.get('pid')})"
+
+
+def _is_rt_blocker(b: dict) -> bool:
+    """True when the analysis recorded a real-time policy or prio for the blocker (optional keys)."""
+    pol = str(b.get("policy", "")).lower()
+    if pol in ("fifo", "rr", "sched_fifo", "sched_rr"):
+        return True
+    prio = b.get("prio")
+    return isinstance(prio, int) and not isinstance(prio, bool) and 0 <= prio < RT_PRIO_LIMIT
+
+
+def _sev(share: float, warn: float, crit: float) -> str | None:
+    if share >= crit:
+        return "crit"
+    if share >= warn:
+        return "warn"
+    return None
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+def _rule_contention(bd: dict, ctx: dict) -> list[dict]:
+    """Other tasks (not kswapd, not flushers, not us) that held our CPU while we were runnable."""
+    wall = _wall(bd)
+    if bd.get("mode") == "schedstat" or wall <= 0:
+        return []
+    ours = _our_tids(bd)
+    cands = [b for b in _blockers(bd)
+             if not _KSWAPD.match(str(b.get("comm", ""))) and not _FLUSHER.match(str(b.get("comm", "")))
+             and b.get("pid") not in ours and b.get("pid") != 0
+             and _num(b, "time_s") >= MIN_BLOCKER_S]
+    cands.sort(key=lambda b: -_num(b, "time_s"))
+    if not cands:
+        return []
+    top = cands[0]
+    share = _num(top, "time_s") / wall
+    sev = _sev(share, CONTENTION_WARN_SHARE, CONTENTION_CRIT_SHARE)
+    if sev is None:
+        return []
+    others = [b for b in cands[1:4] if _num(b, "time_s") / wall >= CONTENTION_WARN_SHARE]
+    also = ""
+    if others:
+        also = " (also " + ", ".join(f"{_blocker_name(b)} {_ms(_num(b, 'time_s'))}" for b in others) + ")"
+    preset = (ctx.get("preset") or {}).get("name")
+    where = f" (current preset: {preset})" if preset else ""
+    msg = (f"CPU contention: {_blocker_name(top)} held our CPU for {_ms(_num(top, 'time_s'))} "
+           f"({_pct(share)} of the {_ms(wall)} request) while {_proc_name(bd)} was runnable, preempting it "
+           f"{int(_num(top, 'preemptions'))} times{also}; pin synthesis to its own cores with the "
+           f"`pinned` preset{where} or move/isolate that task (taskset, cgroup cpuset, isolcpus).")
+    return [_f(CPU_CONTENTION, sev, msg, {
+        "comm": top.get("comm"), "pid": top.get("pid"), "time_s": _num(top, "time_s"),
+        "preemptions": int(_num(top, "preemptions")), "wall_s": wall, "share": share,
+        "others": [{"comm": b.get("comm"), "pid": b.get("pid"), "time_s": _num(b, "time_s")} for b in others],
+    })]
+
+
+def _rule_self_contention(bd: dict, ctx: dict) -> list[dict]:
+    """Our own threads as blockers: more runnable worker threads than CPUs (torch pool too big)."""
+    wall = _wall(bd)
+    if bd.get("mode") == "schedstat" or wall <= 0:
+        return []
+    ours = _our_tids(bd)
+    mine = [b for b in _blockers(bd) if b.get("pid") in ours]
+    t = sum(_num(b, "time_s") for b in mine)
+    share = t / wall
+    sev = _sev(share, CONTENTION_WARN_SHARE, CONTENTION_CRIT_SHARE)
+    if not mine or t < MIN_BLOCKER_S or sev is None:
+        return []
+    top = max(mine, key=lambda b: _num(b, "time_s"))
+    # Our own queueing is a sizing problem, never worse than a warning.
+    msg = (f"Our own threads queue behind each other: {_blocker_name(top)} and {len(mine) - 1} other "
+           f"thread(s) of {_proc_name(bd)} held the CPU for {_ms(t)} ({_pct(share)} of the request) "
+           f"while a sibling was runnable; set torch threads to the number of CPUs in the preset.")
+    return [_f(SELF_CONTENTION, "warn", msg, {
+        "time_s": t, "share": share, "wall_s": wall, "threads": len(mine),
+        "top_comm": top.get("comm"), "top_pid": top.get("pid"),
+    })]
+
+
+def _rule_runqueue(bd: dict, ctx: dict) -> list[dict]:
+    """High run-queue wait that no single named blocker explains (also the schedstat-mode view)."""
+    denom = _denominator(bd)
+    rq = _num(bd.get("totals", {}), "runqueue_wait_s")
+    if denom <= 0 or rq <= 0:
+        return []
+    share = rq / denom
+    sev = _sev(share, RUNQUEUE_WARN_SHARE, RUNQUEUE_CRIT_SHARE)
+    if sev is None:
+        return []
+    wall = _wall(bd)
+    named = [b for b in _blockers(bd) if wall > 0 and _num(b, "time_s") / wall >= CONTENTION_WARN_SHARE]
+    if named and bd.get("mode") != "schedstat":
+        return []  # the contention rules already name who
+    t = _top_thread(bd, "runqueue_wait_s")
+    why = ("schedstat cannot say who held the CPU" if bd.get("mode") == "schedstat"
+           else "spread over many short tasks, none of them dominant")
+    msg = (f"Run-queue wait: {_thread_name(t, bd)} and siblings waited {_ms(rq)} runnable "
+           f"({_pct(share)} of their observed time), {why}; pin synthesis with the `pinned` preset "
+           f"so it has cores of its own.")
+    return [_f(RUNQUEUE_WAIT, sev, msg, {
+        "runqueue_wait_s": rq, "observed_s": denom, "share": share,
+        "top_tid": t.get("tid") if t else None, "top_comm": t.get("comm") if t else None,
+    })]
+
+
+def _rule_memory(bd: dict, ctx: dict) -> list[dict]:
+    wall = _wall(bd)
+    reclaim = _num(bd.get("totals", {}), "reclaim_s")
+    ksw = [b for b in _blockers(bd) if _KSWAPD.match(str(b.get("comm", ""))) and _num(b, "time_s") > 0]
+    ksw_t = sum(_num(b, "time_s") for b in ksw)
+    if reclaim <= 0 and not ksw:
+        return []
+    share = (reclaim + ksw_t) / wall if wall > 0 else 0.0
+    sev = "crit" if share >= MEMORY_CRIT_SHARE else "warn"
+    parts = []
+    if reclaim > 0:
+        t = _top_thread(bd, "reclaim_s")
+        parts.append(f"{_thread_name(t, bd)} spent {_ms(reclaim)} in direct reclaim")
+    if ksw:
+        k = max(ksw, key=lambda b: _num(b, "time_s"))
+        parts.append(f"{_blocker_name(k)} ran {_ms(ksw_t)} on our CPU while we were runnable")
+    msg = (f"Memory pressure: {' and '.join(parts)} ({_pct(share)} of the {_ms(wall)} request); free "
+           f"memory (fewer cached models, smaller batch), raise the memory limit, or add swap so "
+           f"reclaim is not in the request path.")
+    return [_f(MEMORY_PRESSURE, sev, msg, {
+        "reclaim_s": reclaim, "kswapd_s": ksw_t, "wall_s": wall, "share": share,
+        "kswapd": [{"comm": b.get("comm"), "pid": b.get("pid"), "time_s": _num(b, "time_s")} for b in ksw],
+    })]
+
+
+def _rule_writeback(bd: dict, ctx: dict) -> list[dict]:
+    wall = _wall(bd)
+    if wall <= 0:
+        return []
+    fl = [b for b in _blockers(bd) if _FLUSHER.match(str(b.get("comm", ""))) and _num(b, "time_s") > 0]
+    t = sum(_num(b, "time_s") for b in fl)
+    share = t / wall
+    sev = _sev(share, WRITEBACK_WARN_SHARE, WRITEBACK_CRIT_SHARE)
+    if not fl or t < MIN_BLOCKER_S or sev is None:
+        return []
+    top = max(fl, key=lambda b: _num(b, "time_s"))
+    io = _num(bd.get("totals", {}), "blocked_io_s")
+    io_txt = f", and our threads were blocked on I/O for {_ms(io)}" if io > 0 else ""
+    msg = (f"Write-back flush: {_blocker_name(top)}" + (f" and {len(fl) - 1} other flusher(s)" if len(fl) > 1 else "")
+           + f" ran {_ms(t)} on our CPU ({_pct(share)} of the request){io_txt}; lower vm.dirty_ratio/"
+           f"dirty_background_ratio so dirty pages flush in smaller batches, put outputs/logs on another "
+           f"disk, or keep synthesis off the CPUs that service the disk (`pinned` preset).")
+    return [_f(WRITEBACK, sev, msg, {
+        "time_s": t, "share": share, "wall_s": wall, "blocked_io_s": io, "comm": top.get("comm"),
+        "pid": top.get("pid"),
+        "flushers": [{"comm": b.get("comm"), "pid": b.get("pid"), "time_s": _num(b, "time_s")} for b in fl],
+    })]
+
+
+def _rule_io(bd: dict, ctx: dict) -> list[dict]:
+    io = _num(bd.get("totals", {}), "blocked_io_s")
+    denom = _denominator(bd)
+    if io < MIN_IO_S or denom <= 0:
+        return []
+    share = io / denom
+    sev = _sev(share, IO_WARN_SHARE, IO_CRIT_SHARE)
+    if sev is None:
+        return []
+    t = _top_thread(bd, "blocked_io_s")
+    msg = (f"I/O waits: {_thread_name(t, bd)} and siblings were blocked in D state for {_ms(io)} "
+           f"({_pct(share)} of their observed time); keep model files in page cache (preload at start), "
+           f"avoid swap, and write outputs asynchronously.")
+    return [_f(IO_WAIT, sev, msg, {
+        "blocked_io_s": io, "observed_s": denom, "share": share,
+        "top_tid": t.get("tid") if t else None, "top_comm": t.get("comm") if t else None,
+    })]
+
+
+def _rule_irq(bd: dict, ctx: dict) -> list[dict]:
+    tot = bd.get("totals", {})
+    irq, soft = _num(tot, "irq_s"), _num(tot, "softirq_s")
+    on = _num(tot, "on_cpu_s")
+    if irq + soft < MIN_IRQ_S or on <= 0:
+        return []
+    share = (irq + soft) / on
+    sev = _sev(share, IRQ_WARN_SHARE, IRQ_CRIT_SHARE)
+    if sev is None:
+        return []
+    threads = bd.get("threads") or []
+    t = max(threads, key=lambda x: _num(x, "irq_s") + _num(x, "softirq_s")) if threads else None
+    msg = (f"Interrupts on our cores: hard IRQs took {_ms(irq)} and softirqs {_ms(soft)} "
+           f"({_pct(share)} of on-CPU time) while {_thread_name(t, bd)} was running; steer device IRQs "
+           f"away from the synthesis CPUs (/proc/irq/*/smp_affinity, irqbalance --banirq) or pick a "
+           f"preset whose CPUs exclude them.")
+    return [_f(IRQ, sev, msg, {"irq_s": irq, "softirq_s": soft, "on_cpu_s": on, "share": share,
+                               "top_tid": t.get("tid") if t else None})]
+
+
+def _rule_migrations(bd: dict, ctx: dict) -> list[dict]:
+    mig = _num(bd.get("totals", {}), "migrations")
+    wall = _wall(bd)
+    if mig < MIN_MIGRATIONS or wall <= 0:
+        return []
+    rate = mig / wall
+    sev = _sev(rate, MIGRATIONS_WARN_PER_S, MIGRATIONS_CRIT_PER_S)
+    if sev is None:
+        return []
+    t = _top_thread(bd, "migrations")
+    msg = (f"Migrations: our threads moved between CPUs {int(mig)} times ({rate:.0f}/s), most often "
+           f"{_thread_name(t, bd)} ({int(_num(t, 'migrations')) if t else 0}); pin them with the `pinned` "
+           f"preset so caches stay warm.")
+    return [_f(MIGRATIONS, sev, msg, {"migrations": int(mig), "wall_s": wall, "per_s": rate,
+                                      "top_tid": t.get("tid") if t else None})]
+
+
+def _rule_rt(bd: dict, ctx: dict) -> list[dict]:
+    out = []
+    rt_blockers = [b for b in _blockers(bd) if _is_rt_blocker(b) and _num(b, "time_s") >= RT_LONG_S]
+    if rt_blockers:
+        b = max(rt_blockers, key=lambda x: _num(x, "time_s"))
+        msg = (f"Real-time hog: {_blocker_name(b)} runs with a real-time policy and held our CPU for "
+               f"{_ms(_num(b, 'time_s'))}; only RT throttling (kernel.sched_rt_runtime_us) stops it, so "
+               f"lower its priority (chrt -o -p 0 {b.get('pid')}) or move it off the synthesis CPUs.")
+        out.append(_f(RT_THROTTLING, "crit" if _num(b, "time_s") >= 5 * RT_LONG_S else "warn", msg, {
+            "comm": b.get("comm"), "pid": b.get("pid"), "time_s": _num(b, "time_s"),
+            "prio": b.get("prio"), "policy": b.get("policy")}))
+    preset = ctx.get("preset") or {}
+    policy = str(preset.get("policy", "")).lower()
+    if policy in ("fifo", "rr") and bd.get("mode") != "schedstat":
+        rq = _num(bd.get("totals", {}), "runqueue_wait_s")
+        denom = _denominator(bd)
+        share = rq / denom if denom > 0 else 0.0
+        if share >= RT_SELF_WAIT_SHARE and not rt_blockers:
+            runtime = ctx.get("rt_runtime_us", 950000)
+            period = ctx.get("rt_period_us", 1000000)
+            t = _top_thread(bd, "runqueue_wait_s")
+            msg = (f"RT throttling likely: preset {preset.get('name', '?')} runs {_thread_name(t, bd)} as "
+                   f"SCHED_{policy.upper()}, yet our threads waited {_ms(rq)} runnable ({_pct(share)}); the "
+                   f"kernel throttles real-time tasks after {runtime} us per {period} us, so use a "
+                   f"non-RT preset (`pinned`) or fewer RT threads than CPUs.")
+            out.append(_f(RT_THROTTLING, "warn", msg, {
+                "preset": preset.get("name"), "policy": policy, "runqueue_wait_s": rq, "share": share,
+                "rt_runtime_us": runtime, "rt_period_us": period}))
+    return out
+
+
+def _rule_lost(bd: dict, ctx: dict) -> list[dict]:
+    lost = bd.get("lost_events") or {}
+    total = _num(lost, "total")
+    if total <= 0:
+        return []
+    events = _num(bd, "events")
+    ratio = total / (total + events) if total + events > 0 else 1.0
+    per = {cpu: v for cpu, v in (lost.get("per_cpu") or {}).items()
+           if _num(v, "overrun") + _num(v, "dropped_events") > 0}
+    cpus = ("on CPU " + ", ".join(sorted(per, key=str))) if per else "across CPUs"
+    msg = (f"Lost events: the trace buffer overflowed ({int(total)} events lost {cpus}, "
+           f"{_pct(ratio)} of the total) while tracing {_proc_name(bd)}, so this breakdown is incomplete "
+           f"and its times are lower bounds; enlarge the trace buffer or shorten the request.")
+    return [_f(LOST_EVENTS, "crit" if ratio >= LOST_CRIT_RATIO else "warn", msg,
+               {"lost": int(total), "events": int(events), "ratio": ratio, "per_cpu": per})]
+
+
+def _rule_degraded(bd: dict, ctx: dict) -> list[dict]:
+    if bd.get("mode") != "schedstat":
+        return []
+    msg = (f"Degraded mode: tracefs is not writable here, so {_proc_name(bd)} was measured from "
+           f"/proc schedstat only (on-CPU, run-queue wait, context switches); blocked I/O vs sleep, "
+           f"IRQ/softirq, reclaim, migrations, who held the CPU, stages and the timeline are missing; "
+           f"run as root with tracefs mounted for the full breakdown.")
+    return [_f(DEGRADED_MODE, "info", msg, {"mode": "schedstat",
+                                            "missing": ["blocked_io_vs_sleep", "irq", "softirq", "reclaim",
+                                                        "migrations", "blockers", "stages", "segments"]})]
+
+
+def _healthy(bd: dict) -> dict:
+    tot = bd.get("totals", {})
+    wall = _wall(bd)
+    on = _num(tot, "on_cpu_s")
+    rq = _num(tot, "runqueue_wait_s")
+    msg = (f"Healthy: nothing stood out for {_proc_name(bd)} — {_ms(on)} on CPU and {_ms(rq)} run-queue "
+           f"wait in a {_ms(wall)} request; if it still felt slow, the time is in the model itself.")
+    return _f(HEALTHY, "info", msg, {"wall_s": wall, "on_cpu_s": on, "runqueue_wait_s": rq})
+
+
+_RULES = (_rule_contention, _rule_self_contention, _rule_runqueue, _rule_memory, _rule_writeback,
+          _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded)
