@@ -1,0 +1,237 @@
+"""The per-request hook: preset -> trace window -> engine with stage markers -> analysis -> clip.
+
+No Gradio here: webui.py, the CLI snapshot and the tests all call Service.synthesize().
+
+Order matters and is the product's promise:
+1. the scheduling preset is in force on every thread (tuner.ensure / request_scope) BEFORE the
+   window opens, so the window's tracing_cpumask matches the CPUs synthesis may use;
+2. only the engine runs inside the window (stage markers written by the sink);
+3. reading the buffer, analysis, the timeline picture and the attachment happen after the window
+   closed, on the aux worker thread, which the tuner keeps off the synthesis CPUs (or at
+   SCHED_IDLE when the preset leaves none free).
+One synthesis at a time per process: IndexTTS2's caches are not thread-safe, and a request-scoped
+preset must not be undone under another request's feet.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import platform
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable
+
+import soundfile as sf
+
+from models.base import InputError, SynthesisRequest
+from store import ClipStore
+from tracing.attachment import build_attachment
+from tracing.findings import findings as make_findings
+from tracing.ids import new_request_id
+from tracing.report import render_report
+from tracing.timeline import render_timeline
+from tracing.window import TraceWindow
+from tuning.apply import Tuner, TuningError
+
+log = logging.getLogger("service")
+
+Progress = Callable[[float, str], None]  # (fraction 0..1, description)
+
+
+class ServiceError(RuntimeError):
+    """A request failed for a reason the user should read (engine failure, tuning refusal)."""
+
+
+class _Stages:
+    """StageSink handed to the engine: writes atrace markers into the window (when tracing) and
+    moves the progress bar stage by stage."""
+
+    def __init__(self, window: TraceWindow | None, progress: Progress | None, names: tuple[str, ...]):
+        self.window, self.progress, self.names = window, progress, list(names)
+        self.seen: list[str] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        self.seen.append(name)
+        if self.progress:
+            i = self.names.index(name) if name in self.names else len(self.seen) - 1
+            total = max(len(self.names), i + 1)
+            self.progress(min(0.95, i / total), f"{name} ({i + 1}/{total})")
+        cm = self.window.stage(name) if self.window is not None else contextlib.nullcontext()
+        with cm:
+            yield
+
+
+@dataclass
+class ClipRecord:
+    id: str
+    created: str
+    engine: str
+    engine_label: str
+    text: str
+    audio_path: str
+    duration_s: float
+    wall_s: float
+    rtf: float
+    preset: dict  # what was in force, read back from the kernel
+    params: dict  # the request as the engine saw it
+    tracing: bool
+    breakdown: dict | None = None
+    findings: list = field(default_factory=list)
+    attachment_path: str | None = None
+    timeline_path: str | None = None
+    stages: list = field(default_factory=list)
+    engine_info: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "kernel": platform.release()}
+    for pkg in ("torch", "gradio", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class Service:
+    def __init__(self, engine, tuner: Tuner, store: ClipStore, tracing_enabled: bool = True,
+                 trace_root: str | None = None, buffer_kb: int | None = None):
+        self.engine = engine
+        self.tuner = tuner
+        self.store = store
+        self.tracing_enabled = tracing_enabled
+        self.trace_root = trace_root
+        self.buffer_kb = buffer_kb
+        self._lock = threading.Lock()
+        # the aux worker: one thread, placed off the synthesis CPUs by the tuner when it starts
+        self._aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-aux",
+                                       initializer=self._place_aux)
+        self.requests = 0
+        self.failures = 0
+        self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
+
+    def _place_aux(self) -> None:
+        try:
+            self.tuner.place_aux_thread()
+        except Exception as e:  # placement is best effort: never fail a request over it
+            log.warning("could not place the trace-aux thread: %s", e)
+
+    def close(self) -> None:
+        self._aux.shutdown(wait=True)
+
+    def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
+                   trace: bool | None = None, progress: Progress | None = None) -> ClipRecord:
+        """Run one request. Raises InputError (bad input), TuningError (preset refused; nothing
+        changed) or ServiceError (engine failed; window closed, preset restored)."""
+        req.validate()
+        if scope not in ("service", "request"):
+            raise InputError(f"Unknown preset scope {scope!r}: use 'service' or 'request'.")
+        if preset is not None and preset not in self.tuner.presets:
+            raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
+        trace = self.tracing_enabled if trace is None else bool(trace)
+        with self._lock:
+            self.requests += 1
+            rid = new_request_id()
+            clip_dir = self.store.new_dir(rid)
+            try:
+                return self._run(rid, clip_dir, req, preset, scope, trace, progress)
+            except BaseException:
+                self.failures += 1
+                import shutil
+                shutil.rmtree(clip_dir, ignore_errors=True)  # nothing half-written stays in history
+                raise
+
+    def _run(self, rid, clip_dir, req, preset, scope, trace, progress) -> ClipRecord:
+        if scope == "request" and preset:
+            scope_cm = self.tuner.request_scope(preset)
+        else:
+            if preset and preset != self.tuner.current.name:
+                self.tuner.apply(preset)
+            self.tuner.ensure()  # threads created since the last request get the preset too
+            scope_cm = contextlib.nullcontext()
+        window = None
+        with scope_cm:
+            in_force = self.tuner.readback()
+            t0 = time.monotonic()
+            try:
+                if trace:
+                    window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
+                    with window:
+                        result = self.engine.synthesize(req, _Stages(window, progress, self.engine.stages))
+                else:
+                    result = self.engine.synthesize(req, _Stages(None, progress, self.engine.stages))
+            except (InputError, TuningError):
+                raise
+            except Exception as e:
+                log.exception("engine failed on request %s", rid)
+                raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
+            wall = time.monotonic() - t0
+        if progress:
+            progress(0.97, "analysing the trace")
+        audio_path = clip_dir / "audio.wav"
+        sf.write(audio_path, result.audio, result.sample_rate, subtype="PCM_16")
+        record = ClipRecord(
+            id=rid, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            engine=self.engine.name, engine_label=self.engine.label, text=req.text,
+            audio_path=str(audio_path), duration_s=round(result.duration_s, 3), wall_s=round(wall, 4),
+            rtf=round(wall / result.duration_s, 4) if result.duration_s else 0.0,
+            preset=in_force, params=req.to_dict(), tracing=trace,
+            stages=list(self.engine.stages), engine_info=_jsonable(result.info))
+        # analysis off the synthesis path, on the aux thread
+        self._aux.submit(self._postprocess, record, window, clip_dir).result()
+        self.store.save_record(record.to_dict())
+        for fn in self.listeners:
+            try:
+                fn(record.to_dict())
+            except Exception:
+                log.exception("listener failed")
+        return record
+
+    def _postprocess(self, record: ClipRecord, window: TraceWindow | None, clip_dir) -> None:
+        raw = None
+        if window is not None:
+            bd = window.analyze().to_dict()
+            record.breakdown = bd
+            record.findings = make_findings(bd, {"preset": record.preset})
+            raw = window.capture.raw_text or None
+            png = render_timeline(bd, None)
+            (clip_dir / "timeline.png").write_bytes(png)
+            record.timeline_path = str(clip_dir / "timeline.png")
+        else:
+            png = None
+            record.notes.append("Tracing was off for this request: no kernel breakdown.")
+        meta = {"request_id": record.id, "created": record.created, "engine": record.engine_label,
+                "preset": record.preset, "wall_s": record.wall_s, "duration_s": record.duration_s}
+        report = render_report(record.breakdown or {}, record.findings, meta) if window is not None \
+            else "Tracing was off for this request.\n"
+        summary = {"request_id": record.id, "created": record.created, "engine": record.engine,
+                   "engine_label": record.engine_label, "engine_info": record.engine_info,
+                   "preset": record.preset, "request": record.params, "wall_s": record.wall_s,
+                   "duration_s": record.duration_s, "breakdown": record.breakdown,
+                   "findings": record.findings, "versions": versions(), "pid": os.getpid()}
+        build_attachment(clip_dir / "trace.zip", raw, summary, report, png)
+        record.attachment_path = str(clip_dir / "trace.zip")
+
+
+def _jsonable(obj):
+    """Engine info may carry numpy scalars/arrays; make it JSON-safe."""
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

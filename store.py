@@ -1,0 +1,106 @@
+"""Clip history on disk: one directory per request under outputs/clips/<request id>/.
+
+Each directory holds audio.wav, record.json (what the UI/API show), trace.zip (the attachment) and
+timeline.png. Clips are found only by their request id (tracing.ids.REQUEST_ID_RE); no path from a
+client ever reaches the filesystem. Retention keeps the newest clips within a count and a byte
+budget that the operator sets (--keep-clips, --keep-mb).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from tracing.ids import REQUEST_ID_RE
+
+RECORD = "record.json"
+FILES = {"audio": "audio.wav", "attachment": "trace.zip", "timeline": "timeline.png", "record": RECORD}
+
+
+class ClipNotFound(LookupError):
+    """No clip with that id (or the id is not a valid request id)."""
+
+
+class ClipStore:
+    def __init__(self, root: str | os.PathLike = "outputs", max_clips: int = 200, max_bytes: int = 500 * 2**20):
+        if max_clips < 1 or max_bytes < 1:
+            raise ValueError("retention limits must be positive")
+        self.root = Path(root).resolve()
+        self.clips = self.root / "clips"
+        self.clips.mkdir(parents=True, exist_ok=True)
+        self.max_clips = max_clips
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def _dir(self, request_id: str) -> Path:
+        if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
+            raise ClipNotFound(f"{request_id!r} is not a request id (expected e.g. 20261125T061500-1a2b3c4d).")
+        d = (self.clips / request_id).resolve()
+        if d.parent != self.clips:  # belt and braces: the pattern already forbids separators
+            raise ClipNotFound(f"{request_id!r} is not a request id.")
+        return d
+
+    def new_dir(self, request_id: str) -> Path:
+        d = self._dir(request_id)
+        d.mkdir(parents=True, exist_ok=False)
+        return d
+
+    def path(self, request_id: str, kind: str) -> Path:
+        """Path of one artefact of an existing clip; ClipNotFound when it does not exist."""
+        if kind not in FILES:
+            raise ValueError(f"unknown artefact {kind!r}")
+        p = self._dir(request_id) / FILES[kind]
+        if not p.is_file():
+            raise ClipNotFound(f"No {kind} stored for request {request_id}.")
+        return p
+
+    def save_record(self, record: dict) -> None:
+        d = self._dir(record["id"])
+        tmp = d / (RECORD + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, d / RECORD)  # atomic: a crash never leaves a half record
+        self.enforce_retention()
+
+    def get(self, request_id: str) -> dict:
+        p = self.path(request_id, "record")
+        return json.loads(p.read_text())
+
+    def ids(self) -> list[str]:
+        """Request ids, newest first (ids start with their UTC timestamp)."""
+        return sorted((p.name for p in self.clips.iterdir() if REQUEST_ID_RE.fullmatch(p.name)
+                       and (p / RECORD).is_file()), reverse=True)
+
+    def list(self, limit: int = 50) -> list[dict]:
+        out = []
+        for rid in self.ids()[:limit]:
+            try:
+                out.append(self.get(rid))
+            except (ClipNotFound, ValueError, OSError):
+                continue  # a clip removed by retention meanwhile, or a corrupt record
+        return out
+
+    def remove_incomplete(self) -> int:
+        """Drop directories without a record (a request killed mid-way). Returns how many."""
+        n = 0
+        for p in self.clips.iterdir():
+            if p.is_dir() and not (p / RECORD).is_file():
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+        return n
+
+    def enforce_retention(self) -> list[str]:
+        """Delete the oldest clips beyond max_clips or max_bytes. Returns the removed ids."""
+        with self._lock:
+            ids = self.ids()
+            sizes = {rid: sum(f.stat().st_size for f in (self.clips / rid).iterdir() if f.is_file())
+                     for rid in ids}
+            removed, total = [], 0
+            for i, rid in enumerate(ids):
+                total += sizes[rid]
+                # the newest clip is always kept, even when it alone is over the byte budget
+                if i > 0 and (i >= self.max_clips or total > self.max_bytes):
+                    shutil.rmtree(self.clips / rid, ignore_errors=True)
+                    removed.append(rid)
+            return removed
