@@ -1,0 +1,103 @@
+"""Shared fixtures: a real webui.py server (subprocess) and a gradio_client against it."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACEFS = Path("/sys/kernel/tracing")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def our_instances(pid: int | None = None) -> list[str]:
+    d = TRACEFS / "instances"
+    if not d.is_dir():
+        return []
+    names = [p.name for p in d.iterdir() if p.name.startswith("ittsw-")]
+    if pid is not None:
+        names = [n for n in names if n.split("-")[1] == str(pid)]
+    return names
+
+
+class Server:
+    """webui.py started for real, as ./start_app.sh would (minus the venv bootstrap)."""
+
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.outputs = tmp / "outputs"
+        self.log_path = tmp / f"server-{self.port}.log"
+        self.args = [sys.executable, str(ROOT / "webui.py"), "--port", str(self.port),
+                     "--outputs", str(self.outputs), *extra]
+        self.proc = None
+
+    def start(self, timeout: float = 180) -> "Server":
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                urllib.request.urlopen(self.url + "config", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server did not come up in {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("srv")).start()
+    yield srv
+    pid = srv.proc.pid
+    srv.stop()
+    assert our_instances(pid) == [], "the server left tracefs instances behind"
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+    return Client(server.url, verbose=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_instances():
+    """Whatever a test does (and also when it fails), no instance of ours may stay behind."""
+    before = set(our_instances())
+    yield
+    left = set(our_instances()) - before
+    for name in left:  # clean so the next run is not affected, then fail loudly
+        subprocess.run(["rmdir", str(TRACEFS / "instances" / name)], check=False)
+    assert not left, f"tracefs instances left behind: {sorted(left)}"

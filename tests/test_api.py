@@ -1,0 +1,95 @@
+"""The real server through gradio_client: synthesis, per-clip breakdown, and bad input."""
+from __future__ import annotations
+
+import io
+import math
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import our_instances
+
+
+def synth(client, text, **kw):
+    return client.predict(text=text, api_name="/synthesize", **kw)
+
+
+def test_zh_synthesis_returns_plausible_wav_with_breakdown(client, server):
+    text = "今天天气很好，我们去公园散步吧。"
+    audio, rid, head, bd_rows, stage_rows, blk_rows, findings, timeline, attachment, bd = synth(client, text)
+    data, sr = sf.read(audio)
+    assert sr == 22050
+    n_chars = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+    assert 0.12 * n_chars <= len(data) / sr <= 0.8 * n_chars
+    assert np.abs(data).max() > 0.05  # not silence
+    assert bd["request_id"] == rid and bd["breakdown"]["mode"] in ("full", "schedstat")
+    totals = bd["breakdown"]["totals"]
+    assert totals["on_cpu_s"] > 0
+    assert Path(attachment).name.endswith(".zip")
+    with zipfile.ZipFile(attachment) as z:
+        assert {"trace.txt", "summary.json", "report.txt"} <= set(z.namelist())
+    # saved under outputs/ with a unique id
+    assert (server.outputs / "clips" / rid / "audio.wav").is_file()
+
+
+def test_two_quick_requests_get_distinct_ids(client):
+    ids = {synth(client, f"Hello number {i}.")[1] for i in range(2)}
+    assert len(ids) == 2
+
+
+SILENT = np.zeros(22050, dtype=np.int16)
+
+
+def _wav(path: Path, data, sr=22050):
+    sf.write(path, data, sr)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "notaudio.wav").write_bytes(b"this is not a wav file at all\n" * 20)
+    (d / "empty.wav").write_bytes(b"")
+    _wav(d / "silent.wav", SILENT)
+    sf.write(d / "zero.wav", np.zeros((0,), dtype=np.int16), 22050)
+    return d
+
+
+BAD_CASES = [
+    ("empty text", dict(text="")),
+    ("whitespace text", dict(text=" \n\t ")),
+    ("text over the limit", dict(text="a" * 5000)),
+    ("non-audio prompt", dict(text="hello", spk="notaudio.wav")),
+    ("0-byte prompt", dict(text="hello", spk="empty.wav")),
+    ("silent prompt", dict(text="hello", spk="silent.wav")),
+    ("0-length prompt", dict(text="hello", spk="zero.wav")),
+    ("emotion weight out of range", dict(text="hello", emo_weight=3.0)),
+    ("negative emotion value", dict(text="hello", v1=-0.5)),
+    ("unknown emotion mode", dict(text="hello", emo_mode="dance")),
+    ("unknown preset", dict(text="hello", preset="turbo")),
+]
+
+
+@pytest.mark.parametrize("name,kw", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_input_is_a_clear_error_and_server_keeps_serving(client, server, bad_files, name, kw):
+    kw = dict(kw)
+    if "spk" in kw:
+        kw["spk"] = handle_file(str(bad_files / kw["spk"]))
+    text = kw.pop("text")
+    with pytest.raises(AppError) as ei:
+        synth(client, text, **kw)
+    msg = str(ei.value)
+    assert len(msg) > 10 and "Traceback" not in msg
+    assert our_instances(server.proc.pid) == []
+    assert server.proc.poll() is None
+
+
+def test_server_still_serves_after_bad_inputs(client):
+    audio = synth(client, "Still here.")[0]
+    assert sf.info(audio).duration > 0.3
