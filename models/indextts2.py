@@ -1,0 +1,283 @@
+"""The real IndexTTS2 (index-tts/index-tts, tag v2.0.0) behind the Engine interface.
+
+IndexTTS2's own code is not vendored: `indextts.infer_v2.IndexTTS2` is imported lazily from
+whatever install is on PYTHONPATH, and driven through its public `infer()` exactly as its webui
+does. Stage markers come from wrappers installed once on the attributes of the IndexTTS2 object
+(its code is never edited); the wrappers write into the sink of the request in flight.
+
+Weights cannot be downloaded on the build machine, so the tests drive this adapter against a
+stand-in package with v2.0.0's exact signatures (tests/standin/indextts).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from models.base import (
+    DEFAULT_GENERATION, SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest,
+    SynthesisResult,
+)
+
+# IndexTTS2's webui refuses to start without these (webui.py, v2.0.0).
+REQUIRED_FILES = ("bpe.model", "gpt.pth", "config.yaml", "s2mel.pth", "wav2vec2bert_stats.pt")
+
+# IndexTTS2's per-emotion bias applied by its webui in vector mode (normalize_emo_vec,
+# apply_bias=True), order happy..calm: de-emphasises emotions that sound strange at full weight.
+EMO_BIAS = (0.9375, 0.875, 1.0, 1.0, 0.9375, 0.9375, 0.6875, 0.5625)
+EMO_SUM_MAX = 0.8  # the biased vector is scaled down so that its sum is at most this
+
+# (attribute path on the IndexTTS2 object, method to wrap, stage name). For torch modules the
+# method is `forward`, so `module(...)` runs inside the stage. Pipeline order (progress bar).
+HOOKS: tuple[tuple[str, str, str], ...] = (
+    ("qwen_emo", "inference", "emotion_text"),
+    ("semantic_model", "forward", "semantic_model"),
+    ("semantic_codec", "quantize", "semantic_codec"),
+    ("campplus_model", "forward", "campplus"),
+    ("normalizer", "normalize", "text"),
+    ("tokenizer", "tokenize", "text"),
+    ("tokenizer", "split_segments", "text"),
+    ("gpt", "inference_speech", "gpt_autoregressive"),
+    ("gpt", "forward", "gpt_latents"),
+    ("semantic_codec.quantizer", "vq2emb", "semantic_codec"),
+    ("s2mel.models.cfm", "inference", "cfm"),
+    ("bigvgan", "forward", "vocoder"),
+)
+STAGES = ("emotion_text", "semantic_model", "semantic_codec", "campplus", "text",
+          "gpt_autoregressive", "gpt_latents", "cfm", "vocoder")
+
+
+class ModelDirError(RuntimeError):
+    """model_dir is missing or incomplete; the message names what is missing."""
+
+
+def check_model_dir(model_dir: str) -> list[str]:
+    """Required checkpoint files missing from model_dir (all of them when the directory is absent)."""
+    return [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(model_dir, f))]
+
+
+def missing_files_message(model_dir: str, missing: list[str]) -> str:
+    return (f"IndexTTS2 model directory {os.path.abspath(model_dir)} is incomplete: missing "
+            f"{', '.join(missing)}. Download the IndexTTS2 checkpoints there (see IndexTTS2's "
+            f"README: huggingface-cli download IndexTeam/IndexTTS-2 --local-dir=checkpoints) "
+            f"or pass --model_dir pointing at them.")
+
+
+def normalize_emo_vec(vec: list[float], apply_bias: bool = True) -> list[float]:
+    """IndexTTS2 webui's vector-mode normalisation: multiply by EMO_BIAS, then scale the whole
+    vector down so that it sums to at most EMO_SUM_MAX. Used only when the installed IndexTTS2
+    object lacks its own `normalize_emo_vec` (the object's method is preferred: it is the truth)."""
+    out = [float(v) * b for v, b in zip(vec, EMO_BIAS)] if apply_bias else [float(v) for v in vec]
+    total = sum(out)
+    if total > EMO_SUM_MAX:
+        out = [v * EMO_SUM_MAX / total for v in out]
+    return out
+
+
+def generation_kwargs(gen: dict | None) -> dict:
+    """The webui's conversion of the advanced-settings fields into infer() kwargs (top_k <= 0
+    means None, i.e. no top-k filter). Missing keys take the webui defaults."""
+    g = dict(DEFAULT_GENERATION)
+    g.update({k: v for k, v in (gen or {}).items() if k in DEFAULT_GENERATION and v is not None})
+    top_k = int(g["top_k"])
+    return {
+        "do_sample": bool(g["do_sample"]),
+        "top_p": float(g["top_p"]),
+        "top_k": top_k if top_k > 0 else None,
+        "temperature": float(g["temperature"]),
+        "length_penalty": float(g["length_penalty"]),
+        "num_beams": int(g["num_beams"]),
+        "repetition_penalty": float(g["repetition_penalty"]),
+        "max_mel_tokens": int(g["max_mel_tokens"]),
+    }
+
+
+def infer_kwargs(req: SynthesisRequest, output_path: str, normalize: Callable[..., list],
+                 verbose: bool = False) -> dict:
+    """Map a request onto IndexTTS2.infer() keyword arguments the way webui.py gen_single does:
+    mode 0 drops the emotion audio; mode 2 passes the normalised vector (other modes pass None);
+    mode 3 sets use_emo_text; an empty emotion text becomes None (infer then uses the main text).
+    The emotion audio is passed through in modes 2/3 as the webui does; infer() ignores it there."""
+    mode = req.emo_control_method
+    emo_audio = None if mode == 0 else req.emo_audio_prompt
+    vec = normalize(list(req.emo_vector), apply_bias=True) if mode == 2 else None
+    emo_text = None if req.emo_text == "" else req.emo_text
+    return dict(
+        spk_audio_prompt=req.spk_audio_prompt, text=req.text, output_path=output_path,
+        emo_audio_prompt=emo_audio, emo_alpha=req.emo_alpha, emo_vector=vec,
+        use_emo_text=(mode == 3), emo_text=emo_text, use_random=req.use_random,
+        interval_silence=req.interval_silence, verbose=verbose,
+        max_text_tokens_per_segment=int(req.max_text_tokens_per_segment),
+        **generation_kwargs(req.generation),
+    )
+
+
+def _resolve(root: Any, path: str) -> Any:
+    """Follow a dotted attribute path; a segment that is not an attribute is tried as a key
+    (s2mel.models is a dict/ModuleDict: `models.cfm` means models['cfm'])."""
+    obj = root
+    for part in path.split("."):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            try:
+                obj = obj[part]
+            except (KeyError, TypeError, IndexError):
+                raise AttributeError(path) from None
+    return obj
+
+
+@dataclass
+class _Current:
+    sink: StageSink
+    thread: int
+
+
+class StageHooks:
+    """Wrappers on an IndexTTS2 object's attributes that run each call inside
+    `sink.stage(name)` for the request in flight. Installed once per object; `use(sink)` swaps the
+    sink per request. Calls from other threads (e.g. a UI preview tokenizing text) and calls
+    outside a request mark nothing; a stage already open on this thread is not reopened (the
+    tokenizer calls the normalizer: one "text" stage, not two nested)."""
+
+    def __init__(self) -> None:
+        self._current: _Current | None = None
+        self._open = threading.local()
+        self.installed: list[str] = []
+        self.missing: list[str] = []
+
+    def install(self, tts: Any) -> "StageHooks":
+        for path, method, stage in HOOKS:
+            try:
+                target = _resolve(tts, path)
+                fn = getattr(target, method)
+            except AttributeError:
+                self.missing.append(f"{path}.{method}")  # another IndexTTS2 version: no marker
+                continue
+            if getattr(fn, "_itts_stage", None):
+                continue  # already wrapped (same object shared by two paths)
+            # An instance attribute shadows the class method; for nn.Module, __call__ then runs
+            # the wrapped forward (Module.__setattr__ stores plain callables in __dict__).
+            setattr(target, method, self._wrap(fn, stage))
+            self.installed.append(f"{path}.{method}")
+        return self
+
+    def _wrap(self, fn: Callable, stage: str) -> Callable:
+        hooks = self
+
+        def wrapped(*args, **kwargs):
+            cur = hooks._current
+            open_ = getattr(hooks._open, "names", None)
+            if open_ is None:
+                open_ = hooks._open.names = []
+            if cur is None or cur.thread != threading.get_ident() or stage in open_:
+                return fn(*args, **kwargs)
+            open_.append(stage)
+            try:
+                with cur.sink.stage(stage):
+                    return fn(*args, **kwargs)
+            finally:
+                open_.pop()
+
+        wrapped._itts_stage = stage
+        wrapped.__wrapped__ = fn
+        return wrapped
+
+    @contextlib.contextmanager
+    def use(self, sink: StageSink):
+        """Route this thread's hooked calls into `sink` for the duration."""
+        self._current = _Current(sink, threading.get_ident())
+        try:
+            yield
+        finally:
+            self._current = None
+
+
+class IndexTTS2Engine:
+    """IndexTTS2 v2.0.0 through its Python API, one synthesis at a time per process (its prompt
+    caches are plain attributes, not thread-safe)."""
+
+    name = "indextts2"
+    sample_rate = SAMPLE_RATE
+    stages = STAGES
+
+    def __init__(self, model_dir: str = "./checkpoints", fp16: bool = False, deepspeed: bool = False,
+                 cuda_kernel: bool = False, verbose: bool = False, tts: Any = None):
+        """Load IndexTTS2 from model_dir with its webui's flags. `tts` injects an already built
+        IndexTTS2 object (then model_dir is not read)."""
+        self.model_dir, self.verbose = model_dir, verbose
+        if tts is None:
+            missing = check_model_dir(model_dir)
+            if missing:
+                raise ModelDirError(missing_files_message(model_dir, missing))
+            try:
+                from indextts.infer_v2 import IndexTTS2  # lazy: heavy, and absent without an install
+            except ImportError as e:
+                raise ImportError(
+                    f"Cannot import indextts.infer_v2 ({e}). Put an IndexTTS2 checkout on PYTHONPATH "
+                    f"and install its requirements into this .venv.") from e
+            tts = IndexTTS2(cfg_path=os.path.join(model_dir, "config.yaml"), model_dir=model_dir,
+                            use_fp16=fp16, use_deepspeed=deepspeed, use_cuda_kernel=cuda_kernel)
+        self.tts = tts
+        self.hooks = StageHooks().install(tts)
+        self._lock = threading.Lock()
+        version = getattr(tts, "model_version", None)
+        self.label = f"IndexTTS2 {version or ''} ({os.path.abspath(model_dir)})".replace("  ", " ")
+
+    def warmup(self) -> None:
+        """One short synthesis with a synthetic voice prompt, so the first user request does not
+        pay for lazy initialisation (users report first-request stalls). The prompt cache it
+        leaves is replaced by the first real prompt."""
+        import soundfile as sf
+
+        tmpdir = tempfile.mkdtemp(prefix="itts2_warm_")
+        try:
+            t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
+            # a harmonic-rich 140 Hz buzz with a syllable-rate envelope: voice-like enough to run
+            tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
+            wav = 0.2 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) / 2.6
+            prompt = os.path.join(tmpdir, "prompt.wav")
+            sf.write(prompt, wav.astype(np.float32), SAMPLE_RATE)
+            self.synthesize(SynthesisRequest(text="Hello.", spk_audio_prompt=prompt), NullStages())
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
+        req.validate()
+        if not req.spk_audio_prompt:
+            raise InputError("IndexTTS2 needs a voice reference audio (speaker prompt): upload one.")
+        for what, path in (("Voice reference audio", req.spk_audio_prompt),
+                           ("Emotion reference audio", req.emo_audio_prompt if req.emo_control_method == 1 else None)):
+            if path and not os.path.isfile(path):
+                raise InputError(f"{what} file not found: {path}")
+        normalize = getattr(self.tts, "normalize_emo_vec", normalize_emo_vec)
+        tmpdir = tempfile.mkdtemp(prefix="itts2_")
+        try:
+            kwargs = infer_kwargs(req, os.path.join(tmpdir, "out.wav"), normalize, self.verbose)
+            with self._lock, self.hooks.use(stages or NullStages()):
+                out = self.tts.infer(**kwargs)
+            if not out or not os.path.isfile(str(out)):
+                raise RuntimeError(f"IndexTTS2 produced no audio (infer returned {out!r}).")
+            audio, sr = _read_wav_int16(str(out))
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        if sr != SAMPLE_RATE:
+            raise RuntimeError(f"IndexTTS2 wrote {sr} Hz audio; expected {SAMPLE_RATE}.")
+        info = {"engine": self.name, "model_dir": os.path.abspath(self.model_dir),
+                "emo_vector_sent": kwargs["emo_vector"], "use_emo_text": kwargs["use_emo_text"],
+                "generation": {k: kwargs[k] for k in generation_kwargs(None)},
+                "hooks_missing": list(self.hooks.missing)}
+        return SynthesisResult(audio=audio, sample_rate=sr, info=info)
+
+
+def _read_wav_int16(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, sr = sf.read(path, dtype="int16", always_2d=True)
+    return np.ascontiguousarray(data[:, 0]), int(sr)
