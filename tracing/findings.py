@@ -8,8 +8,9 @@ of `{kind, severity, message, evidence}`, most severe first:
 - message: one plain sentence with the numbers, naming the task and pid concerned and what to do.
 - evidence: the numbers the rule used (seconds unless the key says otherwise), JSON-serialisable.
 
-`context` is optional: {"preset": {"name", "policy", "cpus", ...}, "rt_runtime_us": int,
-"rt_period_us": int}; only the RT-throttling rule uses it.
+`context` is optional: {"preset": {"name" (or "preset"), "policy", "cpus", ...}, "rt_runtime_us": int,
+"rt_period_us": int}; the preset read back names itself in messages, and its policy (fifo/rr, or
+SCHED_FIFO/SCHED_RR) drives the RT-throttling rule.
 
 Shares are of the window's wall time summed over our threads' observed time where that is the fairer
 denominator (several threads can wait at once), see `_denominator`.
@@ -182,6 +183,22 @@ def _is_rt_blocker(b: dict) -> bool:
     return isinstance(prio, int) and not isinstance(prio, bool) and 0 <= prio < RT_PRIO_LIMIT
 
 
+def _preset_name(ctx: dict) -> str | None:
+    p = ctx.get("preset")
+    if isinstance(p, str):
+        return p
+    if isinstance(p, dict):
+        return p.get("name") or p.get("preset")
+    return None
+
+
+def _preset_policy(ctx: dict) -> str:
+    p = ctx.get("preset")
+    pol = str(p.get("policy", "")) if isinstance(p, dict) else ""
+    pol = pol.lower()
+    return pol[6:] if pol.startswith("sched_") else pol
+
+
 def _sev(share: float, warn: float, crit: float) -> str | None:
     if share >= crit:
         return "crit"
@@ -214,7 +231,7 @@ def _rule_contention(bd: dict, ctx: dict) -> list[dict]:
     also = ""
     if others:
         also = " (also " + ", ".join(f"{_blocker_name(b)} {_ms(_num(b, 'time_s'))}" for b in others) + ")"
-    preset = (ctx.get("preset") or {}).get("name")
+    preset = _preset_name(ctx)
     where = f" (current preset: {preset})" if preset else ""
     msg = (f"CPU contention: {_blocker_name(top)} held our CPU for {_ms(_num(top, 'time_s'))} "
            f"({_pct(share)} of the {_ms(wall)} request) while {_proc_name(bd)} was runnable, preempting it "
@@ -392,8 +409,7 @@ def _rule_rt(bd: dict, ctx: dict) -> list[dict]:
         out.append(_f(RT_THROTTLING, "crit" if _num(b, "time_s") >= 5 * RT_LONG_S else "warn", msg, {
             "comm": b.get("comm"), "pid": b.get("pid"), "time_s": _num(b, "time_s"),
             "prio": b.get("prio"), "policy": b.get("policy")}))
-    preset = ctx.get("preset") or {}
-    policy = str(preset.get("policy", "")).lower()
+    policy = _preset_policy(ctx)
     if policy in ("fifo", "rr") and bd.get("mode") != "schedstat":
         rq = _num(bd.get("totals", {}), "runqueue_wait_s")
         denom = _denominator(bd)
@@ -402,12 +418,12 @@ def _rule_rt(bd: dict, ctx: dict) -> list[dict]:
             runtime = ctx.get("rt_runtime_us", 950000)
             period = ctx.get("rt_period_us", 1000000)
             t = _top_thread(bd, "runqueue_wait_s")
-            msg = (f"RT throttling likely: preset {preset.get('name', '?')} runs {_thread_name(t, bd)} as "
+            msg = (f"RT throttling likely: preset {_preset_name(ctx) or '?'} runs {_thread_name(t, bd)} as "
                    f"SCHED_{policy.upper()}, yet our threads waited {_ms(rq)} runnable ({_pct(share)}); the "
                    f"kernel throttles real-time tasks after {runtime} us per {period} us, so use a "
                    f"non-RT preset (`pinned`) or fewer RT threads than CPUs.")
             out.append(_f(RT_THROTTLING, "warn", msg, {
-                "preset": preset.get("name"), "policy": policy, "runqueue_wait_s": rq, "share": share,
+                "preset": _preset_name(ctx), "policy": policy, "runqueue_wait_s": rq, "share": share,
                 "rt_runtime_us": runtime, "rt_period_us": period}))
     return out
 

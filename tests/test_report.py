@@ -1,0 +1,76 @@
+"""The text report and the row helpers the UI tables use."""
+from __future__ import annotations
+
+from breakdown_samples import contended, healthy, schedstat
+from tracing import report as R
+from tracing.findings import findings
+
+
+META = {"request_id": "20250101T120000-0badf00d", "created": "2025-01-01T12:00:00+00:00", "engine": "builtin (DSP)",
+        "preset": {"preset": "pinned", "cpus": [1], "nice": -5, "policy": "other"}, "wall_s": 1.0,
+        "duration_s": 2.5}
+
+
+def test_fmt_ms_precision():
+    assert R.fmt_ms(1.2345) == "1234" or R.fmt_ms(1.2345) == "1235"
+    assert R.fmt_ms(0.01234) == "12.3"
+    assert R.fmt_ms(0.000123) == "0.12"
+    assert R.fmt_ms(0) == "0"
+    assert R.fmt_ms(None) == "-"
+
+
+def test_rows_match_headers():
+    bd = contended()
+    for rows, headers in ((R.format_breakdown_rows(bd), R.BREAKDOWN_HEADERS), (R.stage_rows(bd), R.STAGE_HEADERS),
+                          (R.blocker_rows(bd), R.BLOCKER_HEADERS), (R.thread_rows(bd), R.THREAD_HEADERS)):
+        assert rows
+        assert all(len(r) == len(headers) for r in rows), (headers, rows[0])
+
+
+def test_breakdown_rows_values():
+    rows = dict(map(tuple, R.format_breakdown_rows(contended())))
+    assert rows["wall time"] == "1000 ms"
+    assert rows["run-queue wait"] == "420 ms (21%)"  # of 2 s summed observed thread time
+    assert rows["migrations"].startswith("3")
+    assert rows["lost events"] == "0"
+    sched = dict(map(tuple, R.format_breakdown_rows(schedstat())))
+    assert "n/a" in sched["blocked I/O (D)"] and "n/a" not in sched["on-CPU"]
+
+
+def test_blocker_and_stage_rows():
+    assert R.blocker_rows(contended())[0] == ["noisyneighbour", 777, "400", 37]
+    assert R.blocker_rows(contended(), share=True)[0][-1] == "40%"
+    st = R.stage_rows(healthy())
+    assert [r[0] for r in st] == ["text", "vocoder"] and st[0][1] == "200"
+    assert len(R.stage_rows(healthy(), reclaim=True)[0]) == len(R.STAGE_HEADERS) + 1
+
+
+def test_thread_rows_fold_the_rest():
+    bd = healthy()
+    rows = R.thread_rows(bd, limit=1)
+    assert rows[0][0] == "python3" and rows[1][0] == "(1 more threads)"
+
+
+def test_report_sections():
+    bd = contended()
+    text = R.render_report(bd, findings(bd), META)
+    for needle in ("20250101T120000-0badf00d", "2025-01-01T12:00:00", "builtin (DSP)", "pinned", "full (ftrace)",
+                   "RTF 0.40", "Findings", "[CRIT] cpu_contention", "noisyneighbour", "Stages", "vocoder",
+                   "Threads", "worker-1", "Top blockers", "777", "Wakeup latency", "p95 90 us", "#"):
+        assert needle in text, needle
+    # histogram bars: the biggest bucket gets the longest bar
+    bars = {ln.split("|")[0].strip(): ln.split("|")[1].count("#") for ln in text.splitlines() if " | " in ln}
+    assert bars["8us-15us"] == max(bars.values()) and bars["128us-255us"] < bars["4us-7us"]
+
+
+def test_report_schedstat_and_lost():
+    text = R.render_report(schedstat(), findings(schedstat()), {})
+    assert "DEGRADED" in text and "not available in schedstat mode" in text
+    bd = healthy()
+    bd["lost_events"]["total"] = 12
+    text = R.render_report(bd, findings(bd), META)
+    assert "12 events were lost" in text and "lost_events" in text
+
+
+def test_report_survives_empty():
+    assert "Request -" in R.render_report({}, [], {})

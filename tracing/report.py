@@ -1,0 +1,265 @@
+"""Human-readable text for one request's breakdown, and the row helpers the UI tables use.
+
+The one place that formats breakdown numbers: times are shown in ms (`fmt_ms`: 0 decimals from
+100 ms, 1 from 10 ms, 2 below), shares in % of our threads' summed observed time (several threads
+wait at once, so that is the denominator the per-thread states add up to). Pure: no I/O.
+
+- `format_breakdown_rows(bd)` -> rows of BREAKDOWN_HEADERS
+- `stage_rows(bd)` -> rows of STAGE_HEADERS
+- `thread_rows(bd, limit)` -> rows of THREAD_HEADERS
+- `blocker_rows(bd, limit)` -> rows of BLOCKER_HEADERS
+- `render_report(bd, findings, meta)` -> str; meta: request_id, time or created (epoch s or ISO
+  str), engine, preset (read back: a dict or a name), wall_s and duration_s (for the RTF line), mode
+  override, and any extra "key: value" lines under meta["extra"].
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+
+# Column headers of the rows below; the UI tables use these (same shapes as webui.py's tables).
+BREAKDOWN_HEADERS = ["metric", "value"]
+STAGE_HEADERS = ["stage", "wall ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms", "IRQ ms",
+                 "migrations"]
+BLOCKER_HEADERS = ["task", "pid", "held our CPU ms", "preemptions"]
+THREAD_HEADERS = ["thread", "tid", "observed ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms",
+                  "IRQ ms", "migrations", "vol/invol switches"]
+
+_SEVERITY_TAG = {"crit": "CRIT", "warn": "WARN", "info": "info"}
+
+
+def _num(d, key: str) -> float:
+    v = d.get(key) if isinstance(d, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
+
+
+def fmt_ms(seconds: float | None) -> str:
+    """Seconds -> 'N ms' digits (no unit): 1234.5 -> '1235', 12.34 -> '12.3', 0.123 -> '0.12'."""
+    if seconds is None:
+        return "-"
+    ms = float(seconds) * 1000.0
+    if ms == 0:
+        return "0"
+    if abs(ms) >= 100:
+        return f"{ms:.0f}"
+    if abs(ms) >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}"
+
+
+def fmt_pct(part: float, whole: float) -> str:
+    if whole <= 0:
+        return ""
+    p = 100.0 * part / whole
+    return f"{p:.1f}%" if p < 10 else f"{p:.0f}%"
+
+
+def _observed(bd: dict) -> float:
+    obs = sum(_num(t, "observed_s") for t in bd.get("threads") or [])
+    return obs if obs > 0 else _num(bd.get("totals", {}), "wall_s")
+
+
+def format_breakdown_rows(bd: dict) -> list[list]:
+    """[[metric, value]] for the totals; times as 'N ms (share of summed observed thread time)'."""
+    tot = bd.get("totals") or {}
+    obs = _observed(bd)
+    full = bd.get("mode") != "schedstat"
+    na = "n/a (schedstat mode)"
+
+    def t(key):
+        v = _num(tot, key)
+        share = fmt_pct(v, obs)
+        return f"{fmt_ms(v)} ms" + (f" ({share})" if share else "")
+    rows: list[list] = [["wall time", f"{fmt_ms(_num(tot, 'wall_s'))} ms"]]
+    if obs > 0:
+        rows.append(["thread time observed", f"{fmt_ms(obs)} ms over {int(_num(tot, 'threads'))} threads"])
+    for label, key in (("on-CPU", "on_cpu_s"), ("run-queue wait", "runqueue_wait_s"),
+                       ("blocked I/O (D)", "blocked_io_s"), ("sleep (S)", "sleep_s"),
+                       ("IRQ", "irq_s"), ("softirq", "softirq_s"), ("direct reclaim", "reclaim_s")):
+        full_only = key not in ("on_cpu_s", "runqueue_wait_s")
+        rows.append([label, na if full_only and not full else t(key)])
+    wall = _num(tot, "wall_s")
+    mig = _num(tot, "migrations")
+    rows.append(["migrations", (f"{int(mig)}" + (f" ({mig / wall:.0f}/s)" if wall > 0 else "")) if full else na])
+    rows.append(["context switches (vol/invol)",
+                 f"{int(_num(tot, 'voluntary_switches'))}/{int(_num(tot, 'involuntary_switches'))}"])
+    lost = _num(bd.get("lost_events") or {}, "total")
+    rows.append(["lost events", (f"{int(lost)}" + (" (breakdown incomplete)" if lost > 0 else "")) if full else na])
+    return rows
+
+
+def stage_rows(bd: dict, reclaim: bool = False) -> list[list]:
+    """Rows of STAGE_HEADERS (IRQ = hard + soft); reclaim=True appends a direct-reclaim ms column."""
+    rows = []
+    for s in bd.get("stages") or []:
+        r = [str(s.get("name", "?")), fmt_ms(_num(s, "wall_s")), fmt_ms(_num(s, "on_cpu_s")),
+             fmt_ms(_num(s, "runqueue_wait_s")), fmt_ms(_num(s, "blocked_io_s")), fmt_ms(_num(s, "sleep_s")),
+             fmt_ms(_num(s, "irq_s") + _num(s, "softirq_s")), int(_num(s, "migrations"))]
+        if reclaim:
+            r.append(fmt_ms(_num(s, "reclaim_s")))
+        rows.append(r)
+    return rows
+
+
+def thread_rows(bd: dict, limit: int = 20) -> list[list]:
+    """Busiest threads first (on-CPU + run-queue wait); the rest folded into one row."""
+    threads = sorted(bd.get("threads") or [], key=lambda t: -(_num(t, "on_cpu_s") + _num(t, "runqueue_wait_s")))
+    rows = []
+    for t in threads[:limit]:
+        rows.append([str(t.get("comm", "?")), t.get("tid"), fmt_ms(_num(t, "observed_s")),
+                     fmt_ms(_num(t, "on_cpu_s")), fmt_ms(_num(t, "runqueue_wait_s")),
+                     fmt_ms(_num(t, "blocked_io_s")), fmt_ms(_num(t, "sleep_s")),
+                     fmt_ms(_num(t, "irq_s") + _num(t, "softirq_s")), int(_num(t, "migrations")),
+                     f"{int(_num(t, 'voluntary_switches'))}/{int(_num(t, 'involuntary_switches'))}"])
+    rest = threads[limit:]
+    if rest:
+        def s(key):
+            return sum(_num(t, key) for t in rest)
+        rows.append([f"({len(rest)} more threads)", "", fmt_ms(s("observed_s")), fmt_ms(s("on_cpu_s")),
+                     fmt_ms(s("runqueue_wait_s")), fmt_ms(s("blocked_io_s")), fmt_ms(s("sleep_s")),
+                     fmt_ms(s("irq_s") + s("softirq_s")), int(s("migrations")),
+                     f"{int(s('voluntary_switches'))}/{int(s('involuntary_switches'))}"])
+    return rows
+
+
+def blocker_rows(bd: dict, limit: int = 10, share: bool = False) -> list[list]:
+    """Rows of BLOCKER_HEADERS, longest first; share=True appends '% of wall'."""
+    wall = _num(bd.get("totals", {}), "wall_s")
+    bl = sorted(bd.get("blockers") or [], key=lambda b: -_num(b, "time_s"))
+    rows = []
+    for b in bl[:limit]:
+        r = [str(b.get("comm", "?")), b.get("pid"), fmt_ms(_num(b, "time_s")), int(_num(b, "preemptions"))]
+        if share:
+            r.append(fmt_pct(_num(b, "time_s"), wall))
+        rows.append(r)
+    return rows
+
+
+def _table(headers: list[str], rows: list[list], indent: str = "  ") -> list[str]:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r):
+        # first column left-aligned (names), numbers right-aligned
+        return indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out = [line(cells[0]), indent + "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return out
+
+
+def histogram_lines(hist: dict, width: int = 40) -> list[str]:
+    """log2 wakeup-latency buckets as text bars: '  16-31 us | ##########  12'."""
+    items = []
+    for k, v in (hist or {}).items():
+        try:
+            items.append((int(float(k)), int(v)))
+        except (TypeError, ValueError):
+            continue
+    items.sort()
+    if not items:
+        return ["  (no wakeups observed)"]
+    peak = max(v for _, v in items) or 1
+    lo_hi = [(lo, (lo * 2 - 1) if lo > 0 else 0) for lo, _ in items]
+    labels = [f"{_us(lo)}-{_us(hi)}" if hi > lo else _us(lo) for lo, hi in lo_hi]
+    lw = max(len(x) for x in labels)
+    out = []
+    for label, (_, v) in zip(labels, items):
+        bar = "#" * max(1 if v else 0, round(width * v / peak))
+        out.append(f"  {label.rjust(lw)} | {bar.ljust(width)} {v}")
+    return out
+
+
+def _us(us: int) -> str:
+    if us >= 1_000_000:
+        return f"{us / 1e6:g}s"
+    if us >= 1000:
+        return f"{us / 1000:g}ms"
+    return f"{us}us"
+
+
+def _when(t) -> str:
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(t) if t else "-"
+
+
+def _preset_text(p) -> str:
+    if not p:
+        return "-"
+    if isinstance(p, str):
+        return p
+    if isinstance(p, dict):
+        keys = ("name", "preset", "cpus", "nice", "policy", "rt_priority", "torch_threads")
+        parts = [f"{k}={p[k]}" for k in keys if k in p and p[k] is not None]
+        extra = [f"{k}={v}" for k, v in p.items() if k not in keys and not isinstance(v, (dict, list))]
+        return ", ".join(parts + extra) or "-"
+    return str(p)
+
+
+def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> str:
+    bd = breakdown or {}
+    meta = meta or {}
+    mode = meta.get("mode") or bd.get("mode", "?")
+    win = bd.get("window") or {}
+    L: list[str] = []
+    L.append(f"Request {meta.get('request_id', '-')}  —  kernel latency report")
+    L.append("=" * len(L[0]))
+    L.append(f"  Time:    {_when(meta.get('time') or meta.get('created'))}")
+    L.append(f"  Engine:  {meta.get('engine', '-')}")
+    L.append(f"  Preset:  {_preset_text(meta.get('preset'))}  (read back from the kernel)")
+    mode_txt = "full (ftrace)" if mode == "full" else "schedstat (DEGRADED: /proc counters only)" \
+        if mode == "schedstat" else str(mode)
+    L.append(f"  Mode:    {mode_txt}")
+    L.append(f"  Process: pid {bd.get('pid', '-')}, window {fmt_ms(_num(win, 'duration_s'))} ms, "
+             f"{int(_num(bd, 'events'))} events")
+    if _num(meta, "wall_s") > 0:
+        audio = _num(meta, "duration_s")
+        rtf = f", RTF {_num(meta, 'wall_s') / audio:.2f}" if audio > 0 else ""
+        L.append(f"  Request: {fmt_ms(_num(meta, 'wall_s'))} ms wall for {audio:.2f} s of audio{rtf}")
+    for k, v in (meta.get("extra") or {}).items():
+        L.append(f"  {k}: {v}")
+    L.append("")
+
+    L.append("Findings")
+    L.append("--------")
+    if findings:
+        for f in findings:
+            L.append(f"  [{_SEVERITY_TAG.get(f.get('severity'), '?')}] {f.get('kind')}: {f.get('message')}")
+    else:
+        L.append("  (none)")
+    L.append("")
+
+    L.append("Breakdown (our threads summed; % of their observed time)")
+    L.extend(_table(BREAKDOWN_HEADERS, format_breakdown_rows(bd)))
+    L.append("")
+
+    sr = stage_rows(bd, reclaim=True)
+    L.append("Stages")
+    L.extend(_table(STAGE_HEADERS + ["reclaim ms"], sr) if sr else ["  (no stage markers)"])
+    L.append("")
+
+    tr = thread_rows(bd)
+    L.append("Threads")
+    L.extend(_table(THREAD_HEADERS, tr) if tr else ["  (no threads)"])
+    L.append("")
+
+    br = blocker_rows(bd, share=True)
+    L.append("Top blockers (other tasks running on our CPU while we were runnable)")
+    if br:
+        L.extend(_table(BLOCKER_HEADERS + ["% of wall"], br))
+    else:
+        L.append("  (not available in schedstat mode)" if mode == "schedstat" else "  (none)")
+    L.append("")
+
+    wl = bd.get("wakeup_latency") or {}
+    if mode == "schedstat":
+        L.append("Wakeup latency: not available in schedstat mode")
+        return "\n".join(L) + "\n"
+    L.append(f"Wakeup latency (waking -> running): {int(_num(wl, 'count'))} wakeups, "
+             f"p50 {_num(wl, 'p50_us'):.0f} us, p95 {_num(wl, 'p95_us'):.0f} us, max {_num(wl, 'max_us'):.0f} us")
+    L.extend(histogram_lines(wl.get("hist_log2_us") or {}))
+    lost = bd.get("lost_events") or {}
+    if _num(lost, "total") > 0:
+        L.append("")
+        L.append(f"WARNING: {int(_num(lost, 'total'))} events were lost; every figure above is a lower bound.")
+    return "\n".join(L) + "\n"
