@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from tracing.ids import REQUEST_ID_RE
@@ -33,6 +34,7 @@ class ClipStore:
         self.max_clips = max_clips
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._last_ns = 0
 
     def _dir(self, request_id: str) -> Path:
         if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
@@ -61,6 +63,9 @@ class ClipStore:
         tmp = d / (RECORD + ".tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, d / RECORD)  # atomic: a crash never leaves a half record
+        with self._lock:  # the record's mtime orders the history: make it strictly increasing,
+            self._last_ns = max(time.time_ns(), self._last_ns + 1)  # finer than the fs clock tick
+            os.utime(d / RECORD, ns=(self._last_ns, self._last_ns))
         self.enforce_retention()
 
     def get(self, request_id: str) -> dict:
@@ -68,9 +73,16 @@ class ClipStore:
         return json.loads(p.read_text())
 
     def ids(self) -> list[str]:
-        """Request ids, newest first (ids start with their UTC timestamp)."""
-        return sorted((p.name for p in self.clips.iterdir() if REQUEST_ID_RE.fullmatch(p.name)
-                       and (p / RECORD).is_file()), reverse=True)
+        """Request ids, newest first: by the record's write time (ids only sort to the second)."""
+        keyed = []
+        for p in self.clips.iterdir():
+            rec = p / RECORD
+            if REQUEST_ID_RE.fullmatch(p.name):
+                try:
+                    keyed.append((rec.stat().st_mtime_ns, p.name))
+                except FileNotFoundError:
+                    continue  # no record yet (request in flight) or removed meanwhile
+        return [rid for _, rid in sorted(keyed, reverse=True)]
 
     def list(self, limit: int = 50) -> list[dict]:
         out = []
