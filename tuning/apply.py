@@ -398,6 +398,8 @@ class Tuner:
             if free:
                 kernel.set_affinity(tid, free)
                 st = kernel.get_state(tid)
+                if st.nice < self._baseline.nice:  # inherited a synthesis boost: drop it (never needs privilege)
+                    kernel.set_nice(tid, self._baseline.nice)
                 if st.policy != os.SCHED_BATCH or st.reset_on_fork:
                     # batch: off the synthesis CPUs it may still share a CPU with the desktop; it
                     # is throughput work, so it should not preempt interactive tasks either
