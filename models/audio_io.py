@@ -83,6 +83,8 @@ def f0_track(audio: np.ndarray, sr: int, hop_s: float = 0.01, fmin: float = 60.0
     computed per 2/fmin-long frame via FFT autocorrelation; the first lag whose d' dips below
     `threshold` (refined to its local minimum and by parabolic interpolation) gives F0. Frames
     30 dB below the loudest frame are unvoiced, so breath and room noise do not produce pitch.
+    Voiced values more than an octave from the utterance median (fricatives or clicks that pass
+    the threshold at a short lag) are discarded too.
     """
     x = np.asarray(audio, dtype=np.float64)
     if x.ndim != 1 or len(x) == 0:
@@ -119,6 +121,11 @@ def f0_track(audio: np.ndarray, sr: int, hop_s: float = 0.01, fmin: float = 60.0
         den = a - 2 * b + c
         shift = 0.5 * (a - c) / den if den > 1e-12 else 0.0
         f0[i] = sr / (t + float(np.clip(shift, -0.5, 0.5)))
+    v = np.isfinite(f0)
+    if v.sum() >= 3:
+        off = np.abs(np.log2(f0[v] / np.median(f0[v])))
+        idx = np.nonzero(v)[0]
+        f0[idx[off > 1.0]] = np.nan
     return f0
 
 

@@ -92,7 +92,7 @@ def from_text(text: str) -> list[float]:
 class ProsodyFeatures:
     """What mode 0/1 read from a reference clip (see models.audio_io for the definitions)."""
     f0_median_hz: float  # NaN when unvoiced
-    f0_spread_st: float  # std of voiced F0 in semitones around its median
+    f0_spread_st: float  # robust std of voiced F0 in semitones: (p90 - p10) / 2.56
     level_db: float  # RMS dBFS of the active frames
     rate_sps: float  # syllable-like peaks per second of active speech
 
@@ -107,7 +107,8 @@ def prosody_features(audio: np.ndarray, sr: int) -> ProsodyFeatures:
     f0 = f0_track(audio, sr)
     v = f0[np.isfinite(f0)]
     med = float(np.median(v)) if len(v) >= 5 else float("nan")
-    spread = float(np.std(12 * np.log2(v / med))) if len(v) >= 5 else 0.0
+    st = 12 * np.log2(v / med) if len(v) >= 5 else np.zeros(1)
+    spread = float(np.percentile(st, 90) - np.percentile(st, 10)) / 2.56
     x = np.asarray(audio, dtype=np.float64)
     hop = max(1, int(sr * 0.01))
     fr = x[: len(x) // hop * hop].reshape(-1, hop)
@@ -118,9 +119,11 @@ def prosody_features(audio: np.ndarray, sr: int) -> ProsodyFeatures:
 
 
 # Neutral read speech, the reference point of from_prosody (eSpeak's default voice is close).
-NEUTRAL_SPREAD_ST = 2.5
-NEUTRAL_RATE_SPS = 4.0
-NEUTRAL_LEVEL_DB = -20.0
+# Scales: how far from neutral counts as one unit of arousal. Level gets a wide scale because
+# recording gain says little about emotion.
+NEUTRAL_SPREAD_ST, SPREAD_SCALE_ST = 1.5, 0.6
+NEUTRAL_RATE_SPS, RATE_SCALE_SPS = 4.5, 1.5  # en read speech ~5.5, zh ~3.6 peaks/s here
+NEUTRAL_LEVEL_DB, LEVEL_SCALE_DB = -19.0, 8.0
 
 
 def from_prosody(feat: ProsodyFeatures, speaker_f0_hz: float | None = None) -> list[float]:
@@ -128,9 +131,9 @@ def from_prosody(feat: ProsodyFeatures, speaker_f0_hz: float | None = None) -> l
     neutral read speech), pitch height against the speaker's F0 when known. High arousal with
     high pitch -> happy/surprised; high arousal with low pitch or loud -> angry; low arousal
     with slow rate -> sad/melancholic; near neutral -> calm."""
-    spread = (feat.f0_spread_st - NEUTRAL_SPREAD_ST) / 1.5
-    rate = (feat.rate_sps - NEUTRAL_RATE_SPS) / 1.0
-    level = (feat.level_db - NEUTRAL_LEVEL_DB) / 6.0
+    spread = (feat.f0_spread_st - NEUTRAL_SPREAD_ST) / SPREAD_SCALE_ST
+    rate = (feat.rate_sps - NEUTRAL_RATE_SPS) / RATE_SCALE_SPS
+    level = (feat.level_db - NEUTRAL_LEVEL_DB) / LEVEL_SCALE_DB
     arousal = float(np.clip((spread + rate + level) / 3.0, -1.5, 1.5))
     height = 0.0
     if speaker_f0_hz and math.isfinite(feat.f0_median_hz) and math.isfinite(speaker_f0_hz) and speaker_f0_hz > 0:
