@@ -1,0 +1,174 @@
+"""Finding, mounting and probing tracefs; removing instances left behind by dead processes."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+NEEDED_EVENTS = (
+    "sched/sched_switch", "sched/sched_waking", "sched/sched_wakeup", "sched/sched_wakeup_new",
+    "sched/sched_migrate_task", "irq/irq_handler_entry", "irq/irq_handler_exit", "irq/softirq_entry",
+    "irq/softirq_exit", "vmscan/mm_vmscan_direct_reclaim_begin", "vmscan/mm_vmscan_direct_reclaim_end",
+    "vmscan/mm_vmscan_kswapd_wake",
+)
+LATENCY_TRACERS = ("irqsoff", "preemptoff", "preemptirqsoff", "wakeup", "wakeup_rt", "wakeup_dl")
+
+
+def _is_tracefs(p: Path) -> bool:
+    return (p / "trace").exists() and (p / "events").is_dir()
+
+
+def find_tracefs(root=None, mount: bool = True) -> Path | None:
+    """The tracefs directory, or None. An explicit `root` is used as is (None if it is not tracefs),
+    so tests can force degraded mode. Otherwise: the usual paths, /proc/mounts, then (as root) mount."""
+    if root is not None:
+        p = Path(root)
+        return p if _is_tracefs(p) else None
+    for c in CANDIDATES:
+        if _is_tracefs(Path(c)):
+            return Path(c)
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "tracefs" and _is_tracefs(Path(parts[1])):
+                return Path(parts[1])
+    except OSError:
+        pass
+    if mount and os.geteuid() == 0 and Path(CANDIDATES[0]).is_dir():
+        r = subprocess.run(["mount", "-t", "tracefs", "nodev", CANDIDATES[0]], capture_output=True)
+        if r.returncode == 0 and _is_tracefs(Path(CANDIDATES[0])):
+            return Path(CANDIDATES[0])
+    return None
+
+
+def _read(p: Path) -> str | None:
+    try:
+        return p.read_text()
+    except OSError:
+        return None
+
+
+@dataclass
+class Capabilities:
+    root: str | None
+    writable: bool = False
+    instances: bool = False
+    events: dict = field(default_factory=dict)  # "group/name" -> present
+    latency_tracers: list = field(default_factory=list)  # available ones among LATENCY_TRACERS
+    current_tracer: str | None = None
+    tracer_free: bool = False  # current_tracer is nop: a latency tracer could be used
+    trace_marker: bool = False
+    per_cpu_stats: bool = False
+    clocks: list = field(default_factory=list)
+    mode: str = "schedstat"  # "full" when per-request windows can be traced
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.root is None:
+            return f"tracefs: not found ({self.reason}); mode: schedstat (degraded: /proc counters only)"
+        missing = [e for e, ok in self.events.items() if not ok]
+        lines = [
+            f"tracefs: {self.root} ({'writable' if self.writable else 'read-only'})",
+            f"mode: {self.mode}" + ("" if self.mode == "full" else f" (degraded: {self.reason})"),
+            f"instances: {'yes' if self.instances else 'no'}; trace_marker: {'yes' if self.trace_marker else 'no'};"
+            f" per-CPU stats: {'yes' if self.per_cpu_stats else 'no'}",
+            f"events: {sum(self.events.values())}/{len(self.events)} present"
+            + (f"; missing: {', '.join(missing)}" if missing else ""),
+            "latency tracers: " + (", ".join(self.latency_tracers) or "none available")
+            + f"; current_tracer: {self.current_tracer} ({'free' if self.tracer_free else 'in use'})",
+            "trace clocks: " + " ".join(self.clocks),
+        ]
+        return "\n".join(lines)
+
+
+def probe(root=None) -> Capabilities:
+    """What this machine's tracefs can do for per-request windows (reads only, creates nothing)."""
+    r = find_tracefs(root, mount=root is None)
+    if r is None:
+        return Capabilities(root=None, reason=f"no tracefs at {root}" if root else "no tracefs mounted")
+    cap = Capabilities(root=str(r))
+    inst = r / "instances"
+    cap.writable = os.access(r / "tracing_on", os.W_OK) and os.access(inst, os.W_OK)
+    try:  # a read-only bind mount still passes access() for root: ask the mount flags
+        if os.statvfs(r).f_flag & os.ST_RDONLY:
+            cap.writable = False
+    except OSError:
+        cap.writable = False
+    cap.instances = inst.is_dir()
+    cap.events = {e: (r / "events" / e / "enable").exists() for e in NEEDED_EVENTS}
+    avail = (_read(r / "available_tracers") or "").split()
+    cap.latency_tracers = [t for t in LATENCY_TRACERS if t in avail]
+    cap.current_tracer = (_read(r / "current_tracer") or "").strip() or None
+    cap.tracer_free = cap.current_tracer == "nop"
+    cap.trace_marker = (r / "trace_marker").exists()
+    cap.per_cpu_stats = (r / "per_cpu" / "cpu0" / "stats").exists()
+    cap.clocks = (_read(r / "trace_clock") or "").split()
+    sched_ok = cap.events.get("sched/sched_switch") and cap.events.get("sched/sched_waking")
+    if not cap.writable:
+        cap.reason = "tracefs is not writable (need root / CAP_SYS_ADMIN)"
+    elif not cap.instances:
+        cap.reason = "kernel has no tracefs instances"
+    elif not sched_ok:
+        cap.reason = "sched_switch/sched_waking events missing"
+    else:
+        cap.mode = "full"
+    return cap
+
+
+INSTANCE_RE = re.compile(r"^(?P<prefix>.+)-(?P<pid>\d+)-(?P<n>\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def quiesce_and_remove(inst: Path) -> bool:
+    """Stop and remove one instance. Removing fails with EBUSY while events are enabled or a
+    reader holds it open, so tracing and events are switched off first."""
+    for name, value in (("tracing_on", "0"), ("events/enable", "0"), ("current_tracer", "nop")):
+        try:
+            (inst / name).write_text(value)
+        except OSError:
+            pass
+    for _ in range(3):
+        try:
+            os.rmdir(inst)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                return False
+            try:
+                (inst / "events/enable").write_text("0")
+            except OSError:
+                pass
+    return False
+
+
+def cleanup_stale(prefix: str = "ittsw", root=None) -> list[str]:
+    """Remove instances named <prefix>-<pid>-<n> whose pid is dead; returns the names removed."""
+    r = find_tracefs(root, mount=False)
+    if r is None or not (r / "instances").is_dir():
+        return []
+    removed = []
+    for d in (r / "instances").iterdir():
+        m = INSTANCE_RE.match(d.name)
+        if not m or m["prefix"] != prefix or _pid_alive(int(m["pid"])):
+            continue
+        if quiesce_and_remove(d):
+            removed.append(d.name)
+    return removed
