@@ -49,6 +49,8 @@ HOOKS: tuple[tuple[str, str, str], ...] = (
     ("s2mel.models.cfm", "inference", "cfm"),
     ("bigvgan", "forward", "vocoder"),
 )
+INDEXTTS_IMPORT_HF_CACHE = "./checkpoints/hf_cache"  # what infer_v2 writes into HF_HUB_CACHE at import
+
 STAGES = ("emotion_text", "semantic_model", "semantic_codec", "campplus", "text",
           "gpt_autoregressive", "gpt_latents", "cfm", "vocoder")
 
@@ -216,12 +218,13 @@ class IndexTTS2Engine:
             missing = check_model_dir(model_dir)
             if missing:
                 raise ModelDirError(missing_files_message(model_dir, missing))
-            try:
-                from indextts.infer_v2 import IndexTTS2  # lazy: heavy, and absent without an install
-            except ImportError as e:
-                raise ImportError(
-                    f"Cannot import indextts.infer_v2 ({e}). Put an IndexTTS2 checkout on PYTHONPATH "
-                    f"and install its requirements into this .venv.") from e
+            with _hf_cache_for(model_dir):
+                try:
+                    from indextts.infer_v2 import IndexTTS2  # lazy: heavy, absent without an install
+                except ImportError as e:
+                    raise ImportError(
+                        f"Cannot import indextts.infer_v2 ({e}). Put an IndexTTS2 checkout on PYTHONPATH "
+                        f"and install its requirements into this .venv.") from e
             tts = IndexTTS2(cfg_path=os.path.join(model_dir, "config.yaml"), model_dir=model_dir,
                             use_fp16=fp16, use_deepspeed=deepspeed, use_cuda_kernel=cuda_kernel)
         self.tts = tts
@@ -274,6 +277,35 @@ class IndexTTS2Engine:
                 "generation": {k: kwargs[k] for k in generation_kwargs(None)},
                 "hooks_missing": list(self.hooks.missing)}
         return SynthesisResult(audio=audio, sample_rate=sr, info=info)
+
+
+@contextlib.contextmanager
+def _hf_cache_for(model_dir: str):
+    """Keep IndexTTS2's hub downloads (MaskGCT codec, CAMPPlus, BigVGAN, w2v-BERT features) in
+    the cache its own webui uses. infer_v2 sets HF_HUB_CACHE='./checkpoints/hf_cache' relative to
+    the working directory at import, which is our repository, not the IndexTTS2 install. We
+    use the user's HF_HUB_CACHE if set, else <model_dir>/hf_cache when it exists; the hub and
+    transformers are imported first so that their cache constants are computed from it, and the
+    hub constant (read at download time) is set again after infer_v2's import."""
+    target = os.environ.get("HF_HUB_CACHE")
+    if target == INDEXTTS_IMPORT_HF_CACHE:
+        target = None  # set by an earlier infer_v2 import, not by the user
+    if not target and os.path.isdir(os.path.join(model_dir, "hf_cache")):
+        target = os.path.abspath(os.path.join(model_dir, "hf_cache"))
+    if target:
+        os.environ["HF_HUB_CACHE"] = target
+        for mod in ("huggingface_hub", "transformers"):
+            with contextlib.suppress(Exception):
+                __import__(mod)
+    try:
+        yield
+    finally:
+        if target:
+            os.environ["HF_HUB_CACHE"] = target
+            import sys
+            constants = sys.modules.get("huggingface_hub.constants")
+            if constants is not None:
+                constants.HF_HUB_CACHE = target
 
 
 def _read_wav_int16(path: str) -> tuple[np.ndarray, int]:

@@ -32,6 +32,11 @@ V200_INFER = ("(self, spk_audio_prompt, text, output_path, emo_audio_prompt=None
 def standin_path(monkeypatch):
     """Make the stand-in `indextts` importable for this test only."""
     _drop_indextts(monkeypatch)
+    # infer_v2 sets HF_HUB_CACHE at import: restore it after the test
+    if "HF_HUB_CACHE" in os.environ:
+        monkeypatch.setenv("HF_HUB_CACHE", os.environ["HF_HUB_CACHE"])
+    else:
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.syspath_prepend(STANDIN)
     yield STANDIN
     for name in _indextts_modules():  # imported during the test: gone with the path
@@ -278,15 +283,15 @@ def test_markers_in_real_trace_window(engine, voices):
     spk, emo = voices
     if not os.path.isdir("/sys/kernel/tracing/instances"):
         pytest.skip("tracefs not mounted")
-    before = set(os.listdir("/sys/kernel/tracing/instances"))
-    with window_mod.TraceWindow(pid=os.getpid()) as w:
+    prefix = "ittsw-a6"  # ours only: other helpers' windows come and go meanwhile
+    with window_mod.TraceWindow(pid=os.getpid(), prefix=prefix) as w:
         engine.synthesize(SynthesisRequest(text="Traced.", spk_audio_prompt=spk, emo_control_method=1,
                                            emo_audio_prompt=emo), w)
     raw = w.capture.raw_text
     tgid = os.getpid()
     for stage in set(EXPECTED_ORDER):
         assert f"B|{tgid}|{stage}" in raw, stage
-    assert set(os.listdir("/sys/kernel/tracing/instances")) <= before
+    assert not [n for n in os.listdir("/sys/kernel/tracing/instances") if n.startswith(prefix + "-")]
 
 
 def test_check_model_dir(tmp_path):
@@ -325,3 +330,17 @@ def test_auto_falls_back_to_builtin(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p) != os.path.abspath(STANDIN)])
     eng = create_engine("auto", model_dir=make_model_dir(str(tmp_path / "ck")))
     assert eng.name == "builtin" and "indextts" in eng.selection_note
+
+
+def test_hub_cache_points_at_model_dir(standin_path, model_dir, monkeypatch):
+    """IndexTTS2's import points HF_HUB_CACHE at ./checkpoints/hf_cache of the working directory;
+    the adapter uses <model_dir>/hf_cache (where IndexTTS2's own webui keeps those downloads)."""
+    import huggingface_hub.constants as hc
+    from models.indextts2 import IndexTTS2Engine
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", hc.HF_HUB_CACHE)
+    os.makedirs(os.path.join(model_dir, "hf_cache"))
+    import indextts.infer_v2  # noqa: F401  the stand-in overrides HF_HUB_CACHE at import, as v2.0.0
+    IndexTTS2Engine(model_dir=model_dir)
+    want = os.path.abspath(os.path.join(model_dir, "hf_cache"))
+    assert os.environ["HF_HUB_CACHE"] == want and hc.HF_HUB_CACHE == want

@@ -15,6 +15,9 @@ what the adapter sends.
 from __future__ import annotations
 
 import os
+
+os.environ["HF_HUB_CACHE"] = "./checkpoints/hf_cache"  # as v2.0.0 does at import (cwd-relative)
+
 import random
 import re
 from types import SimpleNamespace
