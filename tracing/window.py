@@ -54,7 +54,15 @@ def _cleanup_open():
     with _lock:
         items = list(_open.items())
         _open.clear()
-    for path, _w in items:
+    for path, w in items:
+        # An open trace_marker fd keeps the instance busy (EBUSY). No lock here: a signal handler
+        # may interrupt the thread that holds it.
+        fd, w._fd = w._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         tracefs.quiesce_and_remove(Path(path))
 
 

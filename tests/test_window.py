@@ -1,0 +1,144 @@
+"""TraceWindow on the real tracefs: lifecycle, markers, raising bodies, overlap, degraded mode."""
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tracing import tracefs
+from tracing.window import TraceWindow
+
+TR = tracefs.find_tracefs(mount=False)
+needs_tracefs = pytest.mark.skipif(TR is None or not os.access(TR / "instances", os.W_OK),
+                                   reason="no writable tracefs")
+
+
+def mine():
+    return sorted(p.name for p in (TR / "instances").iterdir() if p.name.startswith(f"ittsw-{os.getpid()}-"))
+
+
+def spin(s):
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    yield
+    if TR is not None and (TR / "instances").is_dir():
+        left = mine()
+        for n in left:
+            tracefs.quiesce_and_remove(TR / "instances" / n)
+        assert not left, f"instances left behind: {left}"
+
+
+@needs_tracefs
+def test_window_lifecycle_and_stages():
+    with TraceWindow() as w:
+        assert len(mine()) == 1
+        inst = w.inst
+        assert (inst / "options/record-tgid").read_text().strip() == "1"
+        assert (inst / "trace_clock").read_text().find("[mono]") >= 0
+        with w.stage("work"):
+            spin(0.05)
+        w.marker("hello")
+    assert mine() == []
+    c = w.capture
+    assert c.mode == "full" and c.raw_text.startswith("# tracer: nop")
+    assert f"B|{os.getpid()}|work" in c.raw_text and "hello" in c.raw_text
+    assert set(c.lost) == {"total", "per_cpu"} and c.duration > 0.05
+    assert "sched/sched_switch" in c.events_enabled
+    bd = w.analyze().to_dict()
+    assert bd["mode"] == "full" and bd["events"] > 0
+    (st,) = bd["stages"]
+    assert st["name"] == "work" and 0.04 < st["wall_s"] < 0.5
+    assert c.start_ts <= st["start_s"] <= st["end_s"] <= c.end_ts  # same clock as time.monotonic
+    assert st["on_cpu_s"] + st["runqueue_wait_s"] > 0.04
+
+
+@needs_tracefs
+def test_window_removed_when_body_raises():
+    with pytest.raises(RuntimeError):
+        with TraceWindow() as w:
+            spin(0.01)
+            raise RuntimeError("boom")
+    assert mine() == [] and w.capture is not None
+
+
+@needs_tracefs
+def test_overlapping_windows_in_two_threads():
+    out = {}
+
+    def work(name, secs):
+        with TraceWindow() as w:
+            with w.stage(name):
+                spin(secs)
+        out[name] = w.analyze().to_dict()
+
+    ts = [threading.Thread(target=work, args=(n, s)) for n, s in (("one", 0.15), ("two", 0.1))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for name in ("one", "two"):
+        names = [s["name"] for s in out[name]["stages"]]
+        assert name in names  # markers went to each window's own instance
+        assert out[name]["totals"]["on_cpu_s"] > 0.05
+
+
+def test_degraded_absent_root(tmp_path):
+    with TraceWindow(root=tmp_path / "absent") as w:
+        spin(0.2)
+    bd = w.analyze().to_dict()
+    assert bd["mode"] == "schedstat" and w.capture.mode == "schedstat"
+    me = next(t for t in bd["threads"] if t["tid"] == threading.get_native_id())
+    assert 0.1 < me["on_cpu_s"] + me["runqueue_wait_s"] < 0.5
+    assert me["blocked_io_s"] is None and bd["totals"]["sleep_s"] is None
+
+
+@needs_tracefs
+def test_degraded_read_only_tracefs(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(TR), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True, capture_output=True)
+        with TraceWindow(root=ro) as w:
+            spin(0.2)
+        bd = w.analyze().to_dict()
+        assert bd["mode"] == "schedstat"
+        me = next(t for t in bd["threads"] if t["tid"] == threading.get_native_id())
+        assert 0.1 < me["on_cpu_s"] + me["runqueue_wait_s"] < 0.5
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+CHILD = r"""
+import sys, time
+sys.path.insert(0, %r)
+from tracing.window import TraceWindow
+w = TraceWindow().__enter__()
+print(w.inst.name, flush=True)
+time.sleep(30)
+"""
+
+
+@needs_tracefs
+def test_sigterm_child_removes_its_window():
+    root = str(Path(__file__).resolve().parents[1])
+    p = subprocess.Popen([sys.executable, "-c", CHILD % root], stdout=subprocess.PIPE, text=True)
+    try:
+        name = p.stdout.readline().strip()
+        assert name and (TR / "instances" / name).exists()
+        p.terminate()
+        p.wait(timeout=10)
+        assert not (TR / "instances" / name).exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        tracefs.cleanup_stale("ittsw")
