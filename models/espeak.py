@@ -83,6 +83,11 @@ def _load() -> dict:
     lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                  ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
     lib.espeak_Synchronize.restype = ctypes.c_int
+    # eSpeak NG draws random numbers (noise sources); we seed them before each synthesis. It
+    # also keeps internal state across calls (measured: repeated identical calls differ by a
+    # few dozen samples even after re-initialisation), so output is not bit-exact repeatable.
+    lib.espeak_ng_SetRandSeed.restype = None
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     # buflength 0 = default buffer; path = the espeak-ng-data directory inside the wheel.
     sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT)
     if sr <= 0:
@@ -109,11 +114,13 @@ def sample_rate() -> int:
 VARIANTS = ("m1", "m3", "f2", "f3", "f4")  # eSpeak NG voice variants (voices/!v) we pick from
 
 
-def synthesize(text: str, lang: str = "en", prosody: Prosody | None = None, variant: str | None = None) -> np.ndarray:
+def synthesize(text: str, lang: str = "en", prosody: Prosody | None = None, variant: str | None = None,
+               seed: int = 1) -> np.ndarray:
     """Speak `text` in `lang` ("en" or "zh") and return int16 mono samples at `sample_rate()`.
 
     `variant` selects an eSpeak voice variant (e.g. "f3": female formants and pitch); None is
-    the language's default (male) voice.
+    the language's default (male) voice. `seed` seeds eSpeak's random generator; repeated
+    identical calls can still differ by a few samples (library state carried between calls).
 
     Raises EspeakError when the library refuses the voice or the text.
     """
@@ -138,6 +145,7 @@ def synthesize(text: str, lang: str = "en", prosody: Prosody | None = None, vari
                              (_VOLUME, p.volume), (_WORDGAP, p.wordgap)):
             lib.espeak_SetParameter(param, value, 0)
         st["chunks"].clear()
+        lib.espeak_ng_SetRandSeed(int(seed))
         buf = ctypes.create_string_buffer(data)
         err = lib.espeak_Synth(buf, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if err != _EE_OK:
