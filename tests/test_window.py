@@ -87,7 +87,8 @@ def test_overlapping_windows_in_two_threads():
     for name in ("one", "two"):
         names = [s["name"] for s in out[name]["stages"]]
         assert name in names  # markers went to each window's own instance
-        assert out[name]["totals"]["on_cpu_s"] > 0.05
+        tot = out[name]["totals"]  # a spinning thread is running or runnable (load from others)
+        assert tot["on_cpu_s"] + tot["runqueue_wait_s"] > 0.09
 
 
 def test_degraded_absent_root(tmp_path):

@@ -95,7 +95,7 @@ def _install_cleanup():
 class TraceWindow:
     def __init__(self, pid=None, cpus=None, buffer_kb=None, root=None, prefix="ittsw"):
         self.pid = pid or os.getpid()
-        self.cpus = sorted(cpus) if cpus is not None else sorted(os.sched_getaffinity(self.pid))
+        self.cpus = sorted(cpus) if cpus is not None else process_cpus(self.pid)
         self.buffer_kb = buffer_kb or DEFAULT_BUFFER_KB
         self.root = root
         self.prefix = prefix
@@ -231,6 +231,47 @@ class TraceWindow:
         if not self._clock_mono and len(events):  # bounds not on the trace clock: use the events'
             start, end = float(events.ts[0]), float(events.ts[-1])
         return analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
+
+
+def _cpu_list(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.update(range(int(a), int(b) + 1))
+        elif part:
+            out.add(int(part))
+    return out
+
+
+def process_cpus(pid: int) -> list[int]:
+    """CPUs the process may use: its cpuset (a thread may widen its own affinity up to that, and
+    threads born later inherit anything), else the online CPUs; plus every thread's affinity.
+    One thread's os.sched_getaffinity alone is too narrow: a thread pinned to CPU 0 would blind
+    the window to work its siblings do on CPU 1."""
+    cpus: set[int] = set()
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            hier, ctrl, path = line.split(":", 2)
+            for f in ([f"/sys/fs/cgroup{path}/cpuset.cpus.effective"] if hier == "0" else []) + \
+                     ([f"/sys/fs/cgroup/cpuset{path}/cpuset.effective_cpus"] if "cpuset" in ctrl.split(",") else []):
+                try:
+                    cpus |= _cpu_list(Path(f).read_text())
+                except (OSError, ValueError):
+                    pass
+    except (OSError, ValueError):
+        pass
+    if not cpus:
+        try:
+            cpus = _cpu_list(Path("/sys/devices/system/cpu/online").read_text())
+        except (OSError, ValueError):
+            cpus = set(range(os.cpu_count() or 1))
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            cpus |= os.sched_getaffinity(int(t))
+    except OSError:
+        pass
+    return sorted(cpus)
 
 
 def _cpumask(cpus) -> str:
