@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default=None, help="tracefs path (default: find or mount it)")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=cmd_doctor)
+    from .snapshot import register_cli  # snapshot + diff (tracing/snapshot.py, tracing/diff.py)
+    register_cli(sub)
     return p
 
 

@@ -233,7 +233,6 @@ def run_in_process(dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, e
     # Imported here, not at module level: tracing/ must not import models/ (ARCHITECTURE.md); the
     # runner is the one place that wires the parts, like webui.py does.
     import tempfile
-    from models.base import NullStages, SynthesisRequest
     from models.registry import create_engine
     from service import Service
     from store import ClipStore
@@ -249,31 +248,44 @@ def run_in_process(dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, e
     root = find_tracefs(None)
     caps = probe(root).to_dict()
     eng = create_engine(engine, model_dir=model_dir)
-    tuner = Tuner(preset_table)
     own_tmp = workdir is None
     work = Path(tempfile.mkdtemp(prefix="itts-snapshot-")) if own_tmp else Path(workdir)
-    svc = Service(eng, tuner, ClipStore(work, max_clips=10_000, max_bytes=1 << 40), tracing_enabled=True,
-                  trace_root=root)
-    writer = SnapshotWriter(dest, new_manifest("in-process", presets, n, text, label, engine=eng.name,
-                                               capabilities=caps, latency_tracers=latency_tracer_status(caps, root)))
+    svc = Service(eng, Tuner(preset_table), ClipStore(work, max_clips=10_000, max_bytes=1 << 40),
+                  tracing_enabled=True, trace_root=root)
     try:
-        if warmup:  # first-request costs (library load, torch kernels) are not what we measure
-            if progress:
-                progress(0.0, "warm-up")
-            eng.synthesize(SynthesisRequest(text=text), NullStages())
-        order = _order(presets, n)
-        for k, (p, i) in enumerate(order):
-            if progress:
-                progress(k / len(order), f"{p} {i + 1}/{n}")
-            rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True)
-            summary = summary_from_attachment(rec.attachment_path)
-            summary["preset_requested"] = p
-            writer.add(p, summary, rec.attachment_path)
-        writer.close()
+        return run_service(svc, dest, presets, n, text, label=label, source="in-process", capabilities=caps,
+                           latency_tracers=latency_tracer_status(caps, root), warmup=warmup, progress=progress)
     finally:
         svc.close()
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, label: str = "",
+                source: str = "in-process", capabilities: dict | None = None, latency_tracers: dict | None = None,
+                warmup: bool = True, progress: Progress | None = None) -> Snapshot:
+    """Run the snapshot on an existing service.Service (the web UI's, or run_in_process's)."""
+    from models.base import NullStages, SynthesisRequest  # lazily: see run_in_process
+
+    n = _check_n(n)
+    unknown = [p for p in presets if p not in svc.tuner.presets]
+    if unknown:
+        raise SnapshotError(f"Unknown preset(s) {', '.join(unknown)}; available: {', '.join(svc.tuner.presets)}.")
+    writer = SnapshotWriter(dest, new_manifest(source, presets, n, text, label, engine=svc.engine.name,
+                                               capabilities=capabilities, latency_tracers=latency_tracers))
+    if warmup:  # first-request costs (library load, torch kernels) are not what we measure
+        if progress:
+            progress(0.0, "warm-up")
+        svc.engine.synthesize(SynthesisRequest(text=text), NullStages())
+    order = _order(presets, n)
+    for k, (p, i) in enumerate(order):
+        if progress:
+            progress(k / len(order), f"{p} {i + 1}/{n}")
+        rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True)
+        summary = summary_from_attachment(rec.attachment_path)
+        summary["preset_requested"] = p
+        writer.add(p, summary, rec.attachment_path)
+    writer.close()
     return load_snapshot(dest)
 
 
@@ -323,4 +335,90 @@ def _check_n(n) -> int:
 
 
 __all__ = ["Snapshot", "SnapshotError", "SnapshotWriter", "load_snapshot", "new_manifest", "run_in_process",
-           "run_remote", "summary_table", "format_summary", "latency_tracer_status", "METRICS"]
+           "run_remote", "run_service", "summary_table", "format_summary", "latency_tracer_status", "METRICS"]
+
+
+# ---------------------------------------------------------------------------------- CLI ----
+def register_cli(sub) -> None:
+    """Add the `snapshot` and `diff` subcommands to `python -m tracing` (an argparse subparsers
+    object); each sets `func(args) -> exit code`."""
+    import argparse
+
+    from tracing import stats as _st
+
+    s = sub.add_parser("snapshot", help="run N traced requests per preset and store them as one snapshot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("out", help="snapshot directory to create (must not exist or be empty)")
+    s.add_argument("--presets", default="default,pinned", help="comma-separated preset names")
+    s.add_argument("-n", type=int, default=5, help="requests per preset (N >= 5 lets the diff resolve p < 0.05 "
+                                                   "with one overlap; N = 3 needs complete separation)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--url", help="drive a running launcher, e.g. http://127.0.0.1:7860/")
+    where.add_argument("--in-process", action="store_true", help="build engine/tuner/service here (the default)")
+    s.add_argument("--engine", default="auto", help="in-process engine: auto | builtin | indextts2 | replica")
+    s.add_argument("--model-dir", default="./checkpoints", help="in-process: IndexTTS2 checkpoints")
+    s.add_argument("--presets-file", default=None, help="in-process: operator presets TOML")
+    s.add_argument("--text", default=DEFAULT_TEXT, help="text every request speaks")
+    s.add_argument("--label", default="", help="free text kept in the manifest (e.g. 'before upgrade')")
+    s.add_argument("--no-warmup", action="store_true", help="skip the untraced warm-up request")
+    s.add_argument("--no-plot", action="store_true", help="do not write <out>/summary.png")
+    s.set_defaults(func=_cli_snapshot)
+
+    d = sub.add_parser("diff", help="compare two snapshots; exit 1 on a significant regression",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("old")
+    d.add_argument("new")
+    d.add_argument("--alpha", type=float, default=_st.ALPHA, help="one-sided Mann-Whitney U significance level")
+    d.add_argument("--min-ratio", type=float, default=_st.MIN_RATIO, help="minimum ratio of medians new/old")
+    d.add_argument("--min-abs-ms", type=float, default=_st.MIN_ABS_S * 1000, help="minimum median difference, ms")
+    d.add_argument("--plot", default=None, help="write the diff image here (PNG)")
+    d.add_argument("--json", default=None, help="write the diff rows here (JSON)")
+    d.set_defaults(func=_cli_diff)
+
+
+def _progress(f: float, desc: str) -> None:
+    import sys
+    print(f"[{f * 100:3.0f}%] {desc}", file=sys.stderr, flush=True)
+
+
+def _cli_snapshot(args) -> int:
+    import sys
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if not presets:
+        print("error: --presets is empty", file=sys.stderr)
+        return 2
+    try:
+        if args.url:
+            snap = run_remote(args.out, args.url, presets, args.n, text=args.text, label=args.label,
+                              warmup=not args.no_warmup, progress=_progress)
+        else:
+            snap = run_in_process(args.out, presets, args.n, text=args.text, engine=args.engine,
+                                  model_dir=args.model_dir, presets_file=args.presets_file, label=args.label,
+                                  warmup=not args.no_warmup, progress=_progress)
+    except SnapshotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.no_plot:
+        from tracing.plots import summary_png
+        (snap.path / "summary.png").write_bytes(summary_png(snap))
+    print(format_summary(snap), end="")
+    return 0
+
+
+def _cli_diff(args) -> int:
+    import sys
+
+    from tracing import diff as D
+    try:
+        old, new = load_snapshot(args.old), load_snapshot(args.new)
+    except SnapshotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    r = D.diff(old, new, alpha=args.alpha, min_ratio=args.min_ratio, min_abs=args.min_abs_ms / 1000)
+    print(D.format_diff(r), end="")
+    if args.plot:
+        from tracing.plots import diff_png
+        Path(args.plot).write_bytes(diff_png(old, new, r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r.to_dict(), indent=1, default=str))
+    return 1 if r.has_regression else 0

@@ -1,0 +1,128 @@
+"""The "Snapshots" tab of the web UI: run a pressure snapshot on the serving engine, diff two.
+
+webui.py calls `build_snapshot_tab(ctx, gr)` inside its `gr.Blocks`; no logic lives here beyond
+wiring: tracing/snapshot.py runs and stores, tracing/diff.py compares, tracing/plots.py draws.
+Snapshots are kept under <outputs>/snapshots/<name>/ and are chosen from a list, never by a path
+typed by the client.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+SNAP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+MAX_N = 50  # the UI's cap; the CLI allows more
+
+
+def snapshots_dir(ctx) -> Path:
+    return Path(ctx.args.outputs).resolve() / "snapshots"
+
+
+def list_snapshots(ctx) -> list[str]:
+    d = snapshots_dir(ctx)
+    if not d.is_dir():
+        return []
+    names = [p.name for p in d.iterdir() if (p / "manifest.json").is_file() and SNAP_NAME_RE.fullmatch(p.name)]
+    return sorted(names, reverse=True)  # names start with a UTC timestamp: newest first
+
+
+def _resolve(ctx, name: str) -> Path:
+    if not isinstance(name, str) or not SNAP_NAME_RE.fullmatch(name) or name not in list_snapshots(ctx):
+        raise ValueError(f"No snapshot named {name!r}.")
+    return snapshots_dir(ctx) / name
+
+
+def build_snapshot_tab(ctx, gr):
+    from tracing import diff as D
+    from tracing import plots
+    from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
+                                  load_snapshot, run_service, summary_table)
+
+    svc, tuner = ctx.service, ctx.tuner
+    allowed = list(tuner.allowed)
+
+    def out_png(path: Path, png: bytes) -> str:
+        path.write_bytes(png)
+        return str(path)
+
+    def run(presets, n, text, label, progress=gr.Progress()):
+        presets = [p for p in (presets or []) if p]
+        if not presets:
+            raise gr.Error("Pick at least one preset.")
+        bad = [p for p in presets if p not in allowed]
+        if bad:
+            raise gr.Error(f"Unknown or not allowed preset(s): {', '.join(bad)}.")
+        if not ctx.switching_allowed and any(p != tuner.current.name for p in presets):
+            raise gr.Error("Preset switching is disabled on this server (exposed without --auth): "
+                           f"only the preset in force ({tuner.current.name}) can be snapshotted.")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not 1 <= n <= MAX_N or int(n) != n:
+            raise gr.Error(f"N must be a whole number between 1 and {MAX_N}.")
+        label = (label or "").strip()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:40].strip("-.")
+        name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + (f"-{slug}" if slug else "")
+        dest = snapshots_dir(ctx) / name
+        root = getattr(ctx, "trace_root", None)
+        caps = getattr(ctx, "capabilities", {}) or {}
+        try:
+            snap = run_service(svc, dest, presets, int(n), (text or "").strip() or DEFAULT_TEXT, label=label,
+                               source="web UI", capabilities=caps, latency_tracers=latency_tracer_status(caps, root),
+                               progress=lambda f, d: progress(f, desc=d))
+        except SnapshotError as e:
+            raise gr.Error(str(e))
+        except Exception as e:  # InputError/TuningError/ServiceError: a sentence for the user
+            raise gr.Error(f"Snapshot stopped: {e}")
+        img = out_png(dest / "summary.png", plots.summary_png(snap))
+        names = list_snapshots(ctx)
+        return (format_summary(snap), summary_table(snap), img,
+                gr.update(choices=names), gr.update(choices=names, value=name))
+
+    def do_diff(old, new, alpha, min_ratio, min_abs_ms):
+        try:
+            a, b = load_snapshot(_resolve(ctx, old)), load_snapshot(_resolve(ctx, new))
+        except (ValueError, SnapshotError) as e:
+            raise gr.Error(str(e))
+        r = D.diff(a, b, alpha=float(alpha), min_ratio=float(min_ratio), min_abs=float(min_abs_ms) / 1000)
+        img = out_png(snapshots_dir(ctx) / new / f"diff-vs-{old}.png", plots.diff_png(a, b, r))
+        return D.format_diff(r), D.diff_table(r), img, r.to_dict()
+
+    def refresh():
+        names = list_snapshots(ctx)
+        return gr.update(choices=names), gr.update(choices=names)
+
+    with gr.Tab("快照 / Snapshots"):
+        gr.Markdown("A **pressure snapshot** runs N traced requests per preset on the serving engine and keeps "
+                    "their breakdowns and traces together; **diff** two snapshots (e.g. before/after an upgrade) "
+                    "to catch regressions. Same as `python -m tracing snapshot` / `diff`.")
+        with gr.Row():
+            presets = gr.Dropdown(allowed, value=[tuner.current.name], multiselect=True, label="Presets",
+                                  elem_id="snap_presets")
+            n = gr.Number(value=5, precision=0, minimum=1, maximum=MAX_N, label="Requests per preset (N)",
+                          elem_id="snap_n")
+            label = gr.Textbox(label="Label", placeholder="e.g. before-kernel-upgrade", elem_id="snap_label")
+        text = gr.Textbox(value=DEFAULT_TEXT, label="Text", elem_id="snap_text")
+        run_btn = gr.Button("Run snapshot", variant="primary", elem_id="snap_run")
+        summary_md = gr.Textbox(label="Summary", lines=6, interactive=False, elem_id="snap_summary")
+        summary_rows = gr.Dataframe(headers=SUMMARY_HEAD, interactive=False, elem_id="snap_table")
+        summary_img = gr.Image(type="filepath", label="Per-request distributions", interactive=False,
+                               elem_id="snap_image")
+        gr.Markdown("### Diff two snapshots")
+        with gr.Row():
+            names = list_snapshots(ctx)
+            old = gr.Dropdown(names, label="Old (baseline)", elem_id="snap_old")
+            new = gr.Dropdown(names, label="New", elem_id="snap_new")
+            refresh_btn = gr.Button("Refresh list", elem_id="snap_refresh")
+        with gr.Row():
+            alpha = gr.Number(value=D.stats.ALPHA, label="alpha (one-sided Mann-Whitney U)")
+            min_ratio = gr.Number(value=D.stats.MIN_RATIO, label="min ratio of medians")
+            min_abs = gr.Number(value=D.stats.MIN_ABS_S * 1000, label="min difference (ms)")
+        diff_btn = gr.Button("Diff", elem_id="snap_diff")
+        diff_text = gr.Textbox(label="Diff", lines=8, interactive=False, elem_id="snap_diff_text")
+        diff_rows = gr.Dataframe(headers=D.DIFF_HEAD, interactive=False, elem_id="snap_diff_table")
+        diff_img = gr.Image(type="filepath", label="Old vs new", interactive=False, elem_id="snap_diff_image")
+        diff_json = gr.JSON(visible=False)
+        run_btn.click(run, [presets, n, text, label], [summary_md, summary_rows, summary_img, old, new],
+                      api_name="snapshot", concurrency_limit=1)
+        diff_btn.click(do_diff, [old, new, alpha, min_ratio, min_abs], [diff_text, diff_rows, diff_img, diff_json],
+                       api_name="snapshot_diff")
+        refresh_btn.click(refresh, None, [old, new], api_visibility="private")
