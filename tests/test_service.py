@@ -1,0 +1,111 @@
+"""The per-request hook without Gradio: preset -> window -> engine -> analysis -> clip."""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import pytest
+
+from models.base import SynthesisRequest
+from service import Service, ServiceError
+from store import ClipStore
+from tests.conftest import our_instances
+from tuning.apply import Tuner, TuningError
+from tuning.presets import load_presets
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from models.builtin import BuiltinEngine
+    return BuiltinEngine()
+
+
+@pytest.fixture
+def svc(engine, tmp_path):
+    tuner = Tuner(load_presets())
+    s = Service(engine, tuner, ClipStore(tmp_path / "out"))
+    before = tuner.readback()
+    yield s
+    tuner.apply("default")
+    s.close()
+    assert _same(tuner.readback(), before), "the test left the process's scheduling changed"
+
+
+def _same(a, b) -> bool:
+    """Threads present in both read-backs hold the same scheduling (torch may add threads)."""
+    sa, sb = {r[0]: r for r in _sched(a)}, {r[0]: r for r in _sched(b)}
+    common = sa.keys() & sb.keys()
+    return bool(common) and all(sa[t] == sb[t] for t in common)
+
+
+def _sched(rb):
+    return sorted((t["tid"], t["cpus"], t["nice"], t["policy"], t["rt_priority"]) for t in rb["threads"]
+                  if t["tid"] in {int(x) for x in os.listdir(f"/proc/{os.getpid()}/task")} and not t.get("aux"))
+
+
+def test_traced_request_has_breakdown_sliced_by_engine_stages(svc):
+    rec = svc.synthesize(SynthesisRequest(text="Tracing every request. 每个请求都有追踪。"))
+    bd = rec.breakdown
+    assert bd["mode"] == "full"
+    names = [s["name"] for s in bd["stages"]]
+    assert names == list(svc.engine.stages)
+    assert bd["totals"]["on_cpu_s"] > 0.05
+    # the window brackets the synthesis: its wall is close to the request's wall
+    assert 0.5 * rec.wall_s <= bd["totals"]["wall_s"] <= rec.wall_s * 1.2 + 0.05
+    with zipfile.ZipFile(rec.attachment_path) as z:
+        raw = z.read("trace.txt").decode()
+        summary = json.loads(z.read("summary.json"))
+    assert raw.startswith("# tracer:") and f"B|{os.getpid()}|acoustic" in raw and "sched_waking" in raw
+    assert summary["preset"]["preset"] == "default" and summary["request"]["text"] == rec.text
+    assert os.path.getsize(rec.timeline_path) > 1000
+    assert svc.store.get(rec.id)["id"] == rec.id
+
+
+def test_untraced_request_still_makes_a_clip(svc):
+    rec = svc.synthesize(SynthesisRequest(text="No trace."), trace=False)
+    assert rec.breakdown is None and rec.attachment_path and os.path.exists(rec.audio_path)
+
+
+def test_request_scope_applies_then_restores(svc):
+    before = svc.tuner.readback()
+    rec = svc.synthesize(SynthesisRequest(text="Pinned for one request."), preset="pinned", scope="request")
+    assert rec.preset["preset"] == "pinned"
+    pinned_cpus = {t["cpus"] for t in rec.preset["threads"] if not t.get("aux")}
+    assert len(pinned_cpus) == 1
+    assert _same(svc.tuner.readback(), before)
+    assert svc.tuner.current.name == "default"
+
+
+class Exploding:
+    """Fault injection: the real builtin engine, failing inside its acoustic stage."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.label, self.stages = inner, "builtin", inner.label, inner.stages
+        self.sample_rate = inner.sample_rate
+
+    def synthesize(self, req, stages):
+        with stages.stage("text"):
+            pass
+        with stages.stage("acoustic"):
+            raise RuntimeError("simulated engine crash")
+
+
+def test_engine_failure_closes_window_restores_preset_and_keeps_history_clean(engine, tmp_path):
+    tuner = Tuner(load_presets())
+    s = Service(Exploding(engine), tuner, ClipStore(tmp_path / "out"))
+    before = tuner.readback()
+    with pytest.raises(ServiceError, match="simulated engine crash"):
+        s.synthesize(SynthesisRequest(text="boom"), preset="pinned", scope="request")
+    assert our_instances(os.getpid()) == []
+    assert _same(tuner.readback(), before)
+    assert s.store.ids() == [] and list((tmp_path / "out" / "clips").iterdir()) == []
+    s.close()
+
+
+def test_refused_preset_changes_nothing(svc):
+    before = svc.tuner.readback()
+    with pytest.raises(TuningError):
+        svc.synthesize(SynthesisRequest(text="rt please"), preset="realtime")  # no --allow-realtime
+    assert _same(svc.tuner.readback(), before)
+    assert our_instances(os.getpid()) == []
