@@ -41,6 +41,7 @@ _STAGE_COLORS = ("#cfe3f7", "#f7e3cf", "#dff2d8", "#f2d8ec", "#e8e8c8", "#d8f0f0
 MAX_LANES = 8          # beyond this the picture stops being readable on a laptop screen
 MAX_ANNOTATIONS = 6    # blocker labels on the longest runnable-because-blocked segments
 DPI = 100
+_CHAR_PX = 5.4         # mean glyph width of the 7 pt label font at DPI, for overlap checks
 WIDTH_IN = 12.0
 
 
@@ -183,20 +184,27 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
                 h = 0.7 if key != "sleep" else 0.36
                 ax.broken_barh(xs, (y - h / 2, h), facecolors=STATE_COLORS[key], edgecolors="none", zorder=2)
 
-    # blocker labels on the longest blocked runnable segments, at most one per lane region
+    # blocker labels on the longest blocked runnable segments, never overlapping within a lane
     blocked.sort(reverse=True)
-    placed: list[tuple[int, float]] = []
+    placed: list[tuple[int, float, float]] = []
+    ms_per_char = span_ms * _CHAR_PX / (WIDTH_IN * DPI * 0.85)  # label width estimate in data units
     for w, x0, lane, who in blocked:
         if len(placed) >= MAX_ANNOTATIONS:
             break
         xc = x0 + w / 2
-        if any(l == lane and abs(xc - x) < span_ms * 0.12 for l, x in placed):
-            continue
-        placed.append((lane, xc))
-        y = n - 1 - lane
-        # keep labels inside the axes near the edges
-        ha = "left" if xc < span_ms * 0.1 else "right" if xc > span_ms * 0.9 else "center"
         ms = f"{w:.0f} ms" if w >= 10 else f"{w:.1f} ms"
+        width = (len(who) + len(ms) + 3) * ms_per_char
+        # keep labels inside the axes near the edges
+        if xc - width / 2 < 0:
+            ha, lo = "left", xc
+        elif xc + width / 2 > span_ms:
+            ha, lo = "right", xc - width
+        else:
+            ha, lo = "center", xc - width / 2
+        if any(l == lane and lo < r and lo + width > left for l, left, r in placed):
+            continue
+        placed.append((lane, lo, lo + width))
+        y = n - 1 - lane
         ax.text(xc, y + 0.4, f"{who} {ms}", ha=ha, va="bottom", fontsize=7, color="#8b0000", zorder=4,
                     clip_on=True, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#d62728", "lw": 0.5, "alpha": 0.9})
 
