@@ -358,3 +358,20 @@ def test_unprivileged_offline_cpu_is_refused():
     r = _as_nobody("far", f'[presets.far]\ncpus = "0,{bad}"\n')
     assert r["msg"] and str(bad) in r["msg"]
     assert r["after"] == r["before"]
+
+
+@needs_root
+def test_sigxcpu_demotes_instead_of_killing(restore_process, extra_threads):
+    import signal
+    t = Tuner(load_presets(), allow_realtime=True)
+    try:
+        t.apply("realtime")
+        assert signal.getsignal(signal.SIGXCPU) == t._on_xcpu
+        os.kill(os.getpid(), signal.SIGXCPU)  # what the kernel sends at the RLIMIT_RTTIME soft limit
+        rows = _rows()
+        assert t.rt_demoted and all(r["policy"] == "other" for r in rows.values())
+        assert t.readback()["rt_demoted"] and t.ensure() == len(rows)  # next request: real-time again
+        assert all(r["policy"] == "fifo" for r in _rows().values())
+    finally:
+        t.apply("default")
+    assert signal.getsignal(signal.SIGXCPU) == signal.SIG_DFL

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import resource
+import signal
 import sys
 import threading
 from dataclasses import dataclass, replace
@@ -29,10 +30,14 @@ from . import kernel
 from .kernel import POLICIES, POLICY_NAMES, RT_POLICIES, ThreadState
 from .presets import Preset, resolve_cpus
 
-# RLIMIT_RTTIME: CPU time (us) a real-time thread may use without a blocking syscall. At the soft
-# limit the kernel sends SIGXCPU (Python's default action: the process dies with a core dump),
-# which stops a runaway SCHED_FIFO loop from owning a CPU. 2 s is far above any one compute burst
-# of a synthesis step that still blocks now and then (GIL hand-offs and I/O are blocking calls).
+# RLIMIT_RTTIME: CPU time (us) a real-time thread may use without a blocking syscall (the count
+# survives switching policy back and forth; only sleeping resets it). At the soft limit the kernel
+# sends SIGXCPU, whose default action kills the process with a core dump. The tuner installs a
+# handler (when it runs in the main thread and nobody else handles SIGXCPU) that instead demotes
+# every real-time thread to SCHED_OTHER and sets `rt_demoted`: the runaway loses its grip on the
+# CPU and the service lives; the next ensure() (next request) goes real-time again. A loop that
+# holds the GIL in C code never lets the handler run; RT throttling (sched_rt_runtime_us) is then
+# what keeps 5% of each CPU for everyone else.
 RTTIME_SOFT_US = 2_000_000
 
 
@@ -85,6 +90,8 @@ class Tuner:
         self._baseline = kernel.get_state(self.pid)
         self._torch_baseline: int | None = None
         self._rttime_saved: tuple[int, int] | None = None  # limit before we went real-time
+        self._xcpu_prev = None  # SIGXCPU disposition before our handler, while installed
+        self.rt_demoted = False  # set when SIGXCPU made us drop real-time (see RTTIME_SOFT_US)
         base = presets.get("default") if hasattr(presets, "get") else None
         self._current: Preset = base or Preset(name="default", description="inherit everything")
         self._target = self._resolve(self._current)
@@ -198,6 +205,7 @@ class Tuner:
             mismatches.append(f"torch intra-op threads is {out['torch_threads']}, preset wants {t.torch_threads}")
         rl = self._get_rttime()
         out["rlimit_rttime_us"] = None if rl is None or rl[0] == resource.RLIM_INFINITY else rl[0]
+        out["rt_demoted"] = self.rt_demoted
         out["matches"] = not mismatches
         out["mismatches"] = mismatches
         return out
@@ -472,11 +480,29 @@ class Tuner:
                 self._set_rttime((new_soft, hard))
             except (OSError, ValueError) as e:
                 raise TuningError(f"Cannot set RLIMIT_RTTIME ({e}); refusing real-time.") from None
+        self.rt_demoted = False
+        if (self._is_self and self._xcpu_prev is None and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGXCPU) == signal.SIG_DFL):
+            self._xcpu_prev = signal.signal(signal.SIGXCPU, self._on_xcpu)
 
     def _disarm_rttime(self) -> None:
         if self._rttime_saved is not None:
             self._set_rttime(self._rttime_saved)
             self._rttime_saved = None
+        if self._xcpu_prev is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGXCPU, self._xcpu_prev)
+            self._xcpu_prev = None
+
+    def _on_xcpu(self, signum, frame) -> None:
+        """SIGXCPU from RLIMIT_RTTIME: drop every real-time thread to SCHED_OTHER. No lock: this
+        runs in the main thread, which may hold it mid-transition."""
+        for tid in kernel.list_threads(self.pid):
+            with contextlib.suppress(OSError):
+                if kernel.get_state(tid).policy in RT_POLICIES:
+                    kernel.set_policy(tid, os.SCHED_OTHER)
+        self.rt_demoted = True
+        sys.stderr.write("tuning: RLIMIT_RTTIME reached (a real-time thread ran 2 s without blocking); "
+                         "all threads demoted to SCHED_OTHER until the next request\n")
 
 
 def _sched_key(s: ThreadState) -> tuple:
