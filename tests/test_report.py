@@ -74,3 +74,16 @@ def test_report_schedstat_and_lost():
 
 def test_report_survives_empty():
     assert "Request -" in R.render_report({}, [], {})
+
+
+def test_schedstat_none_values_show_na():
+    from tracing.schedstat import NONE_KEYS
+    bd = schedstat()
+    for t in bd["threads"]:
+        t.update({k: None for k in NONE_KEYS})
+    for k in NONE_KEYS:
+        bd["totals"][k] = None
+    rows = R.thread_rows(bd)
+    assert rows[0][5] == "n/a" and rows[0][3] == "900"
+    text = R.render_report(bd, findings(bd), {})
+    assert "n/a" in text

@@ -92,13 +92,23 @@ def stage_rows(bd: dict, reclaim: bool = False) -> list[list]:
     """Rows of STAGE_HEADERS (IRQ = hard + soft); reclaim=True appends a direct-reclaim ms column."""
     rows = []
     for s in bd.get("stages") or []:
-        r = [str(s.get("name", "?")), fmt_ms(_num(s, "wall_s")), fmt_ms(_num(s, "on_cpu_s")),
-             fmt_ms(_num(s, "runqueue_wait_s")), fmt_ms(_num(s, "blocked_io_s")), fmt_ms(_num(s, "sleep_s")),
-             fmt_ms(_num(s, "irq_s") + _num(s, "softirq_s")), int(_num(s, "migrations"))]
+        r = [str(s.get("name", "?")), _cell(s, "wall_s"), _cell(s, "on_cpu_s"), _cell(s, "runqueue_wait_s"),
+             _cell(s, "blocked_io_s"), _cell(s, "sleep_s"), _cell(s, "irq_s", "softirq_s"), _count(s, "migrations")]
         if reclaim:
-            r.append(fmt_ms(_num(s, "reclaim_s")))
+            r.append(_cell(s, "reclaim_s"))
         rows.append(r)
     return rows
+
+
+def _cell(d: dict, *keys) -> str:
+    """ms text of d[key] (summed over keys), 'n/a' when the analysis could not measure it (None)."""
+    if isinstance(d, dict) and any(k in d and d[k] is None for k in keys):
+        return "n/a"
+    return fmt_ms(sum(_num(d, k) for k in keys))
+
+
+def _count(d: dict, key: str):
+    return "n/a" if isinstance(d, dict) and key in d and d[key] is None else int(_num(d, key))
 
 
 def thread_rows(bd: dict, limit: int = 20) -> list[list]:
@@ -106,10 +116,9 @@ def thread_rows(bd: dict, limit: int = 20) -> list[list]:
     threads = sorted(bd.get("threads") or [], key=lambda t: -(_num(t, "on_cpu_s") + _num(t, "runqueue_wait_s")))
     rows = []
     for t in threads[:limit]:
-        rows.append([str(t.get("comm", "?")), t.get("tid"), fmt_ms(_num(t, "observed_s")),
-                     fmt_ms(_num(t, "on_cpu_s")), fmt_ms(_num(t, "runqueue_wait_s")),
-                     fmt_ms(_num(t, "blocked_io_s")), fmt_ms(_num(t, "sleep_s")),
-                     fmt_ms(_num(t, "irq_s") + _num(t, "softirq_s")), int(_num(t, "migrations")),
+        rows.append([str(t.get("comm", "?")), t.get("tid"), _cell(t, "observed_s"), _cell(t, "on_cpu_s"),
+                     _cell(t, "runqueue_wait_s"), _cell(t, "blocked_io_s"), _cell(t, "sleep_s"),
+                     _cell(t, "irq_s", "softirq_s"), _count(t, "migrations"),
                      f"{int(_num(t, 'voluntary_switches'))}/{int(_num(t, 'involuntary_switches'))}"])
     rest = threads[limit:]
     if rest:
@@ -170,10 +179,6 @@ def histogram_lines(hist: dict, width: int = 40) -> list[str]:
 
 
 def _us(us: int) -> str:
-    if us >= 1_000_000:
-        return f"{us / 1e6:g}s"
-    if us >= 1000:
-        return f"{us / 1000:g}ms"
     return f"{us}us"
 
 
