@@ -4,11 +4,10 @@ Builds the Gradio Blocks UI and wires the parts (models/, tuning/, tracing/, ser
 no logic of its own. The launch preset is applied before gradio/torch are imported, so every
 thread the process creates inherits it (taskset/nice/chrt semantics).
 """
-from __future__ import annotations
-
 import argparse
 import ipaddress
 import os
+import signal
 import sys
 
 from tuning.launch import add_launch_args, apply_launch
@@ -63,6 +62,9 @@ def is_loopback(host: str) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (systemd stop, docker stop) exits cleanly: SystemExit unwinds the main thread, and
+    # trace windows still open are removed by their own chained handler first.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         presets = load_presets(args.presets)
     except PresetError as e:
@@ -79,8 +81,15 @@ def main(argv=None) -> int:
     print(f"* Engine: {ctx.engine.label}", flush=True)
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
-               footer_links=["api", "gradio", "settings"], theme=None)
+    fastapi_app, _, _ = app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
+                                   footer_links=["api", "gradio", "settings"], prevent_thread_lock=True)
+    import metrics
+    metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
+    print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)
+    try:
+        app.block_thread()
+    finally:
+        ctx.service.close()
     return 0
 
 
@@ -208,10 +217,23 @@ def build_app(ctx: Context):
     BL_HEAD = ["task", "pid", "held our CPU ms", "preemptions"]
     TH_HEAD = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
 
-    def run_request(text, spk, emo_mode, emo_ref, emo_weight, v1, v2, v3, v4, v5, v6, v7, v8,
-                    emo_text, use_random, do_sample, top_p, top_k, temperature, length_penalty,
-                    num_beams, repetition_penalty, max_mel_tokens, max_tokens_seg, preset, scope,
-                    trace, progress=gr.Progress()):
+    # Every argument after text defaults to None (= the UI's default) so API clients may pass
+    # only what they change, by name: client.predict(text=..., api_name="/synthesize").
+    def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
+                    v3=None, v4=None, v5=None, v6=None, v7=None, v8=None, emo_text=None,
+                    use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
+                    length_penalty=None, num_beams=None, repetition_penalty=None,
+                    max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
+                    progress=gr.Progress()):
+        d = DEFAULT_GENERATION
+        dflt = lambda v, default: default if v is None else v  # noqa: E731
+        emo_weight, use_random = dflt(emo_weight, 0.65), dflt(use_random, False)
+        v1, v2, v3, v4, v5, v6, v7, v8 = (dflt(v, 0.0) for v in (v1, v2, v3, v4, v5, v6, v7, v8))
+        do_sample, top_p, top_k = dflt(do_sample, d["do_sample"]), dflt(top_p, d["top_p"]), dflt(top_k, d["top_k"])
+        temperature, length_penalty = dflt(temperature, d["temperature"]), dflt(length_penalty, d["length_penalty"])
+        num_beams, repetition_penalty = dflt(num_beams, d["num_beams"]), dflt(repetition_penalty, d["repetition_penalty"])
+        max_mel_tokens, max_tokens_seg = dflt(max_mel_tokens, d["max_mel_tokens"]), dflt(max_tokens_seg, ctx.args.gui_seg_tokens)
+        trace = svc.tracing_enabled if trace is None else trace
         if scope not in (None, *SCOPES):
             raise gr.Error(f"Unknown scope {scope!r}: use one of {SCOPES}.")
         if preset and preset != tuner.current.name and not ctx.switching_allowed:
@@ -220,7 +242,7 @@ def build_app(ctx: Context):
             raise gr.Error(f"Unknown or not allowed preset {preset!r}. Allowed: {', '.join(allowed)}.")
         try:
             req = SynthesisRequest(
-                text=text if isinstance(text, str) else text,
+                text=text,
                 spk_audio_prompt=spk or None,
                 emo_control_method=emo_mode if emo_mode is not None else 0,
                 emo_audio_prompt=emo_ref or None, emo_alpha=_num(emo_weight, "Emotion weight"),
@@ -289,7 +311,7 @@ def build_app(ctx: Context):
         except ClipNotFound as e:
             raise _user_error(e)
 
-    def compare(text, spk, preset_a, preset_b, progress=gr.Progress()):
+    def compare(text, spk=None, preset_a=None, preset_b=None, progress=gr.Progress()):
         if not ctx.switching_allowed:
             raise gr.Error("Preset switching is disabled on this server (exposed without --auth).")
         outs = []
@@ -455,6 +477,10 @@ def build_app(ctx: Context):
             dl_file = gr.File(visible=False)
             dl_btn = gr.Button(visible=False)
             dl_btn.click(download, dl_id, dl_file, api_name="download")
+
+        with gr.Tab("快照 / Snapshots"):
+            from webui_snapshot import build_snapshot_tab
+            build_snapshot_tab(ctx, gr)
 
         with gr.Tab("系统 / System"):
             gr.Markdown("**Tracing capabilities** (as `python -m tracing doctor` prints them)")
