@@ -212,9 +212,7 @@ def build_app(ctx: Context):
 
     svc, tuner, store = ctx.service, ctx.tuner, ctx.store
     allowed = list(tuner.allowed)
-    BD_HEAD = ["metric", "value"]
-    ST_HEAD = ["stage", "wall ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms", "IRQ ms", "migrations"]
-    BL_HEAD = ["task", "pid", "held our CPU ms", "preemptions"]
+    from tracing.report import BLOCKER_HEADERS as BL_HEAD, BREAKDOWN_HEADERS as BD_HEAD, STAGE_HEADERS as ST_HEAD
     TH_HEAD = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
 
     # Every argument after text defaults to None (= the UI's default) so API clients may pass
