@@ -43,7 +43,8 @@ def shot(page, name):
 
 def pick(page, elem_id, option):
     page.locator(f"#{elem_id} input").first.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(f'#{elem_id} li[role=option][aria-label="{option}"]').first.click()
+    page.keyboard.press("Escape")
 
 
 def generate(page, text):
