@@ -12,6 +12,7 @@ from models.base import SAMPLE_RATE, SynthesisRequest
 from models.replica import DEFAULT_SCALE, HOP, ReplicaEngine, Shape, mel_tokens_for
 
 TINY = 0.03  # widths at 3 %: same depths and step counts, fast enough for unit tests
+SHORT = {"num_beams": 1, "max_mel_tokens": 16}  # where the token count is not under test
 
 
 class Recorder:
@@ -29,6 +30,16 @@ class Recorder:
             yield
         finally:
             self.open -= 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-CPU machine two spinning OpenMP threads slow these
+    overhead-bound tiny models down many times over (the replica follows whatever is set)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +91,7 @@ def test_compute_shapes_and_stage_order(tiny):
 
 def test_emotion_text_mode_runs_the_emotion_decoder(tiny):
     rec = Recorder()
-    tiny.compute(SynthesisRequest(text="Hi.", emo_control_method=3, emo_text="very angry"), rec)
+    tiny.compute(SynthesisRequest(text="Hi.", emo_control_method=3, emo_text="very angry", generation=SHORT), rec)
     assert "emotion_text" in rec.names and rec.names.index("emotion_text") < rec.names.index("gpt_autoregressive")
 
 
@@ -111,7 +122,7 @@ def test_label_is_honest(tiny):
 def test_synthesize_returns_builtin_speech_with_replica_info(tiny):
     pytest.importorskip("models.builtin")
     rec = Recorder()
-    res = tiny.synthesize(SynthesisRequest(text="Hello there."), rec)
+    res = tiny.synthesize(SynthesisRequest(text="Hello there.", generation=SHORT), rec)
     assert res.sample_rate == SAMPLE_RATE and res.audio.dtype == np.int16 and len(res.audio) > 0.2 * SAMPLE_RATE
     assert res.info["engine"] == "replica" and res.info["replica"]["mel_tokens"] > 0
     assert rec.names[-1] == "builtin_speech" and "gpt_autoregressive" in rec.names
@@ -132,7 +143,7 @@ def test_one_request_at_a_time(tiny):
 
     tiny.compute = counting
     try:
-        ts = [threading.Thread(target=tiny.synthesize, args=(SynthesisRequest(text="Hi."),)) for _ in range(2)]
+        ts = [threading.Thread(target=tiny.synthesize, args=(SynthesisRequest(text="Hi.", generation=SHORT),)) for _ in range(2)]
         [t.start() for t in ts]
         [t.join() for t in ts]
     finally:
