@@ -75,7 +75,11 @@ def main(argv=None) -> int:
     except Exception as e:
         print(f"error: launch preset refused: {e}", file=sys.stderr)
         return 2
-    ctx = make_context(args, presets, launch_preset)  # heavy imports only after the preset
+    try:
+        ctx = make_context(args, presets, launch_preset)  # heavy imports only after the preset
+    except (ValueError, ImportError, RuntimeError, OSError) as e:  # e.g. model_dir lacks files
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     app = build_app(ctx)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     print(f"* Engine: {ctx.engine.label}", flush=True)
