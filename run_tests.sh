@@ -11,6 +11,8 @@ command -v trace-cmd >/dev/null || missing+=(trace-cmd)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# CJK glyphs, so the browser screenshots (test-artifacts/) show the Chinese labels
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "[setup] apt-get install ${missing[*]}" >&2
