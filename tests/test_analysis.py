@@ -94,6 +94,8 @@ def test_blockers_sum_over_several_tasks_and_migration_of_runnable_thread():
     bd = analyze(e, PID, 5.0, 6.0).to_dict()
     bl = {(b["comm"], b["pid"]): b["time_s"] for b in bd["blockers"]}
     assert bl == {("hogA", 301): pytest.approx(0.1), ("hogB", 302): pytest.approx(0.1)}
+    # 5.3..5.35 runnable on cpu1 while it ran its idle task: nobody to blame, a slow wakeup
+    assert bd["totals"]["idle_wait_s"] == pytest.approx(0.05)
     t = thread(bd, 100)
     assert t["runqueue_wait_s"] == pytest.approx(0.25) and t["on_cpu_s"] == pytest.approx(0.15)
     assert t["sleep_s"] == pytest.approx(0.5) and t["observed_s"] == pytest.approx(0.9)

@@ -207,3 +207,13 @@ def test_severity_ordering():
 def test_robust_to_missing_keys():
     assert kinds(F.findings({})) == [F.HEALTHY]
     assert kinds(F.findings({"mode": "full", "totals": {}, "blockers": None})) == [F.HEALTHY]
+
+
+def test_idle_wakeup_named_when_waiting_for_idle_cpus():
+    from tracing.findings import IDLE_WAKEUP, findings
+    bd = {"mode": "full", "window": {"duration_s": 1.0}, "totals": {"wall_s": 1.0, "idle_wait_s": 0.3,
+          "runqueue_wait_s": 0.3, "on_cpu_s": 0.7}, "threads": [], "blockers": []}
+    f = [x for x in findings(bd) if x["kind"] == IDLE_WAKEUP]
+    assert f and f[0]["severity"] == "crit" and "300 ms" in f[0]["message"]
+    bd["totals"]["idle_wait_s"] = 0.004  # a few ms of wakeup latency is normal
+    assert not [x for x in findings(bd) if x["kind"] == IDLE_WAKEUP]

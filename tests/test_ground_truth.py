@@ -89,8 +89,12 @@ def test_fifo_hog_is_the_blocker_of_a_pinned_victim():
     # (preemptions of us by the hog may be 0: under load another task may hold the CPU at that instant)
     # The victim's wait = the hog's 200 ms + whatever other helpers' load added (named blockers;
     # the list sums over all our threads, so it is an upper bound for the victim's share).
+    # On a VM an idle vCPU may take tens of ms to wake (host scheduling): that wait has no task
+    # to blame and is reported apart as idle_wait_s, so it is allowed for here too.
     others = sum(b["time_s"] for b in bd["blockers"] if b["pid"] != hog.pid)
-    assert 0.19 <= v["runqueue_wait_s"] <= 0.21 + others + 0.01
+    idle = bd["totals"]["idle_wait_s"]
+    assert 0.19 <= v["runqueue_wait_s"] <= 0.21 + others + idle + 0.01
+    assert idle <= bd["totals"]["runqueue_wait_s"]
     assert v["on_cpu_s"] + v["runqueue_wait_s"] + v["blocked_io_s"] + v["sleep_s"] == \
         pytest.approx(v["observed_s"], abs=1e-6)
 

@@ -15,7 +15,11 @@ Metric definitions (as bcc runqlat / perf sched timehist), per thread of the pro
                     "0" holds < 1 us), count, max, p50, p95.
   blockers          for each other task (comm AND pid): the time it was running on the CPU where one
                     of our threads sat runnable (summed over our threads), and how many times it
-                    preempted us (we switched out in R with it as next). The idle task is not one.
+                    preempted us (we switched out in R with it as next). The idle task is not one:
+  idle_wait_s       runnable time while the CPU we waited for ran its idle task (summed over our
+                    threads; part of runqueue_wait_s). Nobody held the CPU: the wakeup was slow to
+                    reach it (a halted vCPU the hypervisor has to reschedule, a deep C-state exit,
+                    a delayed IPI). Large values on a VM mean host-side latency, not a local task.
 Window edges: a thread's state is unknown until its first event. If that event is a switch-out,
 the thread was running since the first event on that CPU (or the window start), because no switch
 happened there before; otherwise observation starts at the first event. After the last event the
@@ -220,6 +224,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
 
     pieces = _blocker_pieces(ev, segs)
     blockers = _blockers(pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()})
+    idle_wait = sum(dur for _si, _c, pid_, dur in pieces if pid_ == 0)
     seg_tid = np.array([s[0] for s in segs], dtype=np.int64)
     seg_st = [s[1] for s in segs]
     seg_a = np.array([s[2] for s in segs], dtype=float)
@@ -256,6 +261,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     for k in sum_keys:
         totals[k] = sum(r[k] for r in threads)
     totals["threads"] = len(threads)
+    totals["idle_wait_s"] = idle_wait
 
     # Stage slices: overlap of every interval with the stage.
     irq_all = [iv for iv in irq_iv if iv[0] in ours]
@@ -308,7 +314,7 @@ def _blocker_pieces(ev, segs) -> list[tuple]:
         pid_cur = np.where(k >= 0, nxt[np.maximum(k, 0)], first_pid)
         row_cur = np.where(k >= 0, rows[np.maximum(k, 0)], first_row)
         single = k_end <= k + 1
-        ok = single & (pid_cur != 0) & (pid_cur != tid_a)
+        ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
         comm_of: dict[int, str] = {}
         for si, pid, row, is_next, dur in zip(si_a[ok].tolist(), pid_cur[ok].tolist(), row_cur[ok].tolist(),
                                               (k[ok] >= 0).tolist(), (b0[ok] - a0[ok]).tolist()):
@@ -322,7 +328,7 @@ def _blocker_pieces(ev, segs) -> list[tuple]:
                 pid, row, is_next = (first_pid, first_row, False) if kk < 0 else (int(nxt[kk]), int(rows[kk]), True)
                 t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
                 t_end = min(t_next, end)
-                if pid != 0 and pid != tid and t_end > t_cur:
+                if pid != tid and t_end > t_cur:
                     out.append((int(si_a[j]), ev.sb(row) if is_next else ev.sa(row), pid, t_end - t_cur))
                 if t_next >= end:
                     break
@@ -344,6 +350,8 @@ def _blockers(pieces, preempt) -> list[dict]:
 def _main_blocker_by_seg(pieces) -> dict[int, str]:
     best: dict[int, tuple] = {}
     for si, comm, pid, dur in pieces:
+        if pid == 0:
+            continue  # the timeline marks tasks that held our CPU; idle is nobody
         if si not in best or dur > best[si][0]:
             best[si] = (dur, f"{comm}:{pid}")
     return {si: v[1] for si, v in best.items()}

@@ -23,6 +23,7 @@ import re
 CPU_CONTENTION = "cpu_contention"      # another named task held the CPU while we were runnable
 SELF_CONTENTION = "self_contention"    # our own threads queue behind each other
 RUNQUEUE_WAIT = "runqueue_wait"        # run-queue wait is high but no single task explains it
+IDLE_WAKEUP = "idle_wakeup"            # we waited for CPUs that were idle: slow wakeups (VM/C-states)
 MEMORY_PRESSURE = "memory_pressure"    # kswapd0 ran on our CPU, or our threads did direct reclaim
 WRITEBACK = "writeback"                # kworker / jbd2 / journald / flush held our CPU
 IO_WAIT = "io_wait"                    # our threads were blocked in D state
@@ -33,7 +34,7 @@ LOST_EVENTS = "lost_events"            # ring buffer overflowed: numbers are low
 DEGRADED_MODE = "degraded_mode"        # no tracefs: schedstat only
 HEALTHY = "healthy"                    # nothing above stood out
 
-KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
+KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
          MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
@@ -48,6 +49,12 @@ MIN_BLOCKER_S = 0.005
 RUNQUEUE_WARN_SHARE = 0.10
 RUNQUEUE_CRIT_SHARE = 0.30
 # Any direct reclaim is a stall the user pays for (allocation blocked until pages are freed);
+# Waiting runnable while the CPU sat idle (totals.idle_wait_s): >= 5% of the request and >= 10 ms is
+# more than wakeup IPIs cost on bare metal (microseconds); on a VM it is the host rescheduling a
+# halted vCPU. >= 20% makes it the main reason the click felt slow.
+IDLE_WAIT_WARN_SHARE = 0.05
+IDLE_WAIT_CRIT_SHARE = 0.20
+MIN_IDLE_WAIT_S = 0.010
 # kswapd0 on our CPU at all means the machine is short of free memory. Crit when it is >= 10%.
 MEMORY_CRIT_SHARE = 0.10
 # Flusher threads are usually brief; 2% of the window (and >= 5 ms) is already abnormal.
@@ -293,6 +300,23 @@ def _rule_runqueue(bd: dict, ctx: dict) -> list[dict]:
     })]
 
 
+def _rule_idle_wakeup(bd: dict, ctx: dict) -> list[dict]:
+    """Runnable while the CPU ran its idle task: nobody to blame locally, the wakeup was slow."""
+    idle = _num(bd.get("totals", {}), "idle_wait_s")
+    wall = _wall(bd)
+    if wall <= 0 or idle < MIN_IDLE_WAIT_S:
+        return []
+    share = idle / wall
+    sev = _sev(share, IDLE_WAIT_WARN_SHARE, IDLE_WAIT_CRIT_SHARE)
+    if sev is None:
+        return []
+    msg = (f"Slow wakeups: our threads waited {_ms(idle)} ({_pct(share)} of the request) for CPUs that "
+           f"were idle, so no task was in the way; on a VM the host is slow to run a halted vCPU "
+           f"(ask for dedicated vCPUs, or keep the cores busy with the `pinned` preset and fewer "
+           f"torch threads), on bare metal check deep C-states (cpuidle, intel_idle.max_cstate).")
+    return [_f(IDLE_WAKEUP, sev, msg, {"idle_wait_s": idle, "wall_s": wall, "share": share})]
+
+
 def _rule_memory(bd: dict, ctx: dict) -> list[dict]:
     wall = _wall(bd)
     reclaim = _num(bd.get("totals", {}), "reclaim_s")
@@ -467,5 +491,5 @@ def _healthy(bd: dict) -> dict:
     return _f(HEALTHY, "info", msg, {"wall_s": wall, "on_cpu_s": on, "runqueue_wait_s": rq})
 
 
-_RULES = (_rule_contention, _rule_self_contention, _rule_runqueue, _rule_memory, _rule_writeback,
+_RULES = (_rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup, _rule_memory, _rule_writeback,
           _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded)

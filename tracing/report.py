@@ -78,6 +78,8 @@ def format_breakdown_rows(bd: dict) -> list[list]:
                        ("IRQ", "irq_s"), ("softirq", "softirq_s"), ("direct reclaim", "reclaim_s")):
         full_only = key not in ("on_cpu_s", "runqueue_wait_s")
         rows.append([label, na if full_only and not full else t(key)])
+        if key == "runqueue_wait_s" and full:
+            rows.append(["  of which CPU idle (slow wakeup)", t("idle_wait_s")])
     wall = _num(tot, "wall_s")
     mig = _num(tot, "migrations")
     rows.append(["migrations", (f"{int(mig)}" + (f" ({mig / wall:.0f}/s)" if wall > 0 else "")) if full else na])
