@@ -99,7 +99,9 @@ class TraceWindow:
         self.buffer_kb = buffer_kb or DEFAULT_BUFFER_KB
         self.root = root
         self.prefix = prefix
-        self.capture: Capture | None = None
+        self._capture: Capture | None = None
+        self._t1: float | None = None
+        self._tids1: set[int] = set()
         self.inst: Path | None = None
         self.events_enabled: list[str] = []
         self.caps: tracefs.Capabilities | None = None
@@ -111,7 +113,12 @@ class TraceWindow:
         self._clock_mono = False
 
     # -- enter / exit --------------------------------------------------------------------------
-    def __enter__(self):
+    def prepare(self) -> "TraceWindow":
+        """Create and configure the instance without recording (tracing_on=0). Costly (mkdir,
+        buffer allocation, event enables: ~40 ms here), so the service calls it ahead of time on
+        its aux thread; __enter__ then only flips tracing_on. Idempotent."""
+        if self.caps is not None:
+            return self
         self.caps = tracefs.probe(self.root)
         if self.caps.mode == "full":
             try:
@@ -119,9 +126,15 @@ class TraceWindow:
             except OSError as e:
                 self._teardown()
                 self.caps.mode, self.caps.reason = "schedstat", f"instance setup failed: {e}"
+        return self
+
+    def __enter__(self):
+        self.prepare()
         if self.caps.mode != "full":
             self._snap = schedstat.snapshot(self.pid)
         self._tids0 = self._tids()
+        if self.inst is not None:
+            (self.inst / "tracing_on").write_text("1")
         self._t0 = time.monotonic()
         return self
 
@@ -156,30 +169,59 @@ class TraceWindow:
             except OSError:
                 pass  # absent on this kernel: recorded by omission
         self._fd = os.open(inst / "trace_marker", os.O_WRONLY)
-        w("tracing_on", 1)
 
     def __exit__(self, et, ev, tb):
-        t1 = time.monotonic()
-        tids = sorted(self._tids0 | self._tids())
+        """Stop recording and nothing more: reading the buffer and removing the instance
+        (collect()) are left to the caller's aux thread, outside the synthesis path. When the
+        body raised, collect at once so nothing outlives the failure."""
+        self._t1 = time.monotonic()
+        self._tids1 = self._tids()
+        if self.inst is not None:
+            try:
+                (self.inst / "tracing_on").write_text("0")
+            except OSError:
+                pass
+        else:
+            self._snap = (self._snap or {}, schedstat.snapshot(self.pid))
+        if et is not None:
+            self.collect()
+        return False
+
+    def collect(self) -> "Capture":
+        """Read the stopped window (lost-event counters, raw text), remove the instance, and
+        build the Capture. Idempotent; also removes a prepared window that was never entered."""
+        if self._capture is not None:
+            return self._capture
+        if self._t1 is None:  # prepared but never used: just discard it
+            self._teardown()
+            return None
+        tids = sorted(self._tids0 | self._tids1)
         caps = self.caps.to_dict() if self.caps else {}
+        t0, t1 = self._t0, self._t1
         if self.inst is not None:
             lost, text = {"total": 0, "per_cpu": {}}, ""
             try:
-                (self.inst / "tracing_on").write_text("0")
                 lost = _read_lost(self.inst, self.cpus)
                 text = (self.inst / "trace").read_text(errors="replace")
             finally:
                 self._teardown()
-            self.capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=self._t0,
-                                   end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
-                                   capabilities=caps, duration=t1 - self._t0, tids=tids)
+            self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
+                                    end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
+                                    capabilities=caps, duration=t1 - t0, tids=tids)
         else:
-            after = schedstat.snapshot(self.pid)
-            self.capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
-                                   start_ts=self._t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
-                                   capabilities=caps, duration=t1 - self._t0, tids=tids)
-            self._snap = (self._snap or {}, after)
-        return False
+            self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
+                                    start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
+                                    capabilities=caps, duration=t1 - t0, tids=tids)
+        return self._capture
+
+    @property
+    def capture(self) -> "Capture | None":
+        """The window's capture (collected on first access after exit); None before exit."""
+        return self.collect() if self._t1 is not None else None
+
+    def discard(self) -> None:
+        """Remove the instance without reading it (a prepared window that will not be used)."""
+        self._teardown()
 
     def _teardown(self):
         if self._fd is not None:
@@ -220,9 +262,9 @@ class TraceWindow:
 
     # -- results -------------------------------------------------------------------------------
     def analyze(self) -> analysis.Breakdown:
-        c = self.capture
-        if c is None:
+        if self._t1 is None:
             raise RuntimeError("analyze() is available after the window has closed")
+        c = self.collect()
         if c.mode != "full":
             before, after = self._snap
             return schedstat.breakdown(c.pid, before, after, c.start_ts, c.end_ts)
