@@ -35,7 +35,7 @@ from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
 from tracing.report import render_report
 from tracing.timeline import render_timeline
-from tracing.window import TraceWindow
+from tracing.window import TraceWindow, process_cpus
 from tuning.apply import Tuner, TuningError
 
 log = logging.getLogger("service")
@@ -119,6 +119,30 @@ class Service:
         self.requests = 0
         self.failures = 0
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
+        # The next request's trace window, created and configured ahead of time on the aux thread
+        # (mkdir + buffer allocation + event enables cost ~40 ms), so that opening the window on
+        # the synthesis path is one write to tracing_on.
+        self._next_window = None
+        if self.tracing_enabled:
+            self._aux.submit(self._prepare_next)
+
+    def _prepare_next(self) -> None:
+        try:
+            self._next_window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb).prepare()
+        except Exception as e:
+            log.warning("could not prepare a trace window ahead: %s", e)
+            self._next_window = None
+
+    def _take_window(self) -> TraceWindow:
+        """The prepared window when it still covers the CPUs the process may use now (a preset
+        may have changed them), else a fresh one. Called under self._lock."""
+        self._aux.submit(lambda: None).result()  # a preparation in flight has finished
+        w, self._next_window = self._next_window, None
+        if w is not None and w.cpus == process_cpus(os.getpid()):
+            return w
+        if w is not None:
+            self._aux.submit(w.discard)
+        return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
 
     def _place_aux(self) -> None:
         try:
@@ -127,7 +151,10 @@ class Service:
             log.warning("could not place the trace-aux thread: %s", e)
 
     def close(self) -> None:
-        self._aux.shutdown(wait=True)
+        self._aux.shutdown(wait=True)  # a preparation in flight finishes first...
+        w, self._next_window = self._next_window, None
+        if w is not None:
+            w.discard()  # ...so that no prepared window outlives the service
 
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
                    trace: bool | None = None, progress: Progress | None = None) -> ClipRecord:
@@ -165,17 +192,26 @@ class Service:
             t0 = time.monotonic()
             try:
                 if trace:
-                    window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
+                    window = self._take_window()
                     with window:
                         result = self.engine.synthesize(req, _Stages(window, progress, self.engine.stages))
                 else:
                     result = self.engine.synthesize(req, _Stages(None, progress, self.engine.stages))
             except (InputError, TuningError):
                 raise
-            except Exception as e:
+            except Exception as e:  # (the window removed itself on the way out)
                 log.exception("engine failed on request %s", rid)
                 raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
             wall = time.monotonic() - t0
+        try:
+            return self._finish(rid, clip_dir, req, result, wall, in_force, trace, window, progress)
+        finally:
+            if window is not None:
+                window.discard()  # normally collected already; never leave an instance behind
+            if trace:
+                self._aux.submit(self._prepare_next)  # the next request's window gets ready
+
+    def _finish(self, rid, clip_dir, req, result, wall, in_force, trace, window, progress) -> ClipRecord:
         if progress:
             progress(0.97, "analysing the trace")
         audio_path = clip_dir / "audio.wav"
