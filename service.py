@@ -189,10 +189,10 @@ class Service:
         window = None
         with scope_cm:
             in_force = self.tuner.readback()
+            window = self._take_window() if trace else None  # before the clock: not synthesis
             t0 = time.monotonic()
             try:
                 if trace:
-                    window = self._take_window()
                     with window:
                         result = self.engine.synthesize(req, _Stages(window, progress, self.engine.stages))
                 else:
