@@ -1,0 +1,82 @@
+"""metrics.py: observe() on hand-made records, and a real scrape of /metrics after one request."""
+from __future__ import annotations
+
+import re
+import types
+import urllib.request
+
+import pytest
+
+from breakdown_samples import contended, schedstat
+from metrics import Metrics, install
+
+
+def _value(body: str, name: str, **labels) -> float | None:
+    for line in body.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_observe_fills_every_family():
+    m = Metrics()
+    rec = {"engine": "builtin", "preset": {"preset": "pinned"}, "wall_s": 1.2, "breakdown": contended(),
+           "findings": [{"kind": "cpu_contention", "severity": "warning", "message": "x"}]}
+    rec["breakdown"]["lost_events"]["total"] = 7
+    m.observe(rec)
+    m.observe({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.5, "breakdown": None})
+    m.observe({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.4, "breakdown": schedstat()})
+    body = m.exposition().decode()
+    assert _value(body, "itts_request_wall_seconds_count", preset="pinned", engine="builtin") == 1
+    assert _value(body, "itts_request_wall_seconds_count", preset="default", engine="builtin") == 2
+    assert _value(body, "itts_breakdown_seconds_sum", component="runqueue_wait", preset="pinned") == pytest.approx(0.42)
+    assert _value(body, "itts_breakdown_seconds_bucket", component="runqueue_wait", preset="pinned", le="0.25") == 0
+    assert _value(body, "itts_breakdown_seconds_bucket", component="runqueue_wait", preset="pinned", le="0.5") == 1
+    assert _value(body, "itts_stage_seconds_count", stage="vocoder", component="wall", preset="pinned") == 1
+    assert _value(body, "itts_lost_events_total", preset="pinned", engine="builtin") == 7
+    assert _value(body, "itts_findings_total", kind="cpu_contention", severity="warning") == 1
+    assert _value(body, "itts_requests_total", engine="builtin", status="ok") == 3
+    m.sync_failures("builtin", 2)
+    m.sync_failures("builtin", 2)  # idempotent: counts the service's failures once
+    assert _value(m.exposition().decode(), "itts_requests_total", status="error") == 2
+
+
+def test_install_on_a_running_gradio_app():
+    """The wiring webui.py uses: launch(prevent_thread_lock=True), then install()."""
+    import gradio as gr
+    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=1, listeners=[])
+    ctx = types.SimpleNamespace(service=svc)
+    with gr.Blocks() as demo:
+        t = gr.Textbox()
+        gr.Button().click(lambda x: x, t, t, api_name="echo")
+    app, url, _ = demo.launch(server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        m = install(ctx, app)
+        assert ctx.metrics is m and svc.listeners == [m.observe]
+        svc.listeners[0]({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.3, "breakdown": contended()})
+        with urllib.request.urlopen(url + "metrics", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            body = r.read().decode()
+        assert _value(body, "itts_request_wall_seconds_count", preset="default", engine="builtin") == 1
+        assert _value(body, "itts_requests_total", status="error") == 1
+        assert urllib.request.urlopen(url + "config", timeout=10).status == 200  # Gradio still serves
+    finally:
+        demo.close()
+
+
+@pytest.mark.slow
+def test_scrape_real_server_after_one_request(server, client):
+    """webui.py serves /metrics (wired with metrics.install) and counts a real request."""
+    client.predict(text="Metrics check.", preset="default", scope="this request only", api_name="/synthesize")
+    try:
+        body = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
+    except urllib.error.HTTPError as e:
+        pytest.fail(f"/metrics answered {e.code}: webui.py must call metrics.install(ctx, fastapi_app) "
+                    "after app.launch(..., prevent_thread_lock=True)")
+    assert _value(body, "itts_request_wall_seconds_count", preset="default") >= 1
+    assert _value(body, "itts_breakdown_seconds_count", component="on_cpu", preset="default") >= 1
+    assert _value(body, "itts_requests_total", status="ok") >= 1
+    assert "itts_stage_seconds_count{" in body
