@@ -8,7 +8,8 @@ Metric definitions (as bcc runqlat / perf sched timehist), per thread of the pro
   sleep_s           off-CPU after a switch-out in any other state (S, I, T, ...).
   irq_s / softirq_s hard/soft IRQ handler time on a CPU while our thread was the current task
                     (the handler runs inside our on_cpu time; softirq time excludes nested hard IRQs).
-  reclaim_s         direct reclaim begin..end in our threads (inside their on_cpu/blocked time).
+  reclaim_s         direct reclaim begin..end in our threads, including reclaim forced by a memory
+                    cgroup limit (memcg_reclaim, the container case); inside their on_cpu/blocked time.
   migrations        sched_migrate_task events for our threads.
   voluntary / involuntary switches: switch-outs in a blocking state / in state R (preempted).
   wakeup latency    sched_waking -> switch-in, in us: log2 histogram (key = bucket lower bound;

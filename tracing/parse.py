@@ -41,6 +41,7 @@ EVENT_KINDS = {
     "irq_handler_entry": K_IRQ_ENTRY, "irq_handler_exit": K_IRQ_EXIT,
     "softirq_entry": K_SOFTIRQ_ENTRY, "softirq_exit": K_SOFTIRQ_EXIT,
     "mm_vmscan_direct_reclaim_begin": K_RECLAIM_BEGIN, "mm_vmscan_direct_reclaim_end": K_RECLAIM_END,
+    "mm_vmscan_memcg_reclaim_begin": K_RECLAIM_BEGIN, "mm_vmscan_memcg_reclaim_end": K_RECLAIM_END,
     "mm_vmscan_kswapd_wake": K_KSWAPD_WAKE, "tracing_mark_write": K_MARKER,
 }
 

@@ -14,6 +14,8 @@ NEEDED_EVENTS = (
     "sched/sched_migrate_task", "irq/irq_handler_entry", "irq/irq_handler_exit", "irq/softirq_entry",
     "irq/softirq_exit", "vmscan/mm_vmscan_direct_reclaim_begin", "vmscan/mm_vmscan_direct_reclaim_end",
     "vmscan/mm_vmscan_kswapd_wake",
+    # reclaim forced by a memory cgroup's limit (containers): the same stall as direct reclaim
+    "vmscan/mm_vmscan_memcg_reclaim_begin", "vmscan/mm_vmscan_memcg_reclaim_end",
 )
 LATENCY_TRACERS = ("irqsoff", "preemptoff", "preemptirqsoff", "wakeup", "wakeup_rt", "wakeup_dl")
 
