@@ -68,6 +68,7 @@ class _Snapshot:
     rttime_saved: tuple[int, int] | None
     current: Preset
     target: Target
+    autogroup_nice: int | None = None
 
 
 class Tuner:
@@ -88,6 +89,7 @@ class Tuner:
         # "inherit" means: what the process had when the tuner was created (after the launch
         # preset, if any), read from the main thread.
         self._baseline = kernel.get_state(self.pid)
+        self._autogroup_baseline = kernel.get_autogroup_nice(self.pid)  # None: no autogroup
         self._torch_baseline: int | None = None
         self._rttime_saved: tuple[int, int] | None = None  # limit before we went real-time
         self._xcpu_prev = None  # SIGXCPU disposition before our handler, while installed
@@ -203,6 +205,8 @@ class Tuner:
         out["torch_interop_threads"] = torch.get_num_interop_threads() if torch else None
         if torch and t.torch_threads and out["torch_threads"] != t.torch_threads:
             mismatches.append(f"torch intra-op threads is {out['torch_threads']}, preset wants {t.torch_threads}")
+        out["autogroup_nice"] = kernel.get_autogroup_nice(self.pid)
+        out["autogroup_owned"] = os.getsid(self.pid) == self.pid
         rl = self._get_rttime()
         out["rlimit_rttime_us"] = None if rl is None or rl[0] == resource.RLIM_INFINITY else rl[0]
         out["rt_demoted"] = self.rt_demoted
@@ -268,19 +272,44 @@ class Tuner:
         """Move threads to `desired` and make `preset` current, with the RT net and torch count."""
         going_rt = target.policy in RT_POLICIES
         rl_before, saved_before = self._get_rttime(), self._rttime_saved
+        ag_before = kernel.get_autogroup_nice(self.pid)
         try:
+            self._set_autogroup(preset, ag_before)
             if going_rt:
                 self._arm_rttime()
             self._transition(desired)
         except BaseException:
             with contextlib.suppress(OSError, ValueError):
                 self._set_rttime(rl_before)
+            with contextlib.suppress(OSError):
+                if ag_before is not None and kernel.get_autogroup_nice(self.pid) != ag_before:
+                    kernel.set_autogroup_nice(self.pid, ag_before)
             self._rttime_saved = saved_before
             raise
         if not going_rt:
             self._disarm_rttime()
         self._current, self._target = preset, target
         self._set_torch_threads(target.torch_threads)
+
+    def _set_autogroup(self, preset: Preset, now: int | None) -> None:
+        """With autogroup on, a preset's nice also becomes its session group's nice; otherwise the
+        threads' nice is void against tasks of other sessions (measured: nice -10 gave no gain
+        against a stress-ng started in another session). Inherit = the launch value."""
+        if now is None or os.getsid(self.pid) != self.pid:
+            # Only a session leader owns its autogroup (systemd services are): otherwise the group
+            # is the launching shell's session and would keep our nice after we exit.
+            return
+        want = self._autogroup_baseline if preset.nice is None else preset.nice
+        if want is None or want == now:
+            return
+        try:
+            kernel.set_autogroup_nice(self.pid, want)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise TuningError(f"Permission denied lowering the session's autogroup nice from {now} to "
+                                  f"{want}: needs root or CAP_SYS_NICE. Nothing was changed.") from None
+            raise TuningError(f"Setting the autogroup nice to {want} failed: {e.strerror}. "
+                              "Nothing was changed.") from None
 
     def _transition(self, desired: dict[int, ThreadState]) -> None:
         """Move each tid to its desired state, all-or-nothing (see the module docstring)."""
@@ -383,7 +412,8 @@ class Tuner:
                 pass
         torch = self._torch()
         return _Snapshot(threads, torch.get_num_threads() if torch else None, self._get_rttime(),
-                         self._rttime_saved, self._current, self._target)
+                         self._rttime_saved, self._current, self._target,
+                         kernel.get_autogroup_nice(self.pid))
 
     def _restore(self, s: _Snapshot) -> None:
         live = self._worker_tids()
@@ -391,6 +421,9 @@ class Tuner:
         try:
             self._transition(desired)
         finally:
+            if s.autogroup_nice is not None and kernel.get_autogroup_nice(self.pid) != s.autogroup_nice:
+                with contextlib.suppress(OSError):  # raising it back never needs privilege... lowering
+                    kernel.set_autogroup_nice(self.pid, s.autogroup_nice)  # back does: best effort
             self._current, self._target = s.current, s.target
             self._set_rttime(s.rttime)
             self._rttime_saved = s.rttime_saved

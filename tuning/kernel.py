@@ -158,3 +158,27 @@ def read_proc_all(pid: int) -> list[dict]:
         if row is not None:
             rows.append(row)
     return rows
+
+
+AUTOGROUP_ENABLED_PATH = "/proc/sys/kernel/sched_autogroup_enabled"
+
+
+def get_autogroup_nice(pid: int, enabled_path: str = AUTOGROUP_ENABLED_PATH) -> int | None:
+    """The nice of the process's autogroup (its session's scheduling group), or None when the
+    kernel has no autogroup or it is disabled. With autogroup on, CFS first shares CPU time
+    between groups by their nice, and a thread's own nice only orders it inside its group: a
+    nice -10 thread still gets no more than an equal share against another session's hog."""
+    try:
+        with open(enabled_path) as fh:
+            if fh.read().strip() != "1":
+                return None
+        with open(f"/proc/{pid}/autogroup") as fh:
+            return int(fh.read().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """Set the autogroup nice (lowering it needs CAP_SYS_NICE, like nice itself)."""
+    with open(f"/proc/{pid}/autogroup", "w") as fh:
+        fh.write(str(nice))
