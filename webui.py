@@ -276,6 +276,10 @@ def build_app(ctx: Context):
                 for t in rb.get("threads", [])]
         md = (f"**In force:** `{rb.get('preset')}` · {_preset_line(rb)} · torch threads: "
               f"{rb.get('torch_threads', '?')} intra-op / {rb.get('torch_interop_threads', '?')} inter-op"
+              + (f" · autogroup nice {rb['autogroup_nice']}" + ("" if rb.get("autogroup_owned") else
+                 " (the launching shell's session: not changed by presets; nice only orders threads "
+                 "inside it — run under systemd or `setsid` for nice presets to count)")
+                 if rb.get("autogroup_nice") is not None else "")
               + ("" if rb.get("matches", True) else " · **read-back differs from the preset**"))
         return md, rows, rb
 
