@@ -114,12 +114,14 @@ class Context:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         self.args = args
         root = find_tracefs(args.tracefs)
-        self.trace_root = root
+        # an explicit --tracefs that is not tracefs degrades to schedstat mode; falling back to
+        # the system's tracefs (what root=None means below) would ignore the operator's choice
+        self.trace_root = root if root is not None else args.tracefs
         if root is not None:
             removed = cleanup_stale(root=root)  # instances of our dead processes (kill -9)
             if removed:
                 print(f"* Removed stale trace instances: {', '.join(removed)}", flush=True)
-        self.capabilities = probe(root).to_dict()
+        self.capabilities = probe(self.trace_root).to_dict()
         self.tuner = Tuner(presets, allow_realtime=args.allow_realtime, force_realtime=args.force_realtime)
         if launch_preset is not None:
             self.tuner.adopt(launch_preset)
@@ -129,7 +131,7 @@ class Context:
         self.store = ClipStore(args.outputs, max_clips=args.keep_clips, max_bytes=args.keep_mb * 2**20)
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
-                               trace_root=root, buffer_kb=args.trace_buffer_kb)
+                               trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb)
         self.switching_allowed = is_loopback(args.host) or bool(args.auth) or args.i_know_this_is_open
         if not self.switching_allowed:
             print("* Preset switching is disabled: the UI is exposed on a non-loopback host without "
