@@ -21,7 +21,10 @@ LATENCY_TRACERS = ("irqsoff", "preemptoff", "preemptirqsoff", "wakeup", "wakeup_
 
 
 def _is_tracefs(p: Path) -> bool:
-    return (p / "trace").exists() and (p / "events").is_dir()
+    try:  # a tracefs we may not enter (mode 700, not root) is unusable, not an error
+        return (p / "trace").exists() and (p / "events").is_dir()
+    except PermissionError:
+        return False
 
 
 def find_tracefs(root=None, mount: bool = True) -> Path | None:
@@ -97,7 +100,10 @@ def probe(root=None) -> Capabilities:
         return Capabilities(root=None, reason=f"no tracefs at {root}" if root else "no tracefs mounted")
     cap = Capabilities(root=str(r))
     inst = r / "instances"
-    cap.writable = os.access(r / "tracing_on", os.W_OK) and os.access(inst, os.W_OK)
+    # effective ids: the kernel checks writes with the effective credentials and capabilities
+    # (CAP_DAC_OVERRIDE for a non-root service); plain access() asks about the real uid
+    cap.writable = os.access(r / "tracing_on", os.W_OK, effective_ids=True) and \
+        os.access(inst, os.W_OK, effective_ids=True)
     try:  # a read-only bind mount still passes access() for root: ask the mount flags
         if os.statvfs(r).f_flag & os.ST_RDONLY:
             cap.writable = False
