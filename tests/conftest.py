@@ -65,13 +65,18 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                urllib.request.urlopen(self.url + "config", timeout=2)
+            if self.ready():
                 return self
-            except OSError:
-                time.sleep(0.5)
+            time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server did not come up in {timeout} s:\n{self.log_path.read_text()[-4000:]}")
+
+    def ready(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "config", timeout=2)
+            return True
+        except OSError:
+            return False
 
     def output(self) -> str:
         return self.log_path.read_text()

@@ -1,27 +1,12 @@
 """Bad input through the real UI in chromium: the user sees a clear error, and can go on."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from tests.e2e.test_browser import ARGS, CHROMIUM
+from tests.e2e.conftest import needs_chromium
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed")]
-
-
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1600})
-        pg.set_default_timeout(120_000)
-        pg.goto(server.url)
-        pg.wait_for_selector("#generate")
-        yield pg
-        browser.close()
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
 
 def submit(page, text):

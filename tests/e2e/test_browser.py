@@ -7,7 +7,6 @@ Screenshots land in test-artifacts/ (kept by CI as artefacts).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -15,26 +14,9 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+from tests.e2e.conftest import needs_chromium
 
-
-@pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        ctx = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1800})
-        pg = ctx.new_page()
-        pg.set_default_timeout(120_000)
-        pg.goto(server.url)
-        pg.wait_for_selector("#generate")
-        yield pg
-        browser.close()
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
 
 def shot(page, name):
