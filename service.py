@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -174,7 +175,6 @@ class Service:
                 return self._run(rid, clip_dir, req, preset, scope, trace, progress)
             except BaseException:
                 self.failures += 1
-                import shutil
                 shutil.rmtree(clip_dir, ignore_errors=True)  # nothing half-written stays in history
                 raise
 
