@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, our_instances
+from tests.conftest import ROOT, our_instances
 
 pytestmark = pytest.mark.slow
 DIFF_FLAGS = ["--alpha", "0.01", "--min-ratio", "1.5", "--min-abs-ms", "50"]
