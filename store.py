@@ -14,10 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from tracing.attachment import ATTACHMENT_NAME
 from tracing.ids import REQUEST_ID_RE
 
 RECORD = "record.json"
-FILES = {"audio": "audio.wav", "attachment": "trace.zip", "timeline": "timeline.png", "record": RECORD}
+FILES = {"audio": "audio.wav", "attachment": ATTACHMENT_NAME, "timeline": "timeline.png", "record": RECORD}
 
 
 class ClipNotFound(LookupError):

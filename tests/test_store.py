@@ -4,6 +4,7 @@ import json
 import pytest
 
 from store import ClipNotFound, ClipStore
+from tests.test_attachment import BAD, GOOD
 from tracing.ids import new_request_id
 
 
@@ -24,7 +25,7 @@ def test_roundtrip_and_listing_newest_first(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["../etc/passwd", "/etc/passwd", "", "..", "20261125T061500-1a2b3c4d/../../x",
-                                 "20261125T061500-1a2b3c4d\x00", "a" * 300, None, 5])
+                                 "20261125T061500-1a2b3c4d\x00", "a" * 300, None, 5] + BAD)
 def test_only_request_ids_reach_the_filesystem(tmp_path, bad):
     s = ClipStore(tmp_path)
     with pytest.raises(ClipNotFound):
@@ -50,3 +51,13 @@ def test_incomplete_clip_dirs_are_removed(tmp_path):
     keep = _clip(s)
     assert s.remove_incomplete() == 1
     assert s.ids() == [keep]
+
+
+def test_symlinked_clip_dir_cannot_escape_the_store(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "trace.zip").write_bytes(b"secret")
+    s = ClipStore(tmp_path / "out")
+    (s.clips / GOOD).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ClipNotFound):
+        s.path(GOOD, "attachment")

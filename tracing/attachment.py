@@ -23,10 +23,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tracing.ids import check_request_id
 
 SUMMARY_SCHEMA = 1
-ATTACHMENT_NAME = "trace.zip"  # file name inside a clip directory (store.py FILES["attachment"])
+ATTACHMENT_NAME = "trace.zip"  # file name inside a clip directory (store.py looks it up by id)
 
 TRACE = "trace.txt"
 SUMMARY = "summary.json"
@@ -122,20 +121,6 @@ def validate_attachment(zip_path) -> dict:
     except (zipfile.BadZipFile, OSError) as e:
         problems.append(f"not a readable zip: {e}")
     return {"ok": not problems, "problems": problems, "members": members, "schema": schema, "mode": mode}
-
-
-def attachment_path(store_root, request_id) -> Path:
-    """Path of a request's attachment under store_root; ValueError for anything but a well-formed id.
-
-    The id is checked against REQUEST_ID_RE first (so `../`, `/abs`, NUL, empty, overlong are refused),
-    then the resolved path must still lie under the resolved store_root (defence against symlinks).
-    """
-    rid = check_request_id(request_id)
-    root = Path(store_root).resolve()
-    p = (root / rid / ATTACHMENT_NAME).resolve()
-    if not p.is_relative_to(root) or p.parent.parent != root:
-        raise ValueError(f"Request id {rid} resolves outside the clip store.")
-    return p
 
 
 def _json_default(o):
