@@ -45,6 +45,15 @@ def our_instances(pid: int | None = None, standby_ok: bool = True) -> list[str]:
     return names
 
 
+def settled_instances(pid: int, timeout: float = 5.0) -> list[str]:
+    """our_instances(pid) once the service's aux thread has finished preparing the next window: a
+    fresh instance reads tracing_on=1 for the few ms between its mkdir and its configuration."""
+    deadline = time.monotonic() + timeout
+    while (left := our_instances(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 class Server:
     """webui.py started for real, as ./start_app.sh would (minus the venv bootstrap)."""
 

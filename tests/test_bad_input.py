@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ import soundfile as sf
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import our_instances
+from tests.conftest import settled_instances
 from tests.proc_state import sched_changes, thread_sched
 
 EMO_CHOICES = ["与音色参考音频相同 / Same as the voice reference", "使用情感参考音频 / Use emotion reference audio",
@@ -111,15 +110,6 @@ def guard(server, client):
     normal_request(client)  # the next normal request is served
     assert settled_instances(pid) == [], "a trace instance is left recording"
     assert sched_changes(before, thread_sched(pid)) == {}, "scheduling state changed"
-
-
-def settled_instances(pid: int, timeout: float = 5.0) -> list[str]:
-    """our_instances(pid) once the service's aux thread has finished preparing the next window: a
-    fresh instance reads tracing_on=1 for the few ms between its mkdir and its configuration."""
-    deadline = time.monotonic() + timeout
-    while (left := our_instances(pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def assert_clear(msg: str):

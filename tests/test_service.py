@@ -10,7 +10,7 @@ import pytest
 from models.base import SynthesisRequest
 from service import Service, ServiceError
 from store import ClipStore
-from tests.conftest import our_instances
+from tests.conftest import settled_instances
 from tuning.apply import Tuner, TuningError
 from tuning.presets import load_presets
 
@@ -97,7 +97,7 @@ def test_engine_failure_closes_window_restores_preset_and_keeps_history_clean(en
     before = tuner.readback()
     with pytest.raises(ServiceError, match="simulated engine crash"):
         s.synthesize(SynthesisRequest(text="boom"), preset="pinned", scope="request")
-    assert our_instances(os.getpid()) == []
+    assert settled_instances(os.getpid()) == []
     assert _same(tuner.readback(), before)
     assert s.store.ids() == [] and list((tmp_path / "out" / "clips").iterdir()) == []
     s.close()
@@ -108,4 +108,4 @@ def test_refused_preset_changes_nothing(svc):
     with pytest.raises(TuningError):
         svc.synthesize(SynthesisRequest(text="rt please"), preset="realtime")  # no --allow-realtime
     assert _same(svc.tuner.readback(), before)
-    assert our_instances(os.getpid()) == []
+    assert settled_instances(os.getpid()) == []
