@@ -30,7 +30,7 @@ def test_preemption_blocker_and_states():
         P.wake(10.6, 1, "py", 100, 0, kind=P.K_WAKEUP, cur_tid=0),
         P.switch(10.6005, 0, "swapper/0", 0, "R", "py", 100, tgid=-1),    # 500 us wakeup latency
         P.switch(10.7, 0, "py", 100, "S", "swapper/0", 0, tgid=PID),      # sleep until the end
-        P.marker(10.8, 1, f"E|{PID}", 101, PID),
+        P.marker(10.8, 1, f"E|{PID}", 101, PID),  # 101 is current on cpu1; idle was at 10.6
     )
     bd = analyze(e, PID, 10.0, 11.0).to_dict()
     t = thread(bd, 100)
@@ -47,11 +47,32 @@ def test_preemption_blocker_and_states():
     (st,) = bd["stages"]
     assert st["name"] == "gen" and st["wall_s"] == pytest.approx(0.8)
     assert st["sleep_s"] == pytest.approx(0.1) and st["blocked_io_s"] == pytest.approx(0.2)
-    assert st["on_cpu_s"] + st["runqueue_wait_s"] + st["blocked_io_s"] + st["sleep_s"] == pytest.approx(0.8)
-    assert bd["totals"]["threads"] == len(bd["threads"]) == 1  # 101 (marker writer) has no state: omitted
+    # 101 never switched: running after cpu1's last event with another current task (10.6)
+    t101 = thread(bd, 101)
+    assert t101["on_cpu_s"] == pytest.approx(0.4) == pytest.approx(t101["observed_s"])
+    assert t101["voluntary_switches"] + t101["involuntary_switches"] == 0
+    assert st["on_cpu_s"] + st["runqueue_wait_s"] + st["blocked_io_s"] + st["sleep_s"] == pytest.approx(0.8 + 0.2)
+    assert bd["totals"]["threads"] == len(bd["threads"]) == 2
     seg_states = [s["state"] for s in bd["segments"] if s["tid"] == 100]
     assert seg_states == ["running", "runnable", "running", "blocked_io", "runnable", "running", "sleep"]
     assert bd["segments"][1]["blocker"] == "hog:555"
+
+
+def test_thread_that_never_switches_is_running_from_its_cpus_first_event():
+    # A CPU-bound thread alone on an idle CPU is never switched: its markers are its only events.
+    e = ev(
+        P.marker(10.2, 1, f"B|{PID}|gen", 100, PID),
+        P.simple(10.5, 1, P.K_IRQ_ENTRY, 100, PID, a=30),
+        P.simple(10.501, 1, P.K_IRQ_EXIT, 100, PID, a=30),
+        P.marker(10.9, 1, f"E|{PID}", 100, PID),
+    )
+    bd = analyze(e, PID, 10.0, 11.0).to_dict()
+    t = thread(bd, 100)
+    # nothing is known before cpu1's first event (10.2): running from there to the window end
+    assert t["on_cpu_s"] == pytest.approx(0.8) == pytest.approx(t["observed_s"])
+    assert t["irq_s"] == pytest.approx(0.001)
+    (st,) = bd["stages"]
+    assert st["on_cpu_s"] == pytest.approx(0.7) and st["runqueue_wait_s"] == 0
 
 
 def test_irq_softirq_reclaim_migration_nested_stages():

@@ -22,6 +22,7 @@ Metric definitions (as bcc runqlat / perf sched timehist), per thread of the pro
                     reach it (a halted vCPU the hypervisor has to reschedule, a deep C-state exit,
                     a delayed IPI). Large values on a VM mean host-side latency, not a local task.
 Window edges: a thread's state is unknown until its first event. If that event is a switch-out,
+or any event with the thread as the current task (a marker it wrote, an IRQ that interrupted it),
 the thread was running since the first event on that CPU (or the window start), because no switch
 happened there before; otherwise observation starts at the first event. After the last event the
 state lasts until the window end. So per thread on_cpu + runqueue_wait + blocked_io + sleep ==
@@ -98,9 +99,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     is_sw = kind == P.K_SWITCH
     is_wk = (kind == P.K_WAKING) | (kind == P.K_WAKEUP) | (kind == P.K_WAKEUP_NEW) | (kind == P.K_MIGRATE)
     cur_ours = np.isin(tid_c, ours_arr)
-    sel = (is_sw & (cur_ours | np.isin(ev.a, ours_arr))) | (is_wk & np.isin(ev.a, ours_arr)) \
-        | (cur_ours & ((kind >= P.K_IRQ_ENTRY) & (kind <= P.K_RECLAIM_END))) \
-        | ((kind == P.K_MARKER) & ((tgid_c == pid) | cur_ours))
+    # Any event with our thread current is kept: it proves the thread was on that CPU then.
+    sel = cur_ours | (is_sw & np.isin(ev.a, ours_arr)) | (is_wk & np.isin(ev.a, ours_arr)) \
+        | ((kind == P.K_MARKER) & (tgid_c == pid))
     sel &= (ev.ts >= start_ts) & (ev.ts <= end_ts)
     idx = np.flatnonzero(sel)
 
@@ -129,6 +130,19 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     stages_out: list[dict] = []
     migr_ts: list[float] = []
 
+    cpu_rows: dict[int, np.ndarray] = {}
+
+    def running_since(row, cpu, tid):
+        """Start of the stretch in which `tid` is the current task at `row` without a switch
+        to it in the window: after the CPU's last earlier event with another current task,
+        else from the CPU's first event (or the window start)."""
+        if cpu not in cpu_rows:
+            cpu_rows[cpu] = np.flatnonzero(cpu_c == cpu)
+        rows = cpu_rows[cpu]
+        prior = rows[:np.searchsorted(rows, row)]
+        other = prior[tid_c[prior] != tid]
+        return max(float(ev.ts[other[-1]]), start_ts) if len(other) else first_on_cpu.get(cpu, start_ts)
+
     def close(t, s, now):
         if now > s[1]:
             segs.append((t, s[0], s[1], now, s[2]))
@@ -137,6 +151,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                tgid_c[idx].tolist(), ev.a[idx].tolist(), ev.b[idx].tolist(), ev.c[idx].tolist())
     add_seg = segs.append
     for i, ts, cpu, k, cur, tg, a, b, c in cols:
+        if k != P.K_SWITCH and cur in ours and cur not in state:
+            # first sign of a thread that has not switched so far: it is the current task here
+            state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
         if k == P.K_SWITCH:
             if cur in ours:  # switch-out of our thread
                 s = state.get(cur)
@@ -165,6 +182,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                     comm[a] = ev.sb(i)
                 state[a] = [RUNNING, ts, cpu, None]
         elif k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
+            if a not in ours:
+                continue  # our thread woke someone else
             s = state.get(a)
             if s is None:
                 state[a] = [RUNNABLE, ts, b, ts]
@@ -176,6 +195,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             elif s[0] == RUNNABLE and k != P.K_WAKING:
                 s[2] = b  # sched_wakeup carries the CPU actually chosen
         elif k == P.K_MIGRATE:
+            if a not in ours:
+                continue
             cnt.setdefault(a, [0, 0, 0])[0] += 1
             migr_ts.append(ts)
             s = state.get(a)
