@@ -39,8 +39,9 @@ import numpy as np
 
 from . import parse as P
 
-RUNNING, RUNNABLE, BLOCKED_IO, SLEEP = "running", "runnable", "blocked_io", "sleep"
-_STATE_KEY = {RUNNING: "on_cpu_s", RUNNABLE: "runqueue_wait_s", BLOCKED_IO: "blocked_io_s", SLEEP: "sleep_s"}
+RUNNING, RUNNABLE, BLOCKED_IO, SLEEP = 0, 1, 2, 3  # thread states; index the two tuples below
+STATE_NAMES = ("running", "runnable", "blocked_io", "sleep")  # as segments carry them
+_STATE_KEYS = ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s")
 MAX_SEGMENTS = 4000  # enough for a timeline; shortest ones are dropped beyond that (see _cap_segments)
 _R, _D = ord("R"), ord("D")
 
@@ -244,13 +245,13 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         stages_out.append({"name": name, "start_s": t0, "end_s": end_ts})
     stages_out.sort(key=lambda s: s["start_s"])
 
-    pieces = _blocker_pieces(ev, segs)
+    # Segments as columns: tid, state, start, end, cpu.
+    S = np.array(segs, dtype=np.float64).reshape(-1, 5)
+    seg_tid, seg_st, seg_cpu = S[:, 0].astype(np.int64), S[:, 1].astype(np.int64), S[:, 4].astype(np.int64)
+    seg_a, seg_b = S[:, 2], S[:, 3]
+    pieces = _blocker_pieces(ev, seg_tid, seg_st, seg_a, seg_b, seg_cpu)
     blockers = _blockers(pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()})
-    idle_wait = sum(dur for _si, _c, pid_, dur in pieces if pid_ == 0)
-    seg_tid = np.array([s[0] for s in segs], dtype=np.int64)
-    seg_st = [s[1] for s in segs]
-    seg_a = np.array([s[2] for s in segs], dtype=float)
-    seg_b = np.array([s[3] for s in segs], dtype=float)
+    idle_wait = float(pieces.dur[pieces.pid == 0].sum())
 
     def per_tid(ivs):
         out: dict[int, float] = {}
@@ -262,15 +263,15 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     soft = per_tid([iv for iv in irq_iv if iv[3] and iv[0] in ours])
     recl = per_tid([iv for iv in reclaim_iv if iv[0] in ours])
 
-    st_masks = {name: np.array([x == name for x in seg_st], dtype=bool) for name in _STATE_KEY}
+    seen = np.array(sorted(set(seg_tid.tolist()) | {t for t in ours if any(cnt[t]) or t in hard}), dtype=np.int64)
+    # time per (thread, state): one weighted bincount over all segments
+    per = np.bincount(np.searchsorted(seen, seg_tid) * 4 + seg_st, weights=seg_b - seg_a,
+                      minlength=4 * len(seen)).reshape(-1, 4)
     threads = []
-    seen = sorted(set(seg_tid.tolist()) | {t for t in ours if any(cnt[t]) or t in hard})
-    for t in seen:
-        m = seg_tid == t
+    for j, t in enumerate(seen.tolist()):
         row = {"tid": t, "comm": comm.get(t, ""), "observed_s": 0.0}
-        for st_name, key in _STATE_KEY.items():
-            sm = m & st_masks[st_name]
-            row[key] = float((seg_b[sm] - seg_a[sm]).sum())
+        for st, key in enumerate(_STATE_KEYS):
+            row[key] = float(per[j, st])
         row["observed_s"] = row["on_cpu_s"] + row["runqueue_wait_s"] + row["blocked_io_s"] + row["sleep_s"]
         row["irq_s"], row["softirq_s"], row["reclaim_s"] = hard.get(t, 0.0), soft.get(t, 0.0), recl.get(t, 0.0)
         c3 = cnt.get(t, [0, 0, 0])
@@ -291,14 +292,15 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         a0, b0 = sg["start_s"], sg["end_s"]
         sg["wall_s"] = b0 - a0
         ov = np.clip(np.minimum(seg_b, b0) - np.maximum(seg_a, a0), 0, None)
-        for st_name, key in _STATE_KEY.items():
-            sg[key] = float(ov[st_masks[st_name]].sum())
+        by_state = np.bincount(seg_st, weights=ov, minlength=4)
+        for st, key in enumerate(_STATE_KEYS):
+            sg[key] = float(by_state[st])
         sg["irq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if not soft_)
         sg["softirq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if soft_)
         sg["reclaim_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e in reclaim_iv if _ in ours)
         sg["migrations"] = sum(1 for t in migr_ts if a0 <= t <= b0)
 
-    segments = _cap_segments(segs, blockers_by_seg=_main_blocker_by_seg(pieces))
+    segments = _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces)
     return Breakdown(
         mode="full", pid=pid,
         window={"start_s": start_ts, "end_s": end_ts, "duration_s": end_ts - start_ts},
@@ -318,32 +320,38 @@ def _cpu_timelines(ev: P.Events):
     return out
 
 
-def _blocker_pieces(ev, segs) -> list[tuple]:
-    """[(seg_index, comm, pid, seconds)]: stretches of another task running on the CPU where our
-    thread sat runnable. Vectorised for the usual case of one task in the way per runnable segment
-    (the next switch on that CPU is the one to us); a Python walk for the rest."""
+@dataclass
+class _Pieces:
+    """Stretches of another task running on the CPU where our thread sat runnable, as columns:
+    segment index, pid (0 = the CPU was idle), seconds, and the task's comm (index into names)."""
+    si: np.ndarray
+    pid: np.ndarray
+    dur: np.ndarray
+    name: np.ndarray
+    names: list
+
+
+def _blocker_pieces(ev, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
+    """Vectorised for the usual case of one task in the way per runnable segment (the next switch
+    on that CPU is the one to us); a Python walk for the rest."""
     tl = _cpu_timelines(ev)
-    out: list[tuple] = []
-    by_cpu: dict[int, list] = {}
-    for si, sg in enumerate(segs):
-        if sg[1] == RUNNABLE and sg[4] in tl:
-            by_cpu.setdefault(sg[4], []).append((si, sg[0], sg[2], sg[3]))
-    for cpu, items in by_cpu.items():
+    si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
+    runnable = seg_st == RUNNABLE
+    for cpu in np.unique(seg_cpu[runnable]).tolist():
+        if cpu not in tl:
+            continue
         times, nxt, rows, first_pid, first_row = tl[cpu]
-        si_a, tid_a, a0, b0 = (np.array(col) for col in zip(*items))
+        si_a = np.flatnonzero(runnable & (seg_cpu == cpu))
+        tid_a, a0, b0 = seg_tid[si_a], seg_a[si_a], seg_b[si_a]
         k = np.searchsorted(times, a0, side="right") - 1  # last switch at/before the start
         k_end = np.searchsorted(times, b0, side="left")  # first switch at/after the end
         pid_cur = np.where(k >= 0, nxt[np.maximum(k, 0)], first_pid)
         row_cur = np.where(k >= 0, rows[np.maximum(k, 0)], first_row)
         single = k_end <= k + 1
         ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
-        comm_of: dict[int, str] = {}
-        for si, pid, row, is_next, dur in zip(si_a[ok].tolist(), pid_cur[ok].tolist(), row_cur[ok].tolist(),
-                                              (k[ok] >= 0).tolist(), (b0[ok] - a0[ok]).tolist()):
-            c = comm_of.get(row)
-            if c is None:
-                c = comm_of[row] = ev.sb(row) if is_next else ev.sa(row)
-            out.append((si, c, pid, dur))
+        si_l.append(si_a[ok]), pid_l.append(pid_cur[ok]), row_l.append(row_cur[ok])
+        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok])
+        walk = ([], [], [], [], [])
         for j in np.flatnonzero(~single).tolist():  # several tasks ran in turn: walk the switches
             t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
             while True:
@@ -351,17 +359,59 @@ def _blocker_pieces(ev, segs) -> list[tuple]:
                 t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
                 t_end = min(t_next, end)
                 if pid != tid and t_end > t_cur:
-                    out.append((int(si_a[j]), ev.sb(row) if is_next else ev.sa(row), pid, t_end - t_cur))
+                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur)):
+                        col.append(v)
                 if t_next >= end:
                     break
                 t_cur, kk = t_next, kk + 1
-    return out
+        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk,
+                                (np.int64, np.int64, np.int64, bool, np.float64)):
+            lst.append(np.array(col, dtype=dt))
+    cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
+           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), (np.int64, np.int64, np.int64, bool, np.float64))]
+    si, pid, row, is_next, dur = cat
+    name, names = _comm_names(ev, pid, row, is_next)
+    return _Pieces(si, pid, dur, name, names)
 
 
-def _blockers(pieces, preempt) -> list[dict]:
+def _comm_names(ev, pid, row, is_next):
+    """The comm of each piece's task: read from its switch event (next_comm, or prev_comm for the
+    task running before the CPU's first switch). A task's comm changes only on exec or a rename,
+    so each pid's first and last piece are read, and every piece only when those two differ."""
+    names: list[str] = []
+    index: dict[str, int] = {}
+    name = np.zeros(len(pid), dtype=np.int64)
+
+    def comm_at(r, nx):
+        c = ev.sb(r) if nx else ev.sa(r)
+        if c not in index:
+            index[c] = len(names)
+            names.append(c)
+        return index[c]
+
+    if len(pid):
+        order = np.argsort(pid, kind="stable")
+        bounds = np.flatnonzero(np.diff(pid[order])) + 1
+        for grp in np.split(order, bounds):
+            first = comm_at(int(row[grp[0]]), bool(is_next[grp[0]]))
+            last = comm_at(int(row[grp[-1]]), bool(is_next[grp[-1]]))
+            if first == last:
+                name[grp] = first
+            else:
+                name[grp] = [comm_at(int(row[g]), bool(is_next[g])) for g in grp.tolist()]
+    return name, names
+
+
+def _blockers(pieces: _Pieces, preempt) -> list[dict]:
+    """Per (comm, pid) other than idle: time it held our CPU while we were runnable, preemptions."""
     acc: dict[tuple, float] = {}
-    for _si, comm, pid, dur in pieces:
-        acc[(comm, pid)] = acc.get((comm, pid), 0.0) + dur
+    if len(pieces.pid):
+        key = pieces.pid * (len(pieces.names) + 1) + pieces.name
+        uk, inv = np.unique(key, return_inverse=True)
+        sums = np.bincount(inv, weights=pieces.dur)
+        for k_, total in zip(uk.tolist(), sums.tolist()):
+            p, ni = divmod(k_, len(pieces.names) + 1)
+            acc[(pieces.names[ni], p)] = total
     keys = set(acc) | set(preempt)
     out = [{"comm": c, "pid": p, "time_s": acc.get((c, p), 0.0), "preemptions": preempt.get((c, p), 0)}
            for c, p in keys if p != 0]
@@ -369,21 +419,25 @@ def _blockers(pieces, preempt) -> list[dict]:
     return out
 
 
-def _main_blocker_by_seg(pieces) -> dict[int, str]:
-    best: dict[int, tuple] = {}
-    for si, comm, pid, dur in pieces:
-        if pid == 0:
-            continue  # the timeline marks tasks that held our CPU; idle is nobody
-        if si not in best or dur > best[si][0]:
-            best[si] = (dur, f"{comm}:{pid}")
-    return {si: v[1] for si, v in best.items()}
+def _main_blocker_by_seg(pieces: _Pieces, wanted: np.ndarray) -> dict[int, str]:
+    """For the segments in `wanted`: "comm:pid" of the task that held the CPU longest (not idle)."""
+    m = (pieces.pid != 0) & np.isin(pieces.si, wanted)
+    si, dur, pid, name = pieces.si[m], pieces.dur[m], pieces.pid[m], pieces.name[m]
+    if not len(si):
+        return {}
+    o = np.lexsort((dur, si))  # by segment, then duration: the last of each segment wins
+    last = o[np.append(si[o][1:] != si[o][:-1], True)]
+    return {s_: f"{pieces.names[n_]}:{p_}" for s_, n_, p_ in zip(si[last].tolist(), name[last].tolist(),
+                                                                  pid[last].tolist())}
 
 
-def _cap_segments(segs, blockers_by_seg, cap: int = MAX_SEGMENTS) -> list[dict]:
+def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: int = MAX_SEGMENTS) -> list[dict]:
     """Segments for the timeline. Beyond `cap`, only the longest `cap` are kept (short ones are
     invisible on a timeline anyway); output is sorted by start time."""
-    order = range(len(segs))
-    if len(segs) > cap:
-        order = sorted(sorted(order, key=lambda i: segs[i][2] - segs[i][3])[:cap])
-    return [{"tid": segs[i][0], "state": segs[i][1], "start_s": segs[i][2], "end_s": segs[i][3],
-             "cpu": segs[i][4], "blocker": blockers_by_seg.get(i)} for i in order]
+    keep = np.arange(len(seg_tid))
+    if len(keep) > cap:
+        keep = np.sort(np.argsort(seg_a - seg_b, kind="stable")[:cap])
+    blk = _main_blocker_by_seg(pieces, keep)
+    return [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}
+            for i, t, st, a, b, c in zip(keep.tolist(), seg_tid[keep].tolist(), seg_st[keep].tolist(),
+                                         seg_a[keep].tolist(), seg_b[keep].tolist(), seg_cpu[keep].tolist())]
