@@ -1,4 +1,5 @@
-"""Finding, mounting and probing tracefs; removing instances left behind by dead processes."""
+"""Finding, mounting and probing tracefs; removing instances left behind by dead processes;
+reading an instance's binary ring-buffer pages and what it takes to decode them."""
 from __future__ import annotations
 
 import errno
@@ -7,6 +8,8 @@ import re
 import subprocess
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+
+from . import rawparse
 
 CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 NEEDED_EVENTS = (
@@ -17,6 +20,7 @@ NEEDED_EVENTS = (
     # reclaim forced by a memory cgroup's limit (containers): the same stall as direct reclaim
     "vmscan/mm_vmscan_memcg_reclaim_begin", "vmscan/mm_vmscan_memcg_reclaim_end",
 )
+MARKER_EVENT = "ftrace/print"  # what a trace_marker write records (the text says tracing_mark_write)
 LATENCY_TRACERS = ("irqsoff", "preemptoff", "preemptirqsoff", "wakeup", "wakeup_rt", "wakeup_dl")
 
 
@@ -180,3 +184,52 @@ def cleanup_stale(prefix: str = "ittsw", root=None) -> list[str]:
         if quiesce_and_remove(d):
             removed.append(d.name)
     return removed
+
+
+def read_ring_format(root: Path, inst: Path | None = None):
+    """The formats rawparse needs: events/header_page, our events' format files, the instance's
+    sub-buffer size. None when any is unreadable (the caller then parses the text instead)."""
+    texts = []
+    for ev in (*NEEDED_EVENTS, MARKER_EVENT):
+        t = _read(root / "events" / ev / "format")
+        if t is not None:
+            texts.append(t)
+    header = _read(root / "events" / "header_page")
+    sub = _read((inst or root) / "buffer_subbuf_size_kb")
+    if header is None or not texts:
+        return None
+    try:
+        return rawparse.ring_format(header, texts, int(sub) * 1024 if sub and sub.strip().isdigit() else None)
+    except ValueError:
+        return None
+
+
+def read_pages(inst: Path, cpus, page_size: int) -> dict:
+    """cpu -> every page in the instance's ring buffer for that CPU (per_cpu/cpuN/trace_pipe_raw).
+    Consuming: it empties the buffer, so read the text `trace` first. Non-blocking: the reads end
+    when the buffer is empty instead of waiting for new events."""
+    out = {}
+    for c in cpus:
+        try:
+            fd = os.open(inst / "per_cpu" / f"cpu{c}" / "trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        chunks = []
+        try:
+            while True:
+                try:
+                    b = os.read(fd, page_size)
+                except BlockingIOError:
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            os.close(fd)
+        out[c] = b"".join(chunks)
+    return out
+
+
+def read_saved_tgids(root: Path) -> dict:
+    """pid -> tgid as the kernel saved them (record-tgid): what the text output prints."""
+    return rawparse.parse_saved_tgids(_read(root / "saved_tgids") or "")

@@ -11,6 +11,10 @@ a few seconds of a busy CPU. When it overflows, the oldest events are overwritte
 per-CPU `overrun` counts are reported in capture.lost / breakdown lost_events.
 Trace clock: "mono" (CLOCK_MONOTONIC, the clock of time.monotonic()), so window bounds taken with
 time.monotonic() line up with event timestamps.
+Reading: the text `trace` first (kept as the attachment; it does not consume), then the binary
+pages from per_cpu/cpuN/trace_pipe_raw (consuming), which is what analyze() decodes
+(tracing.rawparse: several times faster than parsing the text). The text parser is the fallback
+when the pages or their formats cannot be read.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, parse, schedstat, tracefs
+from . import analysis, parse, rawparse, schedstat, tracefs
 
 DEFAULT_BUFFER_KB = 8192
 EVENTS = tracefs.NEEDED_EVENTS
@@ -48,6 +52,18 @@ class Capture:
     capabilities: dict
     duration: float
     tids: list = field(default_factory=list)
+    pages: dict = field(default_factory=dict)  # cpu -> ring-buffer pages (bytes)
+    ring: "rawparse.RingFormat | None" = None  # how to decode them
+    tgids: dict = field(default_factory=dict)  # pid -> tgid, for the pages
+
+    def events(self) -> "tuple[parse.Events, str]":
+        """The window's events and where they came from: "pages" (binary) or "text"."""
+        if self.pages and self.ring is not None:
+            try:
+                return rawparse.parse_pages(self.pages, self.ring, self.tgids), "pages"
+            except (ValueError, KeyError, IndexError):
+                pass  # a layout we do not know: the text says the same, slower
+        return parse.parse_trace(self.raw_text), "text"
 
 
 def _cleanup_open():
@@ -111,6 +127,7 @@ class TraceWindow:
         self._t0 = 0.0
         self._tids0: set[int] = set()
         self._clock_mono = False
+        self.parsed_from = ""  # "pages" | "text" once analyze() ran
 
     # -- enter / exit --------------------------------------------------------------------------
     def prepare(self) -> "TraceWindow":
@@ -199,15 +216,21 @@ class TraceWindow:
         caps = self.caps.to_dict() if self.caps else {}
         t0, t1 = self._t0, self._t1
         if self.inst is not None:
-            lost, text = {"total": 0, "per_cpu": {}}, ""
+            lost, text, pages, ring, tgids = {"total": 0, "per_cpu": {}}, "", {}, None, {}
+            root = Path(self.caps.root)
             try:
                 lost = _read_lost(self.inst, self.cpus)
                 text = (self.inst / "trace").read_text(errors="replace")
+                ring = _ring_format(root, self.inst)
+                if ring is not None:
+                    pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
+                    tgids = tracefs.read_saved_tgids(root)
             finally:
                 self._teardown()
             self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
                                     end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
-                                    capabilities=caps, duration=t1 - t0, tids=tids)
+                                    capabilities=caps, duration=t1 - t0, tids=tids, pages=pages, ring=ring,
+                                    tgids=tgids)
         else:
             self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
                                     start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
@@ -268,11 +291,23 @@ class TraceWindow:
         if c.mode != "full":
             before, after = self._snap
             return schedstat.breakdown(c.pid, before, after, c.start_ts, c.end_ts)
-        events = parse.parse_trace(c.raw_text)
+        events, self.parsed_from = c.events()
         start, end = c.start_ts, c.end_ts
         if not self._clock_mono and len(events):  # bounds not on the trace clock: use the events'
             start, end = float(events.ts[0]), float(events.ts[-1])
         return analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
+
+
+_ring_cache: dict = {}
+
+
+def _ring_format(root: Path, inst: Path):
+    """Event formats do not change while the kernel runs (the sub-buffer size could, per
+    instance, but we never change it): read them once per tracefs root."""
+    key = str(root)
+    if key not in _ring_cache:
+        _ring_cache[key] = tracefs.read_ring_format(root, inst)
+    return _ring_cache[key]
 
 
 def _cpu_list(text: str) -> set[int]:
