@@ -20,6 +20,7 @@ from tracing import parse as P
 from tracing import rawparse as R
 from tracing import tracefs
 from tracing.analysis import analyze
+from tracing.report import render_report
 from tracing.window import TraceWindow
 
 DATA = Path(__file__).parent / "data"
@@ -88,7 +89,9 @@ def test_real_window_pages_equal_text_field_for_field():
     bt = analyze(et, os.getpid(), c.start_ts, c.end_ts, tids=c.tids).to_dict()
     for k in ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s", "migrations", "voluntary_switches"):
         assert ba["totals"][k] == pytest.approx(bt["totals"][k], abs=1e-4), k
-    assert w.analyze().to_dict()["events"] == len(eb) and w.parsed_from == "pages"
+    bd = w.analyze().to_dict()
+    assert bd["events"] == len(eb) and bd["source"] == w.parsed_from == "pages"
+    assert "decoded from the ring-buffer pages" in render_report(bd, [])
 
 
 @needs_tracefs

@@ -60,13 +60,14 @@ class Breakdown:
     lost_events: dict
     segments: list = field(default_factory=list)
     events: int = 0
+    source: str = ""  # what the events were decoded from: "pages" | "text" ("" in schedstat mode)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "pid": self.pid, "window": dict(self.window), "totals": dict(self.totals),
                 "threads": [dict(t) for t in self.threads], "stages": [dict(s) for s in self.stages],
                 "wakeup_latency": dict(self.wakeup_latency), "blockers": [dict(b) for b in self.blockers],
                 "lost_events": self.lost_events, "segments": [dict(s) for s in self.segments],
-                "events": self.events}
+                "events": self.events, "source": self.source}
 
 
 def empty_lost(cpus=()) -> dict:

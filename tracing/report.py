@@ -214,7 +214,9 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
     L.append(f"  Time:    {_when(meta.get('time') or meta.get('created'))}")
     L.append(f"  Engine:  {meta.get('engine', '-')}")
     L.append(f"  Preset:  {_preset_text(meta.get('preset'))}  (read back from the kernel)")
-    mode_txt = "full (ftrace)" if mode == "full" else "schedstat (DEGRADED: /proc counters only)" \
+    src = {"pages": ", decoded from the ring-buffer pages", "text": ", parsed from the text trace"}.get(
+        bd.get("source", ""), "")
+    mode_txt = f"full (ftrace{src})" if mode == "full" else "schedstat (DEGRADED: /proc counters only)" \
         if mode == "schedstat" else str(mode)
     L.append(f"  Mode:    {mode_txt}")
     L.append(f"  Process: pid {bd.get('pid', '-')}, window {fmt_ms(_num(win, 'duration_s'))} ms, "

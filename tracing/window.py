@@ -295,7 +295,9 @@ class TraceWindow:
         start, end = c.start_ts, c.end_ts
         if not self._clock_mono and len(events):  # bounds not on the trace clock: use the events'
             start, end = float(events.ts[0]), float(events.ts[-1])
-        return analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
+        bd = analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
+        bd.source = self.parsed_from
+        return bd
 
 
 _ring_cache: dict = {}
