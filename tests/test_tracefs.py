@@ -22,6 +22,7 @@ def test_probe_real():
     assert d["events"]["sched/sched_switch"] and d["trace_marker"] and d["per_cpu_stats"]
     assert "mono" in " ".join(d["clocks"])
     assert "mode: full" in cap.summary()
+    assert d["raw_pages"] and "binary ring-buffer pages" in cap.summary()
 
 
 def test_probe_absent_root(tmp_path):

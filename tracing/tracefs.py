@@ -72,6 +72,7 @@ class Capabilities:
     tracer_free: bool = False  # current_tracer is nop: a latency tracer could be used
     trace_marker: bool = False
     per_cpu_stats: bool = False
+    raw_pages: bool = False  # ring-buffer pages decodable (formats readable): the fast analysis path
     clocks: list = field(default_factory=list)
     mode: str = "schedstat"  # "full" when per-request windows can be traced
     reason: str = ""
@@ -88,6 +89,8 @@ class Capabilities:
             f"mode: {self.mode}" + ("" if self.mode == "full" else f" (degraded: {self.reason})"),
             f"instances: {'yes' if self.instances else 'no'}; trace_marker: {'yes' if self.trace_marker else 'no'};"
             f" per-CPU stats: {'yes' if self.per_cpu_stats else 'no'}",
+            "analysis reads: " + ("binary ring-buffer pages (per_cpu/cpuN/trace_pipe_raw)" if self.raw_pages
+                                  else "the text trace (page formats unreadable)"),
             f"events: {sum(self.events.values())}/{len(self.events)} present"
             + (f"; missing: {', '.join(missing)}" if missing else ""),
             "latency tracers: " + (", ".join(self.latency_tracers) or "none available")
@@ -122,6 +125,8 @@ def probe(root=None) -> Capabilities:
     cap.trace_marker = (r / "trace_marker").exists()
     cap.per_cpu_stats = (r / "per_cpu" / "cpu0" / "stats").exists()
     cap.clocks = (_read(r / "trace_clock") or "").split()
+    ring = read_ring_format(r)
+    cap.raw_pages = ring is not None and any(ef.name == "sched_switch" for _, ef in ring.events.values())
     sched_ok = cap.events.get("sched/sched_switch") and cap.events.get("sched/sched_waking")
     if not cap.writable:
         cap.reason = "tracefs is not writable (need root / CAP_SYS_ADMIN)"
