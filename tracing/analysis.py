@@ -61,13 +61,14 @@ class Breakdown:
     segments: list = field(default_factory=list)
     events: int = 0
     source: str = ""  # what the events were decoded from: "pages" | "text" ("" in schedstat mode)
+    latency: dict = field(default_factory=dict)  # tracing.latency results per family (window's)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "pid": self.pid, "window": dict(self.window), "totals": dict(self.totals),
                 "threads": [dict(t) for t in self.threads], "stages": [dict(s) for s in self.stages],
                 "wakeup_latency": dict(self.wakeup_latency), "blockers": [dict(b) for b in self.blockers],
                 "lost_events": self.lost_events, "segments": [dict(s) for s in self.segments],
-                "events": self.events, "source": self.source}
+                "events": self.events, "source": self.source, "latency": dict(self.latency)}
 
 
 def empty_lost(cpus=()) -> dict:

@@ -32,10 +32,11 @@ MIGRATIONS = "migrations"              # threads bounced between CPUs
 RT_THROTTLING = "rt_throttling"        # a real-time task ran long / our RT threads got throttled
 LOST_EVENTS = "lost_events"            # ring buffer overflowed: numbers are lower bounds
 DEGRADED_MODE = "degraded_mode"        # no tracefs: schedstat only
+KERNEL_LATENCY = "kernel_latency"      # a latency tracer saw irqs/preemption off or a slow wakeup
 HEALTHY = "healthy"                    # nothing above stood out
 
 KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
-         MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, HEALTHY)
+         MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
 
@@ -75,6 +76,11 @@ MIN_IRQ_S = 0.002
 MIGRATIONS_WARN_PER_S = 50.0
 MIGRATIONS_CRIT_PER_S = 500.0
 MIN_MIGRATIONS = 20
+# Latency tracers (breakdown "latency", when the kernel has them): interrupts/preemption off, or
+# the top task's wakeup-to-run, for >= 1 ms is a kernel path that blocks scheduling long enough to
+# be felt in audio; >= 10 ms is a stall.
+KERNEL_LATENCY_WARN_US = 1000
+KERNEL_LATENCY_CRIT_US = 10000
 # An RT (SCHED_FIFO/RR) task can only be stopped by RT throttling (default 950 ms per 1 s). One that
 # held our CPU for >= 100 ms, or our own RT threads waiting >= 5% runnable, points at throttling.
 RT_LONG_S = 0.100
@@ -481,6 +487,33 @@ def _rule_degraded(bd: dict, ctx: dict) -> list[dict]:
                                                         "migrations", "blockers", "stages", "segments"]})]
 
 
+def _rule_kernel_latency(bd: dict, ctx: dict) -> list[dict]:
+    out = []
+    for fam, res in (bd.get("latency") or {}).items():
+        if not isinstance(res, dict) or "max_latency_us" not in res:
+            continue  # "not available" / "in use": nothing was measured
+        us = _num(res, "max_latency_us")
+        if us < KERNEL_LATENCY_WARN_US:
+            continue
+        who = f" in {res['task']}:{res['pid']}" if res.get("task") else ""
+        where = f" on CPU {res['cpu']}" if res.get("cpu") is not None else ""
+        span = (f" (from {res['started_at']} to {res['ended_at']})"
+                if res.get("started_at") and res.get("ended_at") else "")
+        if fam == "wakeup":
+            what = (f"the highest-priority task waited {us / 1000:.1f} ms from its wakeup to running{where}"
+                    f"{who} ({res.get('tracer')} tracer)")
+        else:
+            off = {"preemptirqsoff": "interrupts and preemption were", "irqsoff": "interrupts were"}.get(
+                res.get("tracer"), "preemption was")
+            what = f"{off} off for {us / 1000:.1f} ms{where}{who}{span}"
+        msg = (f"Kernel latency: {what} during this request; the scheduler could not run the synthesis "
+               f"threads meanwhile. The attachment's summary holds the tracer's trace of that stretch.")
+        out.append(_f(KERNEL_LATENCY, "crit" if us >= KERNEL_LATENCY_CRIT_US else "warn", msg,
+                      {"family": fam, "tracer": res.get("tracer"), "max_latency_us": us,
+                       "task": res.get("task"), "pid": res.get("pid"), "cpu": res.get("cpu")}))
+    return out
+
+
 def _healthy(bd: dict) -> dict:
     tot = bd.get("totals", {})
     wall = _wall(bd)
@@ -492,4 +525,4 @@ def _healthy(bd: dict) -> dict:
 
 
 _RULES = (_rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup, _rule_memory, _rule_writeback,
-          _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded)
+          _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded, _rule_kernel_latency)

@@ -203,6 +203,24 @@ def _preset_text(p) -> str:
     return str(p)
 
 
+def latency_lines(latency: dict) -> list[str]:
+    """Kernel latency tracers of the window (tracing.latency): a measurement or why there is none."""
+    if not latency:
+        return []
+    out = ["", "Kernel latency tracers (system-wide maxima during the request)"]
+    for fam, res in latency.items():
+        if isinstance(res, dict) and "max_latency_us" in res:
+            who = f", task {res['task']}:{res['pid']}" if res.get("task") else ""
+            cpu = f", CPU {res['cpu']}" if res.get("cpu") is not None else ""
+            span = f", {res['started_at']} -> {res['ended_at']}" if res.get("started_at") else ""
+            out.append(f"  {fam}: {res.get('tracer')} max {int(res['max_latency_us'])} us{cpu}{who}{span}")
+        elif isinstance(res, dict):
+            out.append(f"  {fam}: {res.get('tracer')}: {res.get('error', 'no result')}")
+        else:
+            out.append(f"  {fam}: {res}")
+    return out
+
+
 def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> str:
     bd = breakdown or {}
     meta = meta or {}
@@ -267,6 +285,7 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
     L.append(f"Wakeup latency (waking -> running): {int(_num(wl, 'count'))} wakeups, "
              f"p50 {_num(wl, 'p50_us'):.0f} us, p95 {_num(wl, 'p95_us'):.0f} us, max {_num(wl, 'max_us'):.0f} us")
     L.extend(histogram_lines(wl.get("hist_log2_us") or {}))
+    L.extend(latency_lines(bd.get("latency") or {}))
     lost = bd.get("lost_events") or {}
     if _num(lost, "total") > 0:
         L.append("")

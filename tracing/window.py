@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import analysis, parse, rawparse, schedstat, tracefs
+from .latency import LatencyProbe
 
 DEFAULT_BUFFER_KB = 8192
 EVENTS = tracefs.NEEDED_EVENTS
@@ -55,6 +56,7 @@ class Capture:
     pages: dict = field(default_factory=dict)  # cpu -> ring-buffer pages (bytes)
     ring: "rawparse.RingFormat | None" = None  # how to decode them
     tgids: dict = field(default_factory=dict)  # pid -> tgid, for the pages
+    latency: dict = field(default_factory=dict)  # tracing.latency results per family
 
     def events(self) -> "tuple[parse.Events, str]":
         """The window's events and where they came from: "pages" (binary) or "text"."""
@@ -80,6 +82,10 @@ def _cleanup_open():
             except OSError:
                 pass
         tracefs.quiesce_and_remove(Path(path))
+        lat = w._lat
+        if lat is not None:
+            for _tracer, inst in list(lat.insts.values()):
+                lat._remove(inst)
 
 
 def _on_sigterm(signum, frame):
@@ -109,7 +115,7 @@ def _install_cleanup():
 
 
 class TraceWindow:
-    def __init__(self, pid=None, cpus=None, buffer_kb=None, root=None, prefix="ittsw"):
+    def __init__(self, pid=None, cpus=None, buffer_kb=None, root=None, prefix="ittsw", latency=True):
         self.pid = pid or os.getpid()
         self.cpus = sorted(cpus) if cpus is not None else process_cpus(self.pid)
         self.buffer_kb = buffer_kb or DEFAULT_BUFFER_KB
@@ -128,6 +134,8 @@ class TraceWindow:
         self._tids0: set[int] = set()
         self._clock_mono = False
         self.parsed_from = ""  # "pages" | "text" once analyze() ran
+        self.latency = latency  # use the kernel's latency tracers when present and free
+        self._lat: LatencyProbe | None = None
 
     # -- enter / exit --------------------------------------------------------------------------
     def prepare(self) -> "TraceWindow":
@@ -143,7 +151,13 @@ class TraceWindow:
             except OSError as e:
                 self._teardown()
                 self.caps.mode, self.caps.reason = "schedstat", f"instance setup failed: {e}"
+        if self.caps.mode == "full" and self.latency:
+            self._lat = LatencyProbe(Path(self.caps.root), _cpumask(self.cpus), self._instance_name).prepare()
         return self
+
+    def _instance_name(self) -> str:
+        # <prefix>-<pid>-<n>: what cleanup_stale recognises after a kill -9
+        return f"{self.prefix}-{os.getpid()}-{next(_counter)}"
 
     def __enter__(self):
         self.prepare()
@@ -152,13 +166,14 @@ class TraceWindow:
         self._tids0 = self._tids()
         if self.inst is not None:
             (self.inst / "tracing_on").write_text("1")
+        if self._lat is not None:
+            self._lat.start()
         self._t0 = time.monotonic()
         return self
 
     def _open_instance(self):
         root = Path(self.caps.root)
-        name = f"{self.prefix}-{os.getpid()}-{next(_counter)}"
-        inst = root / "instances" / name
+        inst = root / "instances" / self._instance_name()
         os.mkdir(inst)
         self.inst = inst
         with _lock:
@@ -193,6 +208,8 @@ class TraceWindow:
         body raised, collect at once so nothing outlives the failure."""
         self._t1 = time.monotonic()
         self._tids1 = self._tids()
+        if self._lat is not None:
+            self._lat.stop()
         if self.inst is not None:
             try:
                 (self.inst / "tracing_on").write_text("0")
@@ -218,6 +235,7 @@ class TraceWindow:
         if self.inst is not None:
             lost, text, pages, ring, tgids = {"total": 0, "per_cpu": {}}, "", {}, None, {}
             root = Path(self.caps.root)
+            latency = self._lat.collect() if self._lat is not None else {}
             try:
                 lost = _read_lost(self.inst, self.cpus)
                 text = (self.inst / "trace").read_text(errors="replace")
@@ -230,7 +248,7 @@ class TraceWindow:
             self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
                                     end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
                                     capabilities=caps, duration=t1 - t0, tids=tids, pages=pages, ring=ring,
-                                    tgids=tgids)
+                                    tgids=tgids, latency=latency)
         else:
             self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
                                     start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
@@ -247,6 +265,8 @@ class TraceWindow:
         self._teardown()
 
     def _teardown(self):
+        if self._lat is not None:
+            self._lat.discard()
         if self._fd is not None:
             with self._fd_lock:
                 os.close(self._fd)
@@ -297,6 +317,7 @@ class TraceWindow:
             start, end = float(events.ts[0]), float(events.ts[-1])
         bd = analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
         bd.source = self.parsed_from
+        bd.latency = c.latency
         return bd
 
 
