@@ -179,7 +179,7 @@ def _user_error(e: Exception):
 
 def clip_outputs(rec: dict):
     """A stored clip record -> the values of the clip panel (shared by generate, history, API)."""
-    from tracing.report import blocker_rows, format_breakdown_rows, stage_rows
+    from tracing.report import blocker_rows, format_breakdown_rows, latency_brief, stage_rows
     bd = rec.get("breakdown") or {}
     preset = rec.get("preset") or {}
     head = (f"**Request** `{rec['id']}` · **Engine:** {rec['engine_label']} · "
@@ -191,7 +191,11 @@ def clip_outputs(rec: dict):
     else:
         mode = bd.get("mode", "?")
         lost = (bd.get("lost_events") or {}).get("total", 0)
-        head += f"\n\n**Trace mode:** {mode}" + (f" · **lost events: {lost}** (breakdown incomplete)" if lost else " · no events lost")
+        src = {"pages": " (decoded from the ring-buffer pages)", "text": " (parsed from the text trace)"}.get(
+            bd.get("source", ""), "")
+        head += f"\n\n**Trace mode:** {mode}{src}" + (f" · **lost events: {lost}** (breakdown incomplete)" if lost else " · no events lost")
+        if bd.get("latency"):
+            head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
     findings = rec.get("findings") or []
     fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or "_No findings._"
     return (rec["audio_path"], rec["id"], head,

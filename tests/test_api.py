@@ -31,6 +31,9 @@ def test_zh_synthesis_returns_plausible_wav_with_breakdown(client, server):
     assert bd["request_id"] == rid and bd["breakdown"]["mode"] in ("full", "schedstat")
     totals = bd["breakdown"]["totals"]
     assert totals["on_cpu_s"] > 0
+    if bd["breakdown"]["mode"] == "full":  # the panel says what the analysis read, and the latency tracers
+        assert bd["breakdown"]["source"] == "pages" and "decoded from the ring-buffer pages" in head
+        assert "Kernel latency tracers:** irqs/preemption off: " in head
     assert Path(attachment).name.endswith(".zip")
     with zipfile.ZipFile(attachment) as z:
         assert {"trace.txt", "summary.json", "report.txt"} <= set(z.namelist())

@@ -203,6 +203,17 @@ def _preset_text(p) -> str:
     return str(p)
 
 
+def latency_brief(latency: dict) -> str:
+    """One line for the clip panel: each latency-tracer family's maximum, or why there is none."""
+    parts = []
+    for fam, res in (latency or {}).items():
+        if isinstance(res, dict) and "max_latency_us" in res:
+            parts.append(f"{fam}: {res.get('tracer')} max {int(res['max_latency_us'])} us")
+        else:
+            parts.append(f"{fam}: {res.get('error', 'no result') if isinstance(res, dict) else res}")
+    return "; ".join(parts)
+
+
 def latency_lines(latency: dict) -> list[str]:
     """Kernel latency tracers of the window (tracing.latency): a measurement or why there is none."""
     if not latency:
