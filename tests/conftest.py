@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TRACEFS = Path("/sys/kernel/tracing")
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+@contextmanager
+def readonly_tracefs(tmp_path: Path):
+    """A read-only bind mount of the real tracefs (the non-root / locked-down case); skips the test
+    where bind mounts are not allowed. Unmounted on exit."""
+    ro = tmp_path / "ro-tracefs"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(TRACEFS), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount tracefs here (needs root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True, capture_output=True)
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from tests.conftest import TRACEFS, Server, our_instances
+from tests.conftest import TRACEFS, Server, our_instances, readonly_tracefs
 from tests.proc_state import sched_changes, thread_sched, tracefs_fds
 
 needs_tracefs = pytest.mark.skipif(not (TRACEFS / "instances").is_dir(), reason="no tracefs instances")
@@ -76,12 +76,7 @@ def test_tracefs_absent_degrades_to_schedstat(tmp_path, servers):
 
 @needs_tracefs
 def test_tracefs_read_only_degrades_to_schedstat(tmp_path, servers):
-    ro = tmp_path / "ro-tracefs"
-    ro.mkdir()
-    if subprocess.run(["mount", "--bind", str(TRACEFS), str(ro)], capture_output=True).returncode != 0:
-        pytest.skip("cannot bind-mount tracefs here (needs root)")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True, capture_output=True)
+    with readonly_tracefs(tmp_path) as ro:
         srv = Server(tmp_path, "--no-warmup", "--tracefs", str(ro))
         servers.append(srv.start())
         assert "Tracing: schedstat mode" in srv.output()
@@ -90,8 +85,6 @@ def test_tracefs_read_only_degrades_to_schedstat(tmp_path, servers):
         assert our_instances(srv.proc.pid, standby_ok=False) == []
         srv.stop()
         assert srv.proc.returncode == 0
-    finally:
-        subprocess.run(["umount", str(ro)], capture_output=True)
 
 
 # ------------------------------------------------- stale instances + ring buffer overrun ----

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import readonly_tracefs
 from tracing import tracefs
 from tracing.window import TraceWindow
 
@@ -105,20 +106,13 @@ def test_degraded_absent_root(tmp_path):
 
 @needs_tracefs
 def test_degraded_read_only_tracefs(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "--bind", str(TR), str(ro)], capture_output=True).returncode != 0:
-        pytest.skip("cannot bind-mount")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True, capture_output=True)
+    with readonly_tracefs(tmp_path) as ro:
         with TraceWindow(root=ro) as w:
             spin(0.2)
         bd = w.analyze().to_dict()
         assert bd["mode"] == "schedstat"
         me = next(t for t in bd["threads"] if t["tid"] == threading.get_native_id())
         assert 0.1 < me["on_cpu_s"] + me["runqueue_wait_s"] < 0.5
-    finally:
-        subprocess.run(["umount", str(ro)], capture_output=True)
 
 
 CHILD = r"""
