@@ -156,7 +156,11 @@ class LatencyProbe:
         self.insts.clear()
         return dict(self.status)
 
-    discard = collect  # nothing to keep, but the same undo
+    def discard(self) -> None:
+        """Undo without reading (a window that was never used, or SIGTERM)."""
+        for _tracer, inst in list(self.insts.values()):
+            self._remove(inst)
+        self.insts.clear()
 
     @staticmethod
     def _remove(inst: Path) -> None:

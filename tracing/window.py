@@ -82,10 +82,8 @@ def _cleanup_open():
             except OSError:
                 pass
         tracefs.quiesce_and_remove(Path(path))
-        lat = w._lat
-        if lat is not None:
-            for _tracer, inst in list(lat.insts.values()):
-                lat._remove(inst)
+        if w._lat is not None:
+            w._lat.discard()
 
 
 def _on_sigterm(signum, frame):
