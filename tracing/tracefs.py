@@ -191,22 +191,29 @@ def cleanup_stale(prefix: str = "ittsw", root=None) -> list[str]:
     return removed
 
 
+_ring_cache: dict = {}
+
+
 def read_ring_format(root: Path, inst: Path | None = None):
     """The formats rawparse needs: events/header_page, our events' format files, the instance's
-    sub-buffer size. None when any is unreadable (the caller then parses the text instead)."""
-    texts = []
-    for ev in (*NEEDED_EVENTS, MARKER_EVENT):
-        t = _read(root / "events" / ev / "format")
-        if t is not None:
-            texts.append(t)
-    header = _read(root / "events" / "header_page")
+    sub-buffer size. None when any is unreadable (the caller then parses the text instead).
+    Event formats do not change while the kernel runs, so they are read once per root and
+    sub-buffer size (probe() and every window's collect() ask)."""
     sub = _read((inst or root) / "buffer_subbuf_size_kb")
-    if header is None or not texts:
-        return None
-    try:
-        return rawparse.ring_format(header, texts, int(sub) * 1024 if sub and sub.strip().isdigit() else None)
-    except ValueError:
-        return None
+    page = int(sub) * 1024 if sub and sub.strip().isdigit() else None
+    key = (str(root), page)
+    if key not in _ring_cache:
+        texts = [t for t in (_read(root / "events" / ev / "format") for ev in (*NEEDED_EVENTS, MARKER_EVENT))
+                 if t is not None]
+        header = _read(root / "events" / "header_page")
+        ring = None
+        if header is not None and texts:
+            try:
+                ring = rawparse.ring_format(header, texts, page)
+            except ValueError:
+                pass
+        _ring_cache[key] = ring
+    return _ring_cache[key]
 
 
 def read_pages(inst: Path, cpus, page_size: int) -> dict:

@@ -131,7 +131,6 @@ class TraceWindow:
         self._t0 = 0.0
         self._tids0: set[int] = set()
         self._clock_mono = False
-        self.parsed_from = ""  # "pages" | "text" once analyze() ran
         self.latency = latency  # use the kernel's latency tracers when present and free
         self._lat: LatencyProbe | None = None
 
@@ -237,7 +236,7 @@ class TraceWindow:
             try:
                 lost = _read_lost(self.inst, self.cpus)
                 text = (self.inst / "trace").read_text(errors="replace")
-                ring = _ring_format(root, self.inst)
+                ring = tracefs.read_ring_format(root, self.inst)
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
                     tgids = tracefs.read_saved_tgids(root)
@@ -309,26 +308,14 @@ class TraceWindow:
         if c.mode != "full":
             before, after = self._snap
             return schedstat.breakdown(c.pid, before, after, c.start_ts, c.end_ts)
-        events, self.parsed_from = c.events()
+        events, source = c.events()
         start, end = c.start_ts, c.end_ts
         if not self._clock_mono and len(events):  # bounds not on the trace clock: use the events'
             start, end = float(events.ts[0]), float(events.ts[-1])
         bd = analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
-        bd.source = self.parsed_from
+        bd.source = source
         bd.latency = c.latency
         return bd
-
-
-_ring_cache: dict = {}
-
-
-def _ring_format(root: Path, inst: Path):
-    """Event formats do not change while the kernel runs (the sub-buffer size could, per
-    instance, but we never change it): read them once per tracefs root."""
-    key = str(root)
-    if key not in _ring_cache:
-        _ring_cache[key] = tracefs.read_ring_format(root, inst)
-    return _ring_cache[key]
 
 
 def _cpu_list(text: str) -> set[int]:
