@@ -35,12 +35,12 @@ from typing import Callable
 
 from tracing import stats
 from tracing.diff import METRICS, blocker_means, metric_values
+from tracing.tracefs import LATENCY_TRACERS
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 ATTACHMENT = "trace.zip"
-LATENCY_TRACERS = ("irqsoff", "preemptoff", "preemptirqsoff", "wakeup", "wakeup_rt", "wakeup_dl")
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog. 今天天气很好，我们去公园散步吧。"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
