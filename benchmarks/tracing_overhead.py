@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.base import NullStages, SynthesisRequest  # noqa: E402
 from models.registry import create_engine  # noqa: E402
-from service import Service  # noqa: E402
-from store import ClipStore  # noqa: E402
+from app.service import Service  # noqa: E402
+from app.store import ClipStore  # noqa: E402
 from tuning.apply import Tuner  # noqa: E402
 from tuning.presets import load_presets  # noqa: E402
 

@@ -158,8 +158,8 @@ class FailsInVoiceStage:
 def test_engine_raising_mid_synthesis_closes_window_and_restores_preset(tmp_path):
     from models.base import SynthesisRequest
     from models.builtin import BuiltinEngine
-    from service import Service, ServiceError
-    from store import ClipStore
+    from app.service import Service, ServiceError
+    from app.store import ClipStore
     from tuning.apply import Tuner
     from tuning.presets import load_presets
 

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from breakdown_samples import contended, schedstat
-from metrics import Metrics, install
+from app.metrics import Metrics, install
 
 
 def _value(body: str, name: str, **labels) -> float | None:

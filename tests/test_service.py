@@ -8,8 +8,8 @@ import zipfile
 import pytest
 
 from models.base import SynthesisRequest
-from service import Service, ServiceError
-from store import ClipStore
+from app.service import Service, ServiceError
+from app.store import ClipStore
 from tests.conftest import settled_instances
 from tuning.apply import Tuner, TuningError
 from tuning.presets import load_presets

@@ -37,7 +37,7 @@ N = 5
 
 
 def run_cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "tracing", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -45,8 +45,8 @@ def run_cli(*args, timeout=240):
 def svc(tmp_path_factory):
     from models.base import NullStages, SynthesisRequest
     from models.registry import create_engine
-    from service import Service
-    from store import ClipStore
+    from app.service import Service
+    from app.store import ClipStore
     from tracing.tracefs import find_tracefs
     from tuning.apply import Tuner
     from tuning.presets import load_presets

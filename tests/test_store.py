@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from store import ClipNotFound, ClipStore
+from app.store import ClipNotFound, ClipStore
 from tests.test_attachment import BAD, GOOD
 from tracing.ids import new_request_id
 

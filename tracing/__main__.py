@@ -1,4 +1,5 @@
-"""`python -m tracing <command>`: subcommands over argparse (others add snapshot / diff)."""
+"""`python -m tracing doctor`: what tracefs can do here. The snapshot and diff commands run
+requests, so they live in the wiring wing: `python -m app snapshot | diff` (app/snapshot_runs.py)."""
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default=None, help="tracefs path (default: find or mount it)")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=cmd_doctor)
-    from .snapshot import register_cli  # snapshot + diff (tracing/snapshot.py, tracing/diff.py)
-    register_cli(sub)
+    for old in ("snapshot", "diff"):  # moved: say where to go instead of argparse's "invalid choice"
+        m = sub.add_parser(old, help=f"moved: python -m app {old}", add_help=False)
+        m.add_argument("rest", nargs=argparse.REMAINDER)
+        m.set_defaults(func=lambda args, old=old: _moved(old))
     return p
+
+
+def _moved(cmd: str) -> int:
+    print(f"error: `python -m tracing {cmd}` moved to `python -m app {cmd}` (same arguments).", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:

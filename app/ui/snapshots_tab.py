@@ -1,7 +1,7 @@
-"""The "Snapshots" tab of the web UI: run a pressure snapshot on the serving engine, diff two.
+"""The Snapshots tab: run a pressure snapshot on the serving engine, diff two.
 
-webui.py calls `build_snapshot_tab(ctx, gr)` inside its `gr.Blocks`; no logic lives here beyond
-wiring: tracing/snapshot.py runs and stores, tracing/diff.py compares, tracing/plots.py draws.
+No logic lives here beyond wiring: app/snapshot_runs.py runs, tracing/snapshot.py stores and
+reads, tracing/diff.py compares, tracing/plots.py draws.
 Snapshots are kept under <outputs>/snapshots/<name>/ and are chosen from a list, never by a path
 typed by the client.
 """
@@ -10,6 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+
+import gradio as gr
+
+from app.snapshot_runs import run_service
+from app.ui.common import check_preset
+from tracing import diff as D
+from tracing import plots
+from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
+                              load_snapshot, summary_table)
 
 SNAP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 MAX_N = 50  # the UI's cap; the CLI allows more
@@ -33,12 +42,7 @@ def _resolve(ctx, name: str) -> Path:
     return snapshots_dir(ctx) / name
 
 
-def build_snapshot_tab(ctx, gr):
-    from tracing import diff as D
-    from tracing import plots
-    from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
-                                  load_snapshot, run_service, summary_table)
-
+def build(ctx) -> None:
     svc, tuner = ctx.service, ctx.tuner
     allowed = list(tuner.allowed)
 
@@ -50,12 +54,8 @@ def build_snapshot_tab(ctx, gr):
         presets = [p for p in (presets or []) if p]
         if not presets:
             raise gr.Error("Pick at least one preset.")
-        bad = [p for p in presets if p not in allowed]
-        if bad:
-            raise gr.Error(f"Unknown or not allowed preset(s): {', '.join(bad)}.")
-        if not ctx.switching_allowed and any(p != tuner.current.name for p in presets):
-            raise gr.Error("Preset switching is disabled on this server (exposed without --auth): "
-                           f"only the preset in force ({tuner.current.name}) can be snapshotted.")
+        for p in presets:
+            check_preset(ctx, p)  # only the preset in force when switching is off
         if isinstance(n, bool) or not isinstance(n, (int, float)) or not 1 <= n <= MAX_N or int(n) != n:
             raise gr.Error(f"N must be a whole number between 1 and {MAX_N}.")
         label = (label or "").strip()
@@ -93,7 +93,7 @@ def build_snapshot_tab(ctx, gr):
     with gr.Tab("快照 / Snapshots"):
         gr.Markdown("A **pressure snapshot** runs N traced requests per preset on the serving engine and keeps "
                     "their breakdowns and traces together; **diff** two snapshots (e.g. before/after an upgrade) "
-                    "to catch regressions. Same as `python -m tracing snapshot` / `diff`.")
+                    "to catch regressions. Same as `python -m app snapshot` / `diff`.")
         with gr.Row():
             presets = gr.Dropdown(allowed, value=[tuner.current.name], multiselect=True, label="Presets",
                                   elem_id="snap_presets")

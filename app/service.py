@@ -30,7 +30,7 @@ from typing import Callable
 import soundfile as sf
 
 from models.base import InputError, SynthesisRequest
-from store import ClipStore
+from app.store import ClipStore
 from tracing.attachment import build_attachment
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id

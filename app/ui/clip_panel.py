@@ -1,0 +1,62 @@
+"""The clip panel (audio, request id, head line, breakdown, stages, blockers, findings, timeline,
+attachment, JSON): one builder for the Synthesize and History tabs, one function turning a stored
+clip record into its values (generate, history and the API return the same tuple)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app.ui.common import preset_line
+from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows,
+                            format_breakdown_rows, latency_brief, stage_rows)
+
+ATTACHMENT_LABEL = "Trace attachment (zip: trace.txt for ui.perfetto.dev, summary.json, report.txt)"
+
+
+def build_clip_panel(prefix: str = "") -> list:
+    """Create the panel's components in the current layout; returns them in clip_outputs' order.
+    `prefix` keeps elem_ids unique when a second panel is on the page (History)."""
+    def eid(name):
+        return f"{prefix}{name}"
+    out_audio = gr.Audio(label="生成结果 / Generated audio", type="filepath", elem_id=eid("out_audio"),
+                         interactive=False)
+    clip_id = gr.Textbox(label="Request id", interactive=False, elem_id=eid("clip_id"))
+    head = gr.Markdown(elem_id=eid("clip_head"))
+    bd_table = gr.Dataframe(headers=BREAKDOWN_HEADERS, label="Kernel breakdown", elem_id=eid("breakdown"),
+                            interactive=False)
+    findings_md = gr.Markdown(elem_id=eid("findings"))
+    timeline = gr.Image(label="Timeline (per thread: running / waiting / blocked / sleeping)",
+                        type="filepath", elem_id=eid("timeline"), interactive=False)
+    stage_table = gr.Dataframe(headers=STAGE_HEADERS, label="Per stage", interactive=False, elem_id=eid("stages"))
+    blk_table = gr.Dataframe(headers=BLOCKER_HEADERS, label="Who held our CPU (top blockers)",
+                             interactive=False, elem_id=eid("blockers"))
+    attach = gr.File(label=ATTACHMENT_LABEL, elem_id=eid("attachment"), interactive=False)
+    bd_json = gr.JSON(label="Breakdown (JSON)", visible=False)
+    return [out_audio, clip_id, head, bd_table, stage_table, blk_table, findings_md, timeline, attach, bd_json]
+
+
+def clip_outputs(rec: dict):
+    """A stored clip record -> the values of the clip panel (shared by generate, history, API)."""
+    bd = rec.get("breakdown") or {}
+    preset = rec.get("preset") or {}
+    head = (f"**Request** `{rec['id']}` · **Engine:** {rec['engine_label']} · "
+            f"**Preset in force:** {preset.get('preset', '?')} ({preset_line(preset)}) · "
+            f"**Wall** {rec['wall_s'] * 1000:.0f} ms for {rec['duration_s']:.2f} s of audio "
+            f"(RTF {rec['rtf']:.2f})")
+    if not rec.get("tracing"):
+        head += "\n\n_Tracing was off for this request._"
+    else:
+        mode = bd.get("mode", "?")
+        lost = (bd.get("lost_events") or {}).get("total", 0)
+        src = {"pages": " (decoded from the ring-buffer pages)", "text": " (parsed from the text trace)"}.get(
+            bd.get("source", ""), "")
+        head += f"\n\n**Trace mode:** {mode}{src}" + (
+            f" · **lost events: {lost}** (breakdown incomplete)" if lost else " · no events lost")
+        if bd.get("latency"):
+            head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
+    findings = rec.get("findings") or []
+    fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or "_No findings._"
+    return (rec["audio_path"], rec["id"], head,
+            format_breakdown_rows(bd) if bd else [], stage_rows(bd) if bd else [],
+            blocker_rows(bd) if bd else [], fmd, rec.get("timeline_path"),
+            rec.get("attachment_path"), {"breakdown": bd, "findings": findings, "preset": preset,
+                                         "engine": rec["engine"], "request_id": rec["id"]})

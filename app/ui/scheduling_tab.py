@@ -1,0 +1,75 @@
+"""The Scheduling tab: apply a preset service-wide or for the next request only, and show what is
+in force per thread, read back from the kernel (not what was asked)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app.ui.common import SCOPES, SWITCHING_OFF, check_preset, preset_line, user_error
+from tuning.apply import TuningError
+
+THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
+
+
+def scheduling_state(ctx):
+    """(markdown line, per-thread rows, raw read-back) of what the kernel has in force now."""
+    rb = ctx.tuner.readback()
+    rows = [[t["tid"], t["comm"], t["cpus"], t["nice"], t["policy"], t["rt_priority"]]
+            for t in rb.get("threads", [])]
+    autogroup = ""
+    if rb.get("autogroup_nice") is not None:
+        autogroup = f" · autogroup nice {rb['autogroup_nice']}" + (
+            "" if rb.get("autogroup_owned") else
+            " (the launching shell's session: not changed by presets; nice only orders threads "
+            "inside it — run under systemd or `setsid` for nice presets to count)")
+    md = (f"**In force:** `{rb.get('preset')}` · {preset_line(rb)} · torch threads: "
+          f"{rb.get('torch_threads', '?')} intra-op / {rb.get('torch_interop_threads', '?')} inter-op"
+          + autogroup + ("" if rb.get("matches", True) else " · **read-back differs from the preset**"))
+    return md, rows, rb
+
+
+def build(ctx, synth: dict) -> tuple:
+    """The tab; `synth` holds the Synthesize tab's preset/scope components, which applying updates.
+    Returns (event handler, outputs) for the page's load event."""
+    tuner = ctx.tuner
+    allowed = list(tuner.allowed)
+
+    def state():
+        return scheduling_state(ctx)
+
+    def apply_service(name):
+        if not ctx.switching_allowed:  # even re-applying the preset in force re-sets every thread
+            raise gr.Error(SWITCHING_OFF)
+        check_preset(ctx, name, switching=False)
+        try:
+            tuner.apply(name)
+        except TuningError as e:
+            raise user_error(e)
+        return (*state(), name, SCOPES[0])
+
+    def apply_request_only(name):
+        check_preset(ctx, name, switching=False)
+        gr.Info(f"The next request will run under '{name}' and then restore the service preset.")
+        return name, SCOPES[1]
+
+    with gr.Tab("调度 / Scheduling"):
+        gr.Markdown("Presets set CPU affinity, nice and scheduling policy on **every thread** of the "
+                    "service (like `taskset`, `nice`, `chrt`). What is shown is read back from the kernel.")
+        with gr.Row():
+            sched_preset = gr.Dropdown(allowed, value=tuner.current.name, label="Preset",
+                                       elem_id="sched_preset", interactive=ctx.switching_allowed)
+            apply_btn = gr.Button("Apply service-wide", elem_id="apply_service", interactive=ctx.switching_allowed)
+            once_btn = gr.Button("Use for the next request only", elem_id="apply_request",
+                                 interactive=ctx.switching_allowed)
+            refresh_btn = gr.Button("Refresh", elem_id="refresh_sched")
+        gr.Markdown("\n".join(f"- **{n}**: {tuner.presets[n].description}" for n in allowed))
+        sched_md = gr.Markdown(elem_id="sched_state")
+        sched_rows = gr.Dataframe(headers=THREAD_HEADERS, label="Threads (read back from /proc)",
+                                  interactive=False, elem_id="threads")
+        sched_json = gr.JSON(visible=False)
+        outputs = [sched_md, sched_rows, sched_json]
+        apply_btn.click(apply_service, sched_preset, [*outputs, synth["preset"], synth["scope"]],
+                        api_name="apply_preset", concurrency_id="synth")
+        once_btn.click(apply_request_only, sched_preset, [synth["preset"], synth["scope"]],
+                       api_name="preset_for_next_request")
+        refresh_btn.click(state, None, outputs, api_name="scheduling_state")
+    return state, outputs

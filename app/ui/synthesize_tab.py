@@ -1,0 +1,127 @@
+"""The Synthesize tab: IndexTTS2's inputs (speaker prompt, text, emotion control, advanced
+generation kwargs) plus preset / scope / trace, and the clip panel. Its click is the /synthesize
+API endpoint."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app.service import ServiceError
+from app.ui.clip_panel import build_clip_panel, clip_outputs
+from app.ui.common import SCOPES, check_preset, num, user_error
+from models.base import DEFAULT_GENERATION, InputError, SynthesisRequest
+from tuning.apply import TuningError
+
+EMO_CHOICES = [  # IndexTTS2's emotion control radio, index = mode
+    "与音色参考音频相同 / Same as the voice reference",
+    "使用情感参考音频 / Use emotion reference audio",
+    "使用情感向量控制 / Use emotion vectors",
+    "使用情感描述文本控制 / Use text description to control emotion",
+]
+EMO_LABELS = ["喜 Happy", "怒 Angry", "哀 Sad", "惧 Afraid", "厌恶 Disgusted", "低落 Melancholic",
+              "惊喜 Surprised", "平静 Calm"]
+
+
+def make_run_request(ctx):
+    """The /synthesize handler. Every argument after text defaults to None (= the UI's default) so
+    API clients may pass only what they change, by name: client.predict(text=..., api_name="/synthesize")."""
+    svc = ctx.service
+
+    def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
+                    v3=None, v4=None, v5=None, v6=None, v7=None, v8=None, emo_text=None,
+                    use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
+                    length_penalty=None, num_beams=None, repetition_penalty=None,
+                    max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
+                    progress=gr.Progress()):
+        d = DEFAULT_GENERATION
+
+        def dflt(v, default):
+            return default if v is None else v
+        vec = [dflt(v, 0.0) for v in (v1, v2, v3, v4, v5, v6, v7, v8)]
+        trace = svc.tracing_enabled if trace is None else trace
+        if scope not in (None, *SCOPES):
+            raise gr.Error(f"Unknown scope {scope!r}: use one of {SCOPES}.")
+        if preset:
+            check_preset(ctx, preset)
+        try:
+            req = SynthesisRequest(
+                text=text,
+                spk_audio_prompt=spk or None,
+                emo_control_method=emo_mode if emo_mode is not None else 0,
+                emo_audio_prompt=emo_ref or None, emo_alpha=num(dflt(emo_weight, 0.65), "Emotion weight"),
+                emo_vector=[num(v, "Emotion value") for v in vec],
+                emo_text=emo_text or None, use_random=bool(dflt(use_random, False)),
+                max_text_tokens_per_segment=num(dflt(max_tokens_seg, ctx.args.gui_seg_tokens),
+                                                "Max tokens per segment"),
+                generation={
+                    "do_sample": bool(dflt(do_sample, d["do_sample"])),
+                    "top_p": num(dflt(top_p, d["top_p"]), "top_p"),
+                    "top_k": int(num(dflt(top_k, d["top_k"]), "top_k")),
+                    "temperature": num(dflt(temperature, d["temperature"]), "temperature"),
+                    "length_penalty": num(dflt(length_penalty, d["length_penalty"]), "length_penalty"),
+                    "num_beams": int(num(dflt(num_beams, d["num_beams"]), "num_beams")),
+                    "repetition_penalty": num(dflt(repetition_penalty, d["repetition_penalty"]),
+                                              "repetition_penalty"),
+                    "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))})
+            rec = svc.synthesize(req, preset=preset or None,
+                                 scope="request" if scope == SCOPES[1] else "service",
+                                 trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc))
+        except (InputError, TuningError, ServiceError) as e:
+            raise user_error(e)
+        return clip_outputs(rec.to_dict())
+
+    return run_request
+
+
+def _show_mode(m):
+    return gr.update(visible=m == 1), gr.update(visible=m == 2), gr.update(visible=m == 3)
+
+
+def build(ctx) -> dict:
+    """The tab in the current Blocks. Returns the components other tabs write to (preset, scope)."""
+    svc, tuner = ctx.service, ctx.tuner
+    allowed = list(tuner.allowed)
+    d = DEFAULT_GENERATION
+    with gr.Tab("合成 / Synthesize"):
+        with gr.Row():
+            with gr.Column():
+                spk = gr.Audio(label="音色参考音频 / Voice reference", sources=["upload", "microphone"],
+                               type="filepath", elem_id="spk")
+                text = gr.Textbox(label="文本 / Text", lines=4, elem_id="text",
+                                  placeholder="请输入目标文本 / Enter the text to speak")
+                with gr.Row():
+                    preset = gr.Dropdown(allowed, value=tuner.current.name, label="调度预设 / Scheduling preset",
+                                         elem_id="preset", interactive=ctx.switching_allowed)
+                    scope = gr.Radio(SCOPES, value=SCOPES[0], label="预设范围 / Preset scope", elem_id="scope")
+                    trace = gr.Checkbox(value=svc.tracing_enabled, label="内核追踪 / Kernel trace", elem_id="trace")
+                gen = gr.Button("生成语音 / Synthesize", variant="primary", elem_id="generate")
+                with gr.Accordion("情感控制 / Emotion control", open=True):
+                    emo_mode = gr.Radio(EMO_CHOICES, type="index", value=EMO_CHOICES[0],
+                                        label="情感控制方式 / Emotion control method", elem_id="emo_mode")
+                    emo_ref = gr.Audio(label="情感参考音频 / Emotion reference audio", type="filepath",
+                                       sources=["upload", "microphone"], visible=False)
+                    emo_weight = gr.Slider(0.0, 1.0, value=0.65, step=0.01, label="情感权重 / Emotion weight")
+                    with gr.Group(visible=False) as vec_group:
+                        vecs = [gr.Slider(0.0, 1.0, value=0.0, step=0.05, label=lab) for lab in EMO_LABELS]
+                    emo_text = gr.Textbox(label="情感描述文本 / Emotion description", visible=False,
+                                          placeholder="例如：高兴 / e.g. happy, excited")
+                    use_random = gr.Checkbox(value=False, label="情感随机采样 / Random emotion sampling")
+                with gr.Accordion("高级生成参数 / Advanced generation parameters", open=False):
+                    gen_inputs = [
+                        gr.Checkbox(value=d["do_sample"], label="do_sample"),
+                        gr.Slider(0.0, 1.0, value=d["top_p"], step=0.01, label="top_p"),
+                        gr.Slider(0, 100, value=d["top_k"], step=1, label="top_k"),
+                        gr.Slider(0.1, 2.0, value=d["temperature"], step=0.1, label="temperature"),
+                        gr.Number(value=d["length_penalty"], label="length_penalty"),
+                        gr.Slider(1, 10, value=d["num_beams"], step=1, label="num_beams"),
+                        gr.Number(value=d["repetition_penalty"], label="repetition_penalty"),
+                        gr.Slider(50, 1815, value=d["max_mel_tokens"], step=10, label="max_mel_tokens"),
+                        gr.Slider(20, 600, value=ctx.args.gui_seg_tokens, step=2,
+                                  label="分句最大Token数 / Max tokens per segment")]
+            with gr.Column():
+                clip_panel = build_clip_panel()
+        emo_mode.change(_show_mode, emo_mode, [emo_ref, vec_group, emo_text], api_visibility="private")
+        gen.click(make_run_request(ctx),
+                  [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
+                   preset, scope, trace],
+                  clip_panel, api_name="synthesize", concurrency_limit=1, concurrency_id="synth")
+    return {"preset": preset, "scope": scope}
