@@ -16,20 +16,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="IndexTTS2-compatible WebUI with a per-request kernel latency breakdown",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("IndexTTS2 webui flags (same meaning)")
+    g = p.add_argument_group("IndexTTS webui flags (upstream main's and v2.0.0's, same meaning)")
     g.add_argument("--verbose", action="store_true", help="verbose logging and engine output")
     g.add_argument("--port", type=int, default=7860, help="port to serve on")
     g.add_argument("--host", default="127.0.0.1",
                    help="address to bind; IndexTTS2 binds 0.0.0.0, we default to loopback so the "
                         "scheduling controls are not exposed to the network by accident")
     g.add_argument("--model_dir", default="./checkpoints", help="IndexTTS2 checkpoints directory")
-    g.add_argument("--fp16", action="store_true", help="IndexTTS2: fp16 inference")
-    g.add_argument("--deepspeed", action="store_true", help="IndexTTS2: use DeepSpeed")
-    g.add_argument("--cuda_kernel", action="store_true", help="IndexTTS2: BigVGAN CUDA kernel")
+    g.add_argument("--version", choices=("2", "2.5"), default=argparse.SUPPRESS,
+                   help="IndexTTS model version (default: 2.5; when not given, --engine auto serves 2 if "
+                        "--model_dir holds only IndexTTS-2's files)")
+    g.add_argument("--fp16", action="store_true", help="half precision (2.5: bf16 where supported)")
+    g.add_argument("--deepspeed", action="store_true", help="use DeepSpeed to accelerate if available")
+    g.add_argument("--cuda_kernel", action="store_true", help="BigVGAN CUDA kernel if available")
+    g.add_argument("--accel", action="store_true", help="GPT2 acceleration engine (needs flash_attn)")
+    g.add_argument("--torch_compile", action="store_true", help="torch.compile the s2mel stage (needs triton)")
+    g.add_argument("--qwen_emo", action="store_true",
+                   help="load QwenEmotion even on a low-VRAM (< 10 GB) GPU, where it is skipped by default")
     g.add_argument("--gui_seg_tokens", type=int, default=120, help="default max tokens per segment in the UI")
     o = p.add_argument_group("engine, tracing, history")
-    o.add_argument("--engine", choices=("auto", "builtin", "indextts2", "replica"), default="auto",
-                   help="auto: indextts2 when model_dir is complete and `indextts` imports, else builtin")
+    o.add_argument("--engine", choices=("auto", "builtin", "indextts2", "indextts25", "replica"), default="auto",
+                   help="auto: the IndexTTS version of --version (indextts2 = 2, indextts25 = 2.5) when "
+                        "--model_dir holds its files and `indextts` imports, else builtin (the reason is printed)")
     o.add_argument("--replica-scale", type=float, default=None, help="size factor of the replica engine")
     o.add_argument("--no-trace", action="store_true", help="start with per-request tracing off")
     o.add_argument("--trace-buffer-kb", type=int, default=None, help="ring buffer per CPU per window")
@@ -44,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="allow preset switching on a non-loopback host without --auth")
     add_launch_args(p)
     args = p.parse_args(argv)
+    args.version = getattr(args, "version", None)  # None: not given (see --engine auto)
     if args.auth is not None and ":" not in args.auth:
         p.error("--auth takes USER:PASS")
     return args

@@ -44,9 +44,11 @@ class Context:
         self.tuner = Tuner(presets, allow_realtime=args.allow_realtime, force_realtime=args.force_realtime)
         if launch_preset is not None:
             self.tuner.adopt(launch_preset)
-        self.engine = create_engine(args.engine, model_dir=args.model_dir, fp16=args.fp16,
-                                    deepspeed=args.deepspeed, cuda_kernel=args.cuda_kernel,
-                                    replica_scale=args.replica_scale)
+        self.engine = create_engine(args.engine, model_dir=args.model_dir, version=args.version, fp16=args.fp16,
+                                    deepspeed=args.deepspeed, cuda_kernel=args.cuda_kernel, accel=args.accel,
+                                    torch_compile=args.torch_compile, qwen_emo=args.qwen_emo,
+                                    replica_scale=args.replica_scale, verbose=args.verbose)
+        print(f"* Engine selection: {self.engine.selection_note}", flush=True)
         self.store = ClipStore(args.outputs, max_clips=args.keep_clips, max_bytes=args.keep_mb * 2**20)
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,

@@ -210,9 +210,13 @@ class IndexTTS2Engine:
     stages = STAGES
 
     def __init__(self, model_dir: str = "./checkpoints", fp16: bool = False, deepspeed: bool = False,
-                 cuda_kernel: bool = False, verbose: bool = False, tts: Any = None):
+                 cuda_kernel: bool = False, accel: bool = False, torch_compile: bool = False,
+                 qwen_emo: bool = True, verbose: bool = False, tts: Any = None):
         """Load IndexTTS2 from model_dir with its webui's flags. `tts` injects an already built
-        IndexTTS2 object (then model_dir is not read)."""
+        IndexTTS2 object (then model_dir is not read). accel/torch_compile are upstream's
+        use_accel/use_torch_compile (v2.0.0's IndexTTS2 takes both); qwen_emo is main's
+        use_qwen_emo (load QwenEmotion; models.registry resolves upstream's low-VRAM rule into it),
+        passed only where this IndexTTS2 takes it (v2.0.0 always loads QwenEmotion)."""
         self.model_dir, self.verbose = model_dir, verbose
         if tts is None:
             missing = check_model_dir(model_dir)
@@ -225,8 +229,11 @@ class IndexTTS2Engine:
                     raise ImportError(
                         f"Cannot import indextts.infer_v2 ({e}). Put an IndexTTS2 checkout on PYTHONPATH "
                         f"and install its requirements into this .venv.") from e
+            import inspect
+            extra = {"use_qwen_emo": qwen_emo} if "use_qwen_emo" in inspect.signature(IndexTTS2).parameters else {}
             tts = IndexTTS2(cfg_path=os.path.join(model_dir, "config.yaml"), model_dir=model_dir,
-                            use_fp16=fp16, use_deepspeed=deepspeed, use_cuda_kernel=cuda_kernel)
+                            use_fp16=fp16, use_deepspeed=deepspeed, use_cuda_kernel=cuda_kernel,
+                            use_accel=accel, use_torch_compile=torch_compile, **extra)
         self.tts = tts
         self.hooks = StageHooks().install(tts)
         self._lock = threading.Lock()

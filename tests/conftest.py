@@ -73,18 +73,22 @@ def settled_instances(pid: int, timeout: float = 5.0) -> list[str]:
 class Server:
     """webui.py started for real, as ./start_app.sh would (minus the venv bootstrap)."""
 
-    def __init__(self, tmp: Path, *extra: str, port: int | None = None):
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None, launcher: list[str] | None = None,
+                 env: dict | None = None):
+        """launcher: the command before the flags (default: this interpreter + webui.py; e.g.
+        [ROOT / "start_app.sh"] for the real launch script); env: extra environment variables."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.outputs = tmp / "outputs"
         self.log_path = tmp / f"server-{self.port}.log"
-        self.args = [sys.executable, str(ROOT / "webui.py"), "--port", str(self.port),
+        self.args = [*map(str, launcher or [sys.executable, ROOT / "webui.py"]), "--port", str(self.port),
                      "--outputs", str(self.outputs), *extra]
+        self.extra_env = env or {}
         self.proc = None
 
     def start(self, timeout: float = 180) -> "Server":
         self.log = open(self.log_path, "w")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False", **self.extra_env)
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

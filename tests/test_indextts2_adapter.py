@@ -317,7 +317,7 @@ def test_registry_indextts2_and_auto_with_standin(standin_path, model_dir):
     eng = create_engine("indextts2", model_dir=model_dir, fp16=True)
     assert eng.name == "indextts2" and eng.tts.init_args["use_fp16"] is True
     auto = create_engine("auto", model_dir=model_dir)
-    assert auto.name == "indextts2" and "IndexTTS2" in auto.selection_note
+    assert auto.name == "indextts2" and "IndexTTS-2 from" in auto.selection_note
 
 
 def test_auto_falls_back_to_builtin(tmp_path, monkeypatch):
