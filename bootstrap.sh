@@ -1,7 +1,51 @@
 # Sourced by start_app.sh and run_tests.sh: create .venv with Python 3.11 on first run and keep it
 # in step with the pinned requirements (re-installs only when the requirements file changes).
+# Or, with PYTHON= naming the interpreter of an existing environment (an IndexTTS venv), use that
+# environment as it is plus an overlay of what it lacks (use_user_env; README "Use IndexTTS's env").
+
+# True when $1 is an interpreter of an environment someone built (a venv, or one that already has
+# gradio or indextts) rather than a bare Python to create our .venv with.
+is_user_env() {
+    "$1" -c 'import sys, importlib.util as u
+sys.exit(0 if sys.prefix != sys.base_prefix or u.find_spec("gradio") or u.find_spec("indextts") else 1)' 2>/dev/null
+}
+
+# Sets LAUNCH_PY to the environment's interpreter and prepends the overlay to PYTHONPATH, after
+# installing into the overlay whatever of requirements-userenv.txt the environment lacks. Never
+# changes a version the environment has: pip gets the environment's own versions as constraints.
+use_user_env() {
+    local py="$1"
+    local here; here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    local req="$here/requirements-userenv.txt"
+    "$py" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 10))' \
+        || { echo "error: $py is Python $("$py" -c 'import sys; print(sys.version.split()[0])'); the launcher needs 3.10 or newer" >&2; return 1; }
+    local ov sites; ov="$("$py" "$here/userenv.py" overlay)" && sites="$("$py" "$here/userenv.py" sitedirs)" || return 1
+    local want; want="$("$py" "$here/userenv.py" stamp "$req")" || return 1
+    if [ ! -f "$ov/.stamp" ] || [ "$(cat "$ov/.stamp")" != "$want" ]; then
+        mkdir -p "$ov"
+        "$py" "$here/userenv.py" constraints "$ov/constraints.txt" || return 1
+        local pip; pip="$("$py" "$here/userenv.py" pip)"
+        [ -n "$pip" ] || { echo "error: $py has neither pip nor ensurepip's bundled pip; install what requirements-userenv.txt lists yourself" >&2; return 1; }
+        local pp="$sites"  # pip sees the env and the overlay, so it installs only what both lack
+        [ "$pip" = "-m pip" ] || pp="$pip:$sites"  # pip run from ensurepip's wheel
+        echo "[setup] adding what $py lacks from requirements-userenv.txt into $ov (the env itself is not changed)" >&2
+        local log="$ov/pip.log"
+        if ! PYTHONPATH="$pp" "$py" -m pip install --disable-pip-version-check -q \
+                --prefix "$ov" -c "$ov/constraints.txt" -r "$req" >"$log" 2>&1; then
+            cat "$log" >&2
+            local names; names="$(grep -oE "(The user requested \(constraint\) [^ ]+|Cannot install [^ ]+|requires [^ ]+, but)" "$log" | sort -u | tr '\n' ';')"
+            echo "error: cannot add the launcher's packages to $py without changing a version that environment already has${names:+ ($names)}." >&2
+            echo "       pip's report is above and in $log; the constraints (the environment's own versions) are in $ov/constraints.txt." >&2
+            return 1
+        fi
+        echo "$want" > "$ov/.stamp"
+    fi
+    LAUNCH_PY="$py"
+    export PYTHONPATH="$sites${PYTHONPATH:+:$PYTHONPATH}"
+}
 bootstrap_venv() {
     local req="$1"  # requirements file to satisfy
+    LAUNCH_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.venv/bin/python"
     local here; here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     local venv="$here/.venv"
     local py="${PYTHON:-}"

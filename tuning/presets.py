@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (IndexTTS v2.0.0's envs): the same parser as the tomli package
+    import tomli as tomllib
 from dataclasses import dataclass, field
 
 from .kernel import POLICIES

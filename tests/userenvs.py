@@ -1,0 +1,110 @@
+"""Build (once) and cache an "IndexTTS user's environment" for the PYTHON= route tests.
+
+The environment imitates what `uv sync --extra webui` makes from IndexTTS v2.0.0's uv.lock, cut to
+the packages our launcher touches: Python 3.10, gradio 5.45.0 / gradio_client 1.13.0, torch 2.8.0
+(the PyPI build, CUDA 12.8, which runs on CPU), numpy 1.26.2, pandas, soundfile, scipy, matplotlib,
+every version taken from the lock export in tests/real_indextts/requirements-v2.0.0.txt (used as
+constraints). Like a uv-made venv it has no pip. It deliberately lacks what only we need
+(prometheus_client, espeakng-loader, tomli): the launcher's overlay must add those.
+
+Built with uv (what IndexTTS users build with); uv itself comes from PyPI into
+~/.cache/itts-launcher/tools/uv when it is not on PATH. Cached under
+~/.cache/itts-launcher/envs/<name>-<key>, key = sha256 of the interpreter version, the package list
+and the constraints file, so a changed lock builds a new env and a warm run reuses the old one.
+
+    python -m tests.userenvs gradio5      # build (or find) it and print the path and the time taken
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("ITTS_LAUNCHER_CACHE", Path.home() / ".cache" / "itts-launcher"))
+V2_LOCK_EXPORT = ROOT / "tests" / "real_indextts" / "requirements-v2.0.0.txt"
+PY310 = "/root/.pyenv/versions/3.10.13/bin/python"
+
+GRADIO5 = {
+    "python": PY310,
+    "constraints": V2_LOCK_EXPORT,
+    "packages": ["gradio==5.45.0", "gradio-client==1.13.0", "torch", "numpy", "pandas", "soundfile",
+                 "scipy", "matplotlib"],
+}
+
+
+class Unavailable(Exception):
+    """The env cannot be built here (no interpreter, registry unreachable): tests skip with this."""
+
+
+def registry_reachable(timeout: float = 10.0) -> bool:
+    try:
+        urllib.request.urlopen("https://pypi.org/simple/gradio/", timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def find_uv() -> str:
+    uv = shutil.which("uv")
+    if uv:
+        return uv
+    tools = CACHE / "tools" / "uv"
+    exe = tools / "bin" / "uv"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(tools), "uv"],
+                       check=True, capture_output=True, text=True)
+    return str(exe)
+
+
+def python_version(py: str) -> str:
+    return subprocess.run([py, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def env_path(name: str, spec: dict) -> Path:
+    key = hashlib.sha256("\n".join([python_version(spec["python"]), *spec["packages"],
+                                    Path(spec["constraints"]).read_text()]).encode()).hexdigest()[:12]
+    return CACHE / "envs" / f"{name}-{key}"
+
+
+def build(name: str = "gradio5", spec: dict = GRADIO5) -> tuple[Path, float, bool]:
+    """Return (env dir, seconds spent, built_now). Raises Unavailable when it cannot be built."""
+    if not os.access(spec["python"], os.X_OK):
+        raise Unavailable(f"interpreter {spec['python']} not found")
+    env = env_path(name, spec)
+    stamp = env / ".complete"
+    t = time.monotonic()
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.parent / f".{env.name}.lock", "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)  # two test runs must not build the same env at once
+        if stamp.exists():
+            return env, time.monotonic() - t, False
+        if not registry_reachable():
+            raise Unavailable("PyPI (https://pypi.org) is unreachable and the env is not cached yet")
+        shutil.rmtree(env, ignore_errors=True)
+        uv = find_uv()
+        run = lambda *a: subprocess.run(a, capture_output=True, text=True)  # noqa: E731
+        p = run(uv, "venv", "-q", "--python", spec["python"], str(env))
+        if p.returncode == 0:
+            p = run(uv, "pip", "install", "-q", "--python", str(env / "bin" / "python"),
+                    "-c", str(spec["constraints"]), *spec["packages"])
+        if p.returncode != 0:
+            shutil.rmtree(env, ignore_errors=True)
+            if "Failed to fetch" in p.stderr or "dns error" in p.stderr or "Connect" in p.stderr:
+                raise Unavailable(f"registry unreachable while building {name}: {p.stderr.strip()[-500:]}")
+            raise RuntimeError(f"building {name} failed:\n{p.stderr[-4000:]}")
+        stamp.write_text(f"built in {time.monotonic() - t:.1f} s\n")
+    return env, time.monotonic() - t, True
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "gradio5"
+    env, secs, fresh = build(which)
+    print(f"{env} ({'built' if fresh else 'cached'}; {secs:.1f} s)")
