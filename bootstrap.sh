@@ -30,12 +30,17 @@ use_user_env() {
         [ "$pip" = "-m pip" ] || pp="$pip:$sites"  # pip run from ensurepip's wheel
         echo "[setup] adding what $py lacks from requirements-userenv.txt into $ov (the env itself is not changed)" >&2
         local log="$ov/pip.log"
-        if ! PYTHONPATH="$pp" "$py" -m pip install --disable-pip-version-check -q \
+        if ! PYTHONPATH="$pp" "$py" -m pip install --disable-pip-version-check \
                 --prefix "$ov" -c "$ov/constraints.txt" -r "$req" >"$log" 2>&1; then
-            cat "$log" >&2
-            local names; names="$(grep -oE "(The user requested \(constraint\) [^ ]+|Cannot install [^ ]+|requires [^ ]+, but)" "$log" | sort -u | tr '\n' ';')"
-            echo "error: cannot add the launcher's packages to $py without changing a version that environment already has${names:+ ($names)}." >&2
-            echo "       pip's report is above and in $log; the constraints (the environment's own versions) are in $ov/constraints.txt." >&2
+            local pkgs; pkgs="$(grep -oE "requested \(constraint\) [A-Za-z0-9_.-]+" "$log" | awk '{print $3}' | sort -u | paste -sd, -)"
+            if [ -n "$pkgs" ]; then
+                echo "error: cannot add the launcher's packages to $py without changing its $pkgs (the environment's own version is kept; pip's conflict report:)" >&2
+                sed -n '/conflict is caused by/,/^$/p' "$log" | sed 's/^/       /' >&2
+            else
+                cat "$log" >&2
+                echo "error: pip could not add requirements-userenv.txt to $py's overlay (output above)." >&2
+            fi
+            echo "       full pip log: $log; the environment's versions (kept as constraints): $ov/constraints.txt" >&2
             return 1
         fi
         echo "$want" > "$ov/.stamp"

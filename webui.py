@@ -5,6 +5,7 @@ launch preset is applied before gradio/torch are imported, so every thread the p
 inherits it (taskset/nice/chrt semantics).
 """
 import argparse
+import platform
 import signal
 import sys
 
@@ -84,8 +85,11 @@ def main(argv=None) -> int:
     print(f"* Engine: {ctx.engine.label}", flush=True)
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
     app.queue(default_concurrency_limit=1)
-    fastapi_app, _, _ = app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
-                                   footer_links=["api", "gradio", "settings"], prevent_thread_lock=True)
+    from app.ui.compat import GRADIO_VERSION, launch_kwargs
+    print(f"* UI: Gradio {GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
+    fastapi_app, _, _ = app.launch(**launch_kwargs(server_name=args.host, server_port=args.port, auth=auth,
+                                                   show_error=True, footer_links=["api", "gradio", "settings"],
+                                                   prevent_thread_lock=True))
     from app import metrics
     metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)
@@ -99,7 +103,9 @@ def main(argv=None) -> int:
 def build_app(ctx):
     """The page: header, then the tabs in order; each tab module builds its own gr.Tab."""
     import gradio as gr
-    from app.ui import compare_tab, history_tab, scheduling_tab, snapshots_tab, synthesize_tab, system_tab
+    from app.ui import compare_tab, compat, history_tab, scheduling_tab, snapshots_tab, synthesize_tab, system_tab
+    from app.ui.compat import PRIVATE
+    compat.install()  # refuses an unsupported Gradio; REST error text on Gradio 5
 
     with gr.Blocks(title="IndexTTS2 launcher · kernel latency") as app:
         note = getattr(ctx.engine, "selection_note", "")
@@ -112,8 +118,8 @@ def build_app(ctx):
         history, history_table = history_tab.build(ctx)
         snapshots_tab.build(ctx)
         system_tab.build(ctx)
-        app.load(sched_state, None, sched_outputs, api_visibility="private")
-        app.load(history, None, history_table, api_visibility="private")
+        app.load(sched_state, None, sched_outputs, **PRIVATE)
+        app.load(history, None, history_table, **PRIVATE)
     return app
 
 

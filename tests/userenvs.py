@@ -39,6 +39,12 @@ GRADIO5 = {
 }
 
 
+# the same env with a prometheus_client older than requirements-userenv.txt allows: adding ours
+# must fail, naming it, and change nothing
+OLD_PROMETHEUS = dict(GRADIO5, packages=[*GRADIO5["packages"], "prometheus-client==0.16.0"])
+SPECS = {"gradio5": GRADIO5, "gradio5-oldprom": OLD_PROMETHEUS}
+
+
 class Unavailable(Exception):
     """The env cannot be built here (no interpreter, registry unreachable): tests skip with this."""
 
@@ -74,8 +80,9 @@ def env_path(name: str, spec: dict) -> Path:
     return CACHE / "envs" / f"{name}-{key}"
 
 
-def build(name: str = "gradio5", spec: dict = GRADIO5) -> tuple[Path, float, bool]:
+def build(name: str = "gradio5") -> tuple[Path, float, bool]:
     """Return (env dir, seconds spent, built_now). Raises Unavailable when it cannot be built."""
+    spec = SPECS[name]
     if not os.access(spec["python"], os.X_OK):
         raise Unavailable(f"interpreter {spec['python']} not found")
     env = env_path(name, spec)

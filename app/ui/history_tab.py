@@ -7,6 +7,7 @@ import gradio as gr
 from app.store import ClipNotFound
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import user_error
+from app.ui.compat import PRIVATE
 
 HISTORY_HEADERS = ["request id", "created (UTC)", "preset", "engine", "wall ms", "run-queue ms", "text"]
 
@@ -48,7 +49,7 @@ def build(ctx) -> tuple:
         panel = build_clip_panel(prefix="hist_")
         hist_refresh.click(history, None, hist, api_name="history")
         hist_load.click(load_clip, hist_id, panel, api_name="clip")
-        hist.select(pick_row, None, hist_id, api_visibility="private")
+        hist.select(pick_row, None, hist_id, **PRIVATE)
         dl_id = gr.Textbox(visible=False)
         dl_file = gr.File(visible=False)
         dl_btn = gr.Button(visible=False)

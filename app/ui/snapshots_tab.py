@@ -15,6 +15,7 @@ import gradio as gr
 
 from app.snapshot_runs import run_service
 from app.ui.common import check_preset
+from app.ui.compat import PRIVATE
 from tracing import diff as D
 from tracing import plots
 from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
@@ -125,4 +126,4 @@ def build(ctx) -> None:
                       api_name="snapshot", concurrency_limit=1)
         diff_btn.click(do_diff, [old, new, alpha, min_ratio, min_abs], [diff_text, diff_rows, diff_img, diff_json],
                        api_name="snapshot_diff")
-        refresh_btn.click(refresh, None, [old, new], api_visibility="private")
+        refresh_btn.click(refresh, None, [old, new], **PRIVATE)

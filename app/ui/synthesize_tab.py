@@ -8,6 +8,7 @@ import gradio as gr
 from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import SCOPES, check_preset, num, user_error
+from app.ui.compat import PRIVATE
 from models.base import DEFAULT_GENERATION, InputError, SynthesisRequest
 from tuning.apply import TuningError
 
@@ -119,7 +120,7 @@ def build(ctx) -> dict:
                                   label="分句最大Token数 / Max tokens per segment")]
             with gr.Column():
                 clip_panel = build_clip_panel()
-        emo_mode.change(_show_mode, emo_mode, [emo_ref, vec_group, emo_text], api_visibility="private")
+        emo_mode.change(_show_mode, emo_mode, [emo_ref, vec_group, emo_text], **PRIVATE)
         gen.click(make_run_request(ctx),
                   [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
                    preset, scope, trace],

@@ -1,0 +1,67 @@
+"""The one place that knows which Gradio generation serves: 5.x (5.45, what IndexTTS pins) or 6.x
+(what requirements.txt pins). The UI code is written once, against this module.
+
+What differs, and what this module does about it:
+- private events: 6 takes `api_visibility="private"`; 5 has no such argument and spells the same
+  thing `api_name=False, show_api=False` (not callable through the API, not in the docs): `PRIVATE`.
+- launch(): 6 takes `footer_links=`; 5 has none (its footer shows the same links): `launch_kwargs`.
+- REST error text: the SSE stream of the REST API (`GET /gradio_api/call/<api>/<event_id>`) ends a
+  failed call with `event: error`. 6 puts the error payload in its data
+  (`{"error": "<text>", "title": ..., "duration": ..., "visible": ...}`); 5.x sends `data: null`,
+  losing the text, because that route reads only the payload's "data" key. `install()` makes 5 send
+  the same payload as 6: the queue's send_message, for a failed event that came in through the REST
+  route (its body has `simple_format`, set only by that route), adds the payload under "data".
+  Other events are untouched: gradio_client 1.x (which uses /queue/join) turns the payload's keys
+  into AppError(**payload) and refuses an extra key.
+"""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+SUPPORTED = ((5, 45), (7, 0))  # [from, to)
+GRADIO_VERSION = gr.__version__
+VERSION = tuple(int(x) for x in gr.__version__.split(".")[:2])
+MAJOR = VERSION[0]
+
+PRIVATE: dict = {"api_visibility": "private"} if MAJOR >= 6 else {"api_name": False, "show_api": False}
+
+
+def check_supported() -> None:
+    """Refuse a Gradio this UI is not written for, naming the version and what is supported."""
+    lo, hi = SUPPORTED
+    if not lo <= VERSION < hi:
+        raise RuntimeError(f"gradio {gr.__version__} is not supported: the launcher's UI runs on gradio "
+                           f">= {lo[0]}.{lo[1]} and < {hi[0]} (IndexTTS pins 5.45.0; requirements.txt pins 6.x).")
+
+
+def launch_kwargs(**kw) -> dict:
+    """Blocks.launch() keyword arguments for this generation (drops what 5 does not take)."""
+    if MAJOR < 6:
+        kw.pop("footer_links", None)
+    return kw
+
+
+def install() -> None:
+    """Call once before launch(): checks the version and, on 5.x, makes REST error events carry
+    the error text (module docstring). Idempotent."""
+    check_supported()
+    if MAJOR >= 6:
+        return
+    import gradio.queueing as q
+    from gradio.server_messages import ProcessCompletedMessage
+    orig = q.Queue.send_message
+    if getattr(orig, "_itts_rest_text", False):
+        return
+
+    @functools.wraps(orig)
+    def send_message(self, event, event_message):
+        if (isinstance(event_message, ProcessCompletedMessage) and not event_message.success
+                and getattr(getattr(event, "data", None), "simple_format", False)
+                and isinstance(event_message.output, dict) and "data" not in event_message.output):
+            out = dict(event_message.output)
+            event_message = event_message.model_copy(update={"output": {**out, "data": out}})
+        return orig(self, event, event_message)
+    send_message._itts_rest_text = True
+    q.Queue.send_message = send_message

@@ -1,0 +1,158 @@
+"""The launcher inside an IndexTTS user's environment, for real: Python 3.10, Gradio 5.45 and the
+other versions of IndexTTS v2.0.0's uv.lock (tests/userenvs.py builds and caches it), started the
+documented way, `PYTHON=<env>/bin/python ./start_app.sh`.
+
+Shows: the overlay adds only what the env lacks and the env is unchanged; /synthesize returns
+audio with a full breakdown (raw HTTP and the env's own gradio_client 1.13); a bad request's error
+text reaches a raw-HTTP SSE client (Gradio 5 sends `data: null` there unless app/ui/compat.py
+bridges it). Skips, saying why, where the env cannot be built (no Python 3.10, registry down)."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import ROOT, Server
+from tests import userenvs
+
+pytestmark = [pytest.mark.gradio5, pytest.mark.slow]
+
+ADDED = {"espeakng-loader", "prometheus-client", "tomli"}  # what v2.0.0's env lacks of ours
+
+
+@pytest.fixture(scope="module")
+def user_env():
+    try:
+        env, secs, fresh = userenvs.build("gradio5")
+    except userenvs.Unavailable as e:
+        pytest.skip(f"IndexTTS-like env (py3.10, gradio 5.45) not buildable here: {e}")
+    print(f"gradio5 env {'built' if fresh else 'cached'} in {secs:.1f} s: {env}")
+    return env / "bin" / "python"
+
+
+def _dists(py, *extra_path) -> dict:
+    code = ("import json, sys, re; from importlib import metadata as m; "
+            "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version "
+            "for d in m.distributions(path=sys.argv[1:] or sys.path)}))")
+    out = subprocess.run([str(py), "-c", code, *extra_path], capture_output=True, text=True, check=True, cwd="/")
+    return json.loads(out.stdout)
+
+
+def _overlay(py) -> tuple[str, str]:
+    ov = subprocess.run([str(py), str(ROOT / "userenv.py"), "overlay"], capture_output=True, text=True, check=True)
+    sites = subprocess.run([str(py), str(ROOT / "userenv.py"), "sitedirs"], capture_output=True, text=True, check=True)
+    return ov.stdout.strip(), sites.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def g5_server(user_env, tmp_path_factory):
+    before = _dists(user_env)
+    assert before["gradio"] == "5.45.0" and "prometheus-client" not in before
+    ov, sites = _overlay(user_env)
+    p = subprocess.run(["bash", "-c", 'source ./bootstrap.sh && use_user_env "$0"', str(user_env)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0 and not userenvs.registry_reachable():
+        pytest.skip(f"the overlay needs PyPI, which is unreachable: {p.stderr[-300:]}")
+    assert p.returncode == 0, p.stderr
+    assert _dists(user_env) == before  # the user's env is not changed
+    added = set(_dists(user_env, *sites.split(":")))
+    assert added == ADDED, f"overlay {ov} holds {added}, expected only {ADDED}"
+    srv = Server(tmp_path_factory.mktemp("g5"), "--version", "2", launcher=[ROOT / "start_app.sh"],
+                 env={"PYTHON": str(user_env)}).start(timeout=300)
+    yield srv
+    assert srv.stop() == 0
+
+
+def _sse(url: str) -> list[tuple[str, object]]:
+    body = urllib.request.urlopen(url, timeout=300).read().decode()
+    events = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((lines.get("event"), json.loads(lines.get("data", "null"))))
+    return events
+
+
+def _call(srv, **fields) -> list[tuple[str, object]]:
+    """The REST route a curl user takes: POST the inputs (defaults from /info), then read the SSE."""
+    base = srv.url + "gradio_api"
+    params = json.load(urllib.request.urlopen(base + "/info"))["named_endpoints"]["/synthesize"]["parameters"]
+    data = [fields.get(p["parameter_name"], p.get("parameter_default")) for p in params]
+    req = urllib.request.Request(base + "/call/synthesize", data=json.dumps({"data": data}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    eid = json.load(urllib.request.urlopen(req, timeout=30))["event_id"]
+    return _sse(f"{base}/call/synthesize/{eid}")
+
+
+def test_runs_on_gradio5_and_python310(g5_server):
+    out = g5_server.output()
+    assert "* UI: Gradio 5.45.0, Python 3.10" in out
+    assert "* Engine selection: auto: builtin engine" in out
+
+
+def test_synthesize_over_raw_http_returns_audio_and_breakdown(g5_server):
+    kind, data = _call(g5_server, text="Hello from the IndexTTS environment. 你好。")[-1]
+    assert kind == "complete", data
+    audio, rid, head, bd_rows, stage_rows, blk_rows, findings, timeline, attachment, bd = data
+    wav = urllib.request.urlopen(audio["url"], timeout=30).read()
+    samples, sr = sf.read(io.BytesIO(wav))
+    assert sr == 22050 and len(samples) > sr // 2 and np.abs(samples).max() > 0.05
+    b = bd["breakdown"]
+    assert bd["request_id"] == rid and b["mode"] in ("full", "schedstat")
+    assert b["totals"]["on_cpu_s"] > 0 and b["totals"]["wall_s"] > 0
+    assert {s["name"] for s in b["stages"]} >= {"text", "acoustic", "voice"}
+    assert bd_rows["data"] and stage_rows["data"]
+    assert attachment["url"].endswith(".zip")
+
+
+def test_error_text_reaches_raw_sse_client(g5_server):
+    kind, data = _call(g5_server, text="   ")[-1]
+    assert kind == "error"
+    assert data["error"] == "Text is empty: type something to synthesize."
+    # and the server is still up and serving
+    assert _call(g5_server, text="Still here.")[-1][0] == "complete"
+
+
+def test_env_gradio_client_gets_audio_and_error(g5_server, user_env):
+    code = f"""
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+c = Client({g5_server.url!r}, verbose=False)
+r = c.predict(text="Client one point thirteen.", api_name="/synthesize")
+print("AUDIO", r[0], r[-1]["breakdown"]["totals"]["on_cpu_s"] > 0)
+try:
+    c.predict(text="", api_name="/synthesize")
+except AppError as e:
+    print("ERROR", e)
+"""
+    p = subprocess.run([str(user_env), "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "AUDIO " in p.stdout and " True" in p.stdout
+    assert "ERROR Text is empty: type something to synthesize." in p.stdout
+
+
+def test_conflict_names_the_package_and_changes_nothing(tmp_path):
+    """An env whose prometheus_client is older than we accept: the launcher refuses, names it,
+    and neither the env nor the overlay changes (start_app.sh exits non-zero before webui.py)."""
+    try:
+        env, _, _ = userenvs.build("gradio5-oldprom")
+    except userenvs.Unavailable as e:
+        pytest.skip(f"env not buildable here: {e}")
+    py = env / "bin" / "python"
+    before = _dists(py)
+    ov, sites = _overlay(py)
+    p = subprocess.run([str(ROOT / "start_app.sh"), "--port", "1", "--outputs", str(tmp_path)], cwd=tmp_path,
+                       env={**__import__("os").environ, "PYTHON": str(py)}, capture_output=True, text=True,
+                       timeout=600)
+    if p.returncode != 0 and "conflict" not in p.stderr and not userenvs.registry_reachable():
+        pytest.skip("PyPI unreachable")
+    assert p.returncode == 1, p.stderr
+    assert f"cannot add the launcher's packages to {py} without changing its prometheus-client" in p.stderr
+    assert "The user requested (constraint) prometheus-client==0.16.0" in p.stderr
+    assert "Running on" not in p.stdout
+    assert _dists(py) == before
+    assert not _dists(py, *sites.split(":"))  # nothing half-installed in the overlay
