@@ -13,10 +13,21 @@ from tuning.launch import add_launch_args, apply_launch
 from tuning.presets import PresetError, load_presets
 
 
+EXAMPLES = """examples:
+  ./start_app.sh                                  builtin engine without weights; IndexTTS when ./checkpoints has them
+  ./start_app.sh --version 2 --accel --torch_compile --qwen_emo      upstream's own launch line
+  PYTHON=/path/to/index-tts/.venv/bin/python ./start_app.sh --model_dir /path/to/index-tts/checkpoints
+                                                  run inside IndexTTS's env (adds only what it lacks, in .userenv/)
+  ./start_app.sh --preset pinned --host 0.0.0.0 --auth me:secret
+"""
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
     p = argparse.ArgumentParser(
-        description="IndexTTS2-compatible WebUI with a per-request kernel latency breakdown",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="IndexTTS-compatible WebUI with a per-request kernel latency breakdown",
+        formatter_class=Formatter, epilog=EXAMPLES)
     g = p.add_argument_group("IndexTTS webui flags (upstream main's and v2.0.0's, same meaning)")
     g.add_argument("--verbose", action="store_true", help="verbose logging and engine output")
     g.add_argument("--port", type=int, default=7860, help="port to serve on")
