@@ -23,31 +23,41 @@ use_user_env() {
     local want; want="$("$py" "$here/userenv.py" stamp "$req")" || return 1
     if [ ! -f "$ov/.stamp" ] || [ "$(cat "$ov/.stamp")" != "$want" ]; then
         mkdir -p "$ov"
-        "$py" "$here/userenv.py" constraints "$ov/constraints.txt" || return 1
-        local pip; pip="$("$py" "$here/userenv.py" pip)"
-        [ -n "$pip" ] || { echo "error: $py has neither pip nor ensurepip's bundled pip; install what requirements-userenv.txt lists yourself" >&2; return 1; }
-        local pp="$sites"  # pip sees the env and the overlay, so it installs only what both lack
-        [ "$pip" = "-m pip" ] || pp="$pip:$sites"  # pip run from ensurepip's wheel
-        echo "[setup] adding what $py lacks from requirements-userenv.txt into $ov (the env itself is not changed)" >&2
-        local log="$ov/pip.log"
-        if ! PYTHONPATH="$pp" "$py" -m pip install --disable-pip-version-check \
-                --prefix "$ov" -c "$ov/constraints.txt" -r "$req" >"$log" 2>&1; then
-            local pkgs; pkgs="$(grep -oE "requested \(constraint\) [A-Za-z0-9_.-]+" "$log" | awk '{print $3}' | sort -u | paste -sd, -)"
-            if [ -n "$pkgs" ]; then
-                echo "error: cannot add the launcher's packages to $py without changing its $pkgs (the environment's own version is kept; pip's conflict report:)" >&2
-                sed -n '/conflict is caused by/,/^$/p' "$log" | sed 's/^/       /' >&2
-            else
-                cat "$log" >&2
-                echo "error: pip could not add requirements-userenv.txt to $py's overlay (output above)." >&2
-            fi
-            echo "       full pip log: $log; the environment's versions (kept as constraints): $ov/constraints.txt" >&2
-            return 1
-        fi
+        _overlay_install "$py" "$here" "$req" "$ov" "$sites" || return 1
         echo "$want" > "$ov/.stamp"
     fi
     LAUNCH_PY="$py"
     export PYTHONPATH="$sites${PYTHONPATH:+:$PYTHONPATH}"
 }
+
+_overlay_install() {
+    local py="$1" here="$2" req="$3" ov="$4" sites="$5"
+    local pip; pip="$("$py" "$here/userenv.py" pip)"
+    [ -n "$pip" ] || { echo "error: $py has neither pip nor ensurepip's bundled pip; install what requirements-userenv.txt lists yourself" >&2; return 1; }
+    local pp="$sites"  # pip sees the env and the overlay, so it installs only what both lack
+    [ "$pip" = "-m pip" ] || pp="$pip:$sites"  # pip run from ensurepip's wheel
+    local need; need="$(PYTHONPATH="$pp" "$py" "$here/userenv.py" missing "$req")" || return 1
+    [ -n "$need" ] || return 0  # everything there: no pip run, no network
+    local -a specs; mapfile -t specs <<<"$need"
+    echo "[setup] adding to $ov what $py lacks: ${specs[*]} (the env itself is not changed)" >&2
+    "$py" "$here/userenv.py" constraints "$ov/constraints.txt" || return 1
+    local log="$ov/pip.log"
+    if PYTHONPATH="$pp" "$py" -m pip install --disable-pip-version-check --prefix "$ov" \
+            -c "$ov/constraints.txt" "${specs[@]}" >"$log" 2>&1; then
+        return 0
+    fi
+    local pkgs; pkgs="$(grep -oE "requested \(constraint\) [A-Za-z0-9_.-]+" "$log" | awk '{print $3}' | sort -u | paste -sd, -)"
+    if [ -n "$pkgs" ]; then
+        echo "error: cannot add the launcher's packages to $py without changing its $pkgs (the environment's own version is kept; pip's conflict report:)" >&2
+        sed -n '/conflict is caused by/,/^$/p' "$log" | sed 's/^/       /' >&2
+    else
+        cat "$log" >&2
+        echo "error: pip could not add ${specs[*]} to $py's overlay (output above)." >&2
+    fi
+    echo "       full pip log: $log; the environment's versions (kept as constraints): $ov/constraints.txt" >&2
+    return 1
+}
+
 bootstrap_venv() {
     local req="$1"  # requirements file to satisfy
     LAUNCH_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.venv/bin/python"

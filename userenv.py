@@ -16,6 +16,7 @@ Runs under the user's interpreter, so: standard library only, Python >= 3.8.
     python userenv.py sitedirs           print its site-packages dirs (for PYTHONPATH)
     python userenv.py constraints FILE   write the env's versions as pip constraints
     python userenv.py pip                print how to run pip here ("-m pip" or a wheel path)
+    python userenv.py missing REQ        print the lines of REQ this env does not satisfy
     python userenv.py stamp REQ          print the key that says whether the overlay is current
 """
 import glob
@@ -79,6 +80,35 @@ def pip_command():
     return wheels[-1] if wheels else ""
 
 
+def _packaging():
+    """packaging's requirements/versions: the env's own, else the copy inside pip (env or wheel)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        from pip._vendor.packaging.requirements import Requirement
+    return Requirement
+
+
+def missing(req):
+    """Lines of `req` this environment does not satisfy (absent, or a version outside the range;
+    the latter then fails in pip with its conflict report). Empty: nothing to install, no pip run."""
+    Requirement = _packaging()
+    have = env_versions()
+    out = []
+    with open(req) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            r = Requirement(line)
+            if r.marker is not None and not r.marker.evaluate():
+                continue
+            v = have.get(re.sub(r"[-_.]+", "-", r.name).lower())
+            if v is None or not r.specifier.contains(v, prereleases=True):
+                out.append(line)
+    return out
+
+
 def stamp(req):
     """Changes when the env's packages, our requirements or the interpreter change."""
     h = hashlib.sha256(sys.version.encode())
@@ -99,6 +129,8 @@ def main(argv):
         write_constraints(argv[2])
     elif cmd == "pip":
         print(pip_command())
+    elif cmd == "missing":
+        print("\n".join(missing(argv[2])))
     elif cmd == "stamp":
         print(stamp(argv[2]))
     else:
