@@ -20,6 +20,10 @@ EMOTIONS = ("happy", "angry", "sad", "afraid", "disgusted", "melancholic", "surp
 # Emotion control modes, as IndexTTS2's radio (index = value).
 EMO_MODES = ("same_as_speaker", "emotion_audio", "emotion_vector", "emotion_text")
 
+# IndexTTS-2.5's language dropdown (upstream webui.py, main); infer() lower-cases the code.
+LANGUAGES_25 = ("ZH", "EN", "JA", "AR", "ES")
+DURATION_FACTOR_RANGE = (0.5, 2.0)  # IndexTTS-2.5's duration slider (1.0 = unchanged, > 1 slower)
+
 MAX_TEXT_CHARS = 2000  # documented limit (README); longer text is refused, not truncated
 
 DEFAULT_GENERATION = {
@@ -51,6 +55,10 @@ class SynthesisRequest:
     max_text_tokens_per_segment: int = 120
     interval_silence: int = 200  # ms between segments
     generation: dict = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    # IndexTTS-2.5 only (optional on the API; engines without them ignore them): the language
+    # code (None: the engine's default, ZH as upstream) and the duration factor.
+    lang: str | None = None
+    duration_factor: float = 1.0
 
     def validate(self) -> "SynthesisRequest":
         """Raise InputError for anything an engine must not be handed. Returns self."""
@@ -81,6 +89,15 @@ class SynthesisRequest:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 20 <= t <= 600:
             raise InputError("Max tokens per segment must be between 20 and 600.")
         self.max_text_tokens_per_segment = int(t)
+        if self.lang is not None:
+            if not isinstance(self.lang, str) or self.lang.strip().upper() not in LANGUAGES_25:
+                raise InputError(f"Unknown language {self.lang!r}; use one of {', '.join(LANGUAGES_25)}.")
+            self.lang = self.lang.strip().upper()
+        lo, hi = DURATION_FACTOR_RANGE
+        d = self.duration_factor
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not lo <= d <= hi:
+            raise InputError(f"Duration factor must be between {lo} and {hi}, got {d!r}.")
+        self.duration_factor = float(d)
         return self
 
     def to_dict(self) -> dict:
@@ -119,7 +136,7 @@ class NullStages:
 
 
 class Engine(Protocol):
-    name: str  # "builtin" | "indextts2" | "replica"
+    name: str  # "builtin" | "indextts2" | "indextts25" | "replica"
     label: str  # what the UI shows, honest about what it is
     sample_rate: int
     stages: tuple[str, ...]  # stage names in pipeline order (for the progress bar)
