@@ -1,6 +1,6 @@
 """The Synthesize tab: IndexTTS2's inputs (speaker prompt, text, emotion control, advanced
-generation kwargs) plus preset / scope / trace, and the clip panel. Its click is the /synthesize
-API endpoint."""
+generation kwargs), IndexTTS-2.5's language and duration factor (shown when the serving engine reads
+them), plus preset / scope / trace, and the clip panel. Its click is the /synthesize API endpoint."""
 from __future__ import annotations
 
 import gradio as gr
@@ -9,7 +9,7 @@ from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import SCOPES, check_preset, num, user_error
 from app.ui.compat import PRIVATE
-from models.base import DEFAULT_GENERATION, InputError, SynthesisRequest
+from models.base import DEFAULT_GENERATION, DURATION_FACTOR_RANGE, LANGUAGES_25, InputError, SynthesisRequest
 from tuning.apply import TuningError
 
 EMO_CHOICES = [  # IndexTTS2's emotion control radio, index = mode
@@ -18,6 +18,8 @@ EMO_CHOICES = [  # IndexTTS2's emotion control radio, index = mode
     "使用情感向量控制 / Use emotion vectors",
     "使用情感描述文本控制 / Use text description to control emotion",
 ]
+V25_INPUTS = ("lang", "duration_factor")  # SynthesisRequest fields only IndexTTS-2.5 reads
+V25_DEFAULTS = {"lang": "ZH", "duration_factor": 1.0}  # upstream webui (main): dropdown ZH, slider 1.0
 EMO_LABELS = ["喜 Happy", "怒 Angry", "哀 Sad", "惧 Afraid", "厌恶 Disgusted", "低落 Melancholic",
               "惊喜 Surprised", "平静 Calm"]
 
@@ -32,7 +34,7 @@ def make_run_request(ctx):
                     use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
                     length_penalty=None, num_beams=None, repetition_penalty=None,
                     max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
-                    progress=gr.Progress()):
+                    lang=None, duration_factor=None, progress=gr.Progress()):
         d = DEFAULT_GENERATION
 
         def dflt(v, default):
@@ -44,6 +46,7 @@ def make_run_request(ctx):
         if preset:
             check_preset(ctx, preset)
         try:
+            v25 = v25_fields(ctx.engine, lang=lang, duration_factor=duration_factor)
             req = SynthesisRequest(
                 text=text,
                 spk_audio_prompt=spk or None,
@@ -62,7 +65,8 @@ def make_run_request(ctx):
                     "num_beams": int(num(dflt(num_beams, d["num_beams"]), "num_beams")),
                     "repetition_penalty": num(dflt(repetition_penalty, d["repetition_penalty"]),
                                               "repetition_penalty"),
-                    "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))})
+                    "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))},
+                **v25)
             rec = svc.synthesize(req, preset=preset or None,
                                  scope="request" if scope == SCOPES[1] else "service",
                                  trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc))
@@ -71,6 +75,30 @@ def make_run_request(ctx):
         return clip_outputs(rec.to_dict())
 
     return run_request
+
+
+def engine_inputs(engine) -> tuple:
+    """The optional inputs the serving engine reads beyond IndexTTS2's (an engine declares them in
+    `inputs`; IndexTTS-2.5's are V25_INPUTS)."""
+    return tuple(getattr(engine, "inputs", ()) or ())
+
+
+def v25_fields(engine, lang=None, duration_factor=None) -> dict:
+    """SynthesisRequest keywords for the 2.5 inputs. None means the default. An engine that does
+    not read them gets its defaults; a value other than the default is refused there instead of
+    being dropped silently (the UI sends the hidden defaults, so only API clients can hit this)."""
+    reads = engine_inputs(engine)
+    given = {"lang": lang, "duration_factor": duration_factor}
+    out = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name in reads:
+            out[name] = num(value, "Duration factor") if name == "duration_factor" else value
+        elif value != V25_DEFAULTS[name]:
+            raise InputError(f"{name}={value!r}: the serving engine ({engine.name}) has no such input; "
+                             f"language and duration factor are IndexTTS-2.5's (--version 2.5).")
+    return out
 
 
 def _show_mode(m):
@@ -89,6 +117,12 @@ def build(ctx) -> dict:
                                type="filepath", elem_id="spk")
                 text = gr.Textbox(label="文本 / Text", lines=4, elem_id="text",
                                   placeholder="请输入目标文本 / Enter the text to speak")
+                reads = engine_inputs(ctx.engine)  # hidden, not absent: the API's fields stay the same
+                lang = gr.Dropdown(list(LANGUAGES_25), value=V25_DEFAULTS["lang"], label="语言 / Language",
+                                   elem_id="lang", visible="lang" in reads)
+                duration = gr.Slider(*DURATION_FACTOR_RANGE, value=V25_DEFAULTS["duration_factor"], step=0.01,
+                                     label="时长系数 / Duration factor (快 faster ← 1.0 → 慢 slower)",
+                                     elem_id="duration_factor", visible="duration_factor" in reads)
                 with gr.Row():
                     preset = gr.Dropdown(allowed, value=tuner.current.name, label="调度预设 / Scheduling preset",
                                          elem_id="preset", interactive=ctx.switching_allowed)
@@ -123,6 +157,6 @@ def build(ctx) -> dict:
         emo_mode.change(_show_mode, emo_mode, [emo_ref, vec_group, emo_text], **PRIVATE)
         gen.click(make_run_request(ctx),
                   [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
-                   preset, scope, trace],
+                   preset, scope, trace, lang, duration],
                   clip_panel, api_name="synthesize", concurrency_limit=1, concurrency_id="synth")
     return {"preset": preset, "scope": scope}
