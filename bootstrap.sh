@@ -23,8 +23,12 @@ use_user_env() {
     local want; want="$("$py" "$here/userenv.py" stamp "$req")" || return 1
     if [ ! -f "$ov/.stamp" ] || [ "$(cat "$ov/.stamp")" != "$want" ]; then
         mkdir -p "$ov"
-        _overlay_install "$py" "$here" "$req" "$ov" "$sites" || return 1
-        echo "$want" > "$ov/.stamp"
+        local lock; exec {lock}>"$ov/.lock"; flock "$lock"  # two launches at once: one installs
+        if [ ! -f "$ov/.stamp" ] || [ "$(cat "$ov/.stamp")" != "$want" ]; then
+            _overlay_install "$py" "$here" "$req" "$ov" "$sites" || { exec {lock}>&-; return 1; }
+            echo "$want" > "$ov/.stamp"
+        fi
+        exec {lock}>&-
     fi
     LAUNCH_PY="$py"
     export PYTHONPATH="$sites${PYTHONPATH:+:$PYTHONPATH}"

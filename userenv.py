@@ -48,11 +48,12 @@ def env_paths():
     return [p for p in sys.path if not os.path.realpath(p or ".").startswith(ov)]
 
 
-def env_versions():
-    """{normalized name: version} of every distribution the environment has."""
+def env_versions(with_overlay=False):
+    """{normalized name: version} of every distribution the environment has (and, with_overlay,
+    what the overlay added; it is on sys.path when bootstrap.sh asks)."""
     from importlib import metadata
     out = {}
-    for d in metadata.distributions(path=env_paths()):
+    for d in metadata.distributions(path=sys.path if with_overlay else env_paths()):
         name = d.metadata["Name"]
         if name:
             out.setdefault(re.sub(r"[-_.]+", "-", name).lower(), d.version)
@@ -90,10 +91,10 @@ def _packaging():
 
 
 def missing(req):
-    """Lines of `req` this environment does not satisfy (absent, or a version outside the range;
+    """Lines of `req` this environment and its overlay do not satisfy (absent, or a version outside the range;
     the latter then fails in pip with its conflict report). Empty: nothing to install, no pip run."""
     Requirement = _packaging()
-    have = env_versions()
+    have = env_versions(with_overlay=True)
     out = []
     with open(req) as f:
         for line in f:
