@@ -86,7 +86,9 @@ def main(argv=None) -> int:
         print(f"error: launch preset refused: {e}", file=sys.stderr)
         return 2
     try:
-        from app.context import Context  # heavy imports (torch, gradio) only after the preset
+        from app.ui import compat  # heavy imports (torch, gradio) only after the preset
+        compat.check_supported()  # before the engine loads (minutes for IndexTTS), not after
+        from app.context import Context
         ctx = Context(args, presets, launch_preset)
     except (ValueError, ImportError, RuntimeError, OSError) as e:  # e.g. model_dir lacks files
         print(f"error: {e}", file=sys.stderr)
