@@ -29,7 +29,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("ITTS_LAUNCHER_CACHE", Path.home() / ".cache" / "itts-launcher"))
 V2_LOCK_EXPORT = ROOT / "tests" / "real_indextts" / "requirements-v2.0.0.txt"
-PY310 = "/root/.pyenv/versions/3.10.13/bin/python"
+
+
+def find_py310() -> str:
+    """IndexTTS v2.0.0's envs are Python 3.10: $ITTS_PY310, else pyenv's, else python3.10 on PATH
+    (the first that runs and says 3.10; "" when none does)."""
+    for cand in (os.environ.get("ITTS_PY310"), os.path.expanduser("~/.pyenv/versions/3.10.13/bin/python"),
+                 shutil.which("python3.10")):
+        if cand and os.access(cand, os.X_OK):
+            p = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2] == (3, 10))"],
+                               capture_output=True, text=True)
+            if p.returncode == 0 and p.stdout.strip() == "True":
+                return cand
+    return ""
+
+
+PY310 = find_py310()
 
 GRADIO5 = {
     "python": PY310,
@@ -83,8 +98,8 @@ def env_path(name: str, spec: dict) -> Path:
 def build(name: str = "gradio5") -> tuple[Path, float, bool]:
     """Return (env dir, seconds spent, built_now). Raises Unavailable when it cannot be built."""
     spec = SPECS[name]
-    if not os.access(spec["python"], os.X_OK):
-        raise Unavailable(f"interpreter {spec['python']} not found")
+    if not spec["python"]:
+        raise Unavailable("no Python 3.10 found (set ITTS_PY310=/path/to/python3.10)")
     env = env_path(name, spec)
     stamp = env / ".complete"
     t = time.monotonic()
