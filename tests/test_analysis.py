@@ -40,7 +40,8 @@ def test_preemption_blocker_and_states():
     assert t["sleep_s"] == pytest.approx(0.3)
     assert t["observed_s"] == pytest.approx(1.0) == pytest.approx(states_sum(t))
     assert (t["voluntary_switches"], t["involuntary_switches"]) == (2, 1)
-    assert bd["blockers"][0] == {"comm": "hog", "pid": 555, "time_s": pytest.approx(0.2), "preemptions": 1}
+    assert bd["blockers"][0] == {"comm": "hog", "pid": 555, "time_s": pytest.approx(0.2), "preemptions": 1,
+                                 "uncertain_s": 0.0}
     assert bd["wakeup_latency"]["count"] == 1
     assert bd["wakeup_latency"]["max_us"] == pytest.approx(500, abs=0.01)
     assert bd["wakeup_latency"]["hist_log2_us"] == {"256": 1}

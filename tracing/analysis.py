@@ -27,6 +27,30 @@ the thread was running since the first event on that CPU (or the window start), 
 happened there before; otherwise observation starts at the first event. After the last event the
 state lasts until the window end. So per thread on_cpu + runqueue_wait + blocked_io + sleep ==
 observed_s exactly. Events lost to overruns (reported in lost_events) can bend this accounting.
+Missing switches (the kernel leaves some sched_switch events out, with no overrun counted; lost
+events do the same): every event names the task current on its CPU, so on one CPU each event's
+current task must be the task current after the previous event there (the next task after a
+switch). Where two neighbours disagree (previous shows X current, next shows Y), a switch X -> Y
+happened somewhere in the gap between them and was not recorded. analyze() inserts it
+(`_infer_switches`) at the gap's START, the last event showing X current: no task is charged past
+its last evidence (a blocker's time ends there, and so does our thread's on-CPU time when it is X).
+One refinement when Y is our thread and was woken (sched_waking/wakeup/migrate) inside the gap:
+a sleeping thread is not switched in before its wakeup, so the switch goes to that wakeup. An
+inferred switch-out of our thread carries no prev_state: the thread is off-CPU in an unknown state
+until its next event says which: a wakeup -> it slept (counted as sleep_s: S and D cannot be told
+apart), a switch-in or migration -> it was runnable, the window end -> counted as sleep_s.
+  inferred_switches  per thread and summed: switches of our threads (in or out) that were inferred.
+  uncertain_s        per thread and summed: time in which the thread's state hangs on an inferred
+                     switch: the gaps of its own inferred switches (point to next evidence), the
+                     parts of inferred gaps between other tasks on the CPU it sat runnable on (it
+                     may have run there unseen), and an inferred switch-out's stretch to the window
+                     end when nothing resolved it. Each thread's on_cpu_s and runqueue_wait_s are
+                     within its uncertain_s of what a complete trace gives, and every blocker's
+                     time_s within totals.uncertain_s (blockers also carry their own uncertain_s:
+                     the part of their time that starts at an inferred switch). A thread's
+                     blocked_io/sleep split after an inferred switch-out is not bounded by this.
+Inferred switches are not counted as voluntary/involuntary, nor as preemptions, nor as wakeup
+latency samples.
 Stages: atrace markers `B|<tgid>|<name>` / `E|<tgid>` of our tgid (nested allowed); every stage
 gets the overlap of our threads' state intervals with [begin, end].
 """
@@ -40,10 +64,15 @@ import numpy as np
 from . import parse as P
 
 RUNNING, RUNNABLE, BLOCKED_IO, SLEEP = 0, 1, 2, 3  # thread states; index the two tuples below
+OFF = 4  # off-CPU after an inferred switch-out: runnable or asleep, the next event decides
 STATE_NAMES = ("running", "runnable", "blocked_io", "sleep")  # as segments carry them
 _STATE_KEYS = ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s")
 MAX_SEGMENTS = 4000  # enough for a timeline; shortest ones are dropped beyond that (see _cap_segments)
 _R, _D = ord("R"), ord("D")
+UNKNOWN = -1  # pid of "some task" in a blocker timeline: the gap of an inferred switch
+INFERRED = 2  # column c of a switch row _infer_switches inserted (real switches: 0, or 1 for "+")
+_UNKNOWN_STATE = ord("?")  # column b (prev_state) of an inserted switch
+_WAKE_KINDS = (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW, P.K_MIGRATE)
 
 
 @dataclass
@@ -91,11 +120,11 @@ def latency_summary(lat_us) -> dict:
 def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: dict | None = None,
             tids=None) -> Breakdown:
     """Breakdown of process `pid` (its threads: header tgid == pid, plus `tids`) in [start_ts, end_ts]."""
-    ev = events
-    n = len(ev)
-    kind, tid_c, tgid_c = ev.kind, ev.tid, ev.tgid
-    ours = set(np.unique(tid_c[(tgid_c == pid) & (tid_c > 0)]).tolist()) | set(tids or ()) | {pid}
+    n = len(events)
+    ours = set(np.unique(events.tid[(events.tgid == pid) & (events.tid > 0)]).tolist()) | set(tids or ()) | {pid}
     ours_arr = np.fromiter(ours, dtype=np.int64)
+    ev, inf = _infer_switches(events, ours_arr)
+    kind, tid_c, tgid_c = ev.kind, ev.tid, ev.tgid
 
     # Select what the per-thread state machine must see; the rest (other tasks' wakeups, switches
     # not involving us) is only needed for blockers, which are computed per CPU afterwards.
@@ -134,6 +163,32 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     migr_ts: list[float] = []
 
     cpu_rows: dict[int, np.ndarray] = {}
+    # Inferred switches of our threads (see the module docstring): counts and uncertain time per
+    # thread; the table's inserted rows first, then what the state machine adds.
+    n_inf: dict[int, int] = {}
+    unc: dict[int, float] = {}
+    win = (inf.point >= start_ts) & (inf.point <= end_ts)
+    gap = np.minimum(inf.gap_end, end_ts) - inf.point
+    for col in (inf.x, inf.y):
+        m = win & np.isin(col, ours_arr)
+        if m.any():
+            u, inv = np.unique(col[m], return_inverse=True)
+            for t, c_, g in zip(u.tolist(), np.bincount(inv).tolist(), np.bincount(inv, weights=gap[m]).tolist()):
+                n_inf[t] = n_inf.get(t, 0) + c_
+                unc[t] = unc.get(t, 0.0) + g
+    ev_rows: dict[tuple, np.ndarray] = {}
+
+    def last_evidence(t, cpu, row, since):
+        """Time of the last event before `row` showing `t` current on `cpu` (or switching to it)."""
+        if (t, cpu) not in ev_rows:
+            ev_rows[(t, cpu)] = np.flatnonzero(((tid_c == t) | (is_sw & (ev.a == t))) & (cpu_c == cpu))
+        r = ev_rows[(t, cpu)]
+        j = np.searchsorted(r, row) - 1
+        return max(float(ev.ts[r[j]]), since) if j >= 0 else since
+
+    def inferred(t, dt):
+        n_inf[t] = n_inf.get(t, 0) + 1
+        unc[t] = unc.get(t, 0.0) + dt
 
     def running_since(row, cpu, tid):
         """Start of the stretch in which `tid` is the current task at `row` without a switch
@@ -146,17 +201,27 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         other = prior[tid_c[prior] != tid]
         return max(float(ev.ts[other[-1]]), start_ts) if len(other) else first_on_cpu.get(cpu, start_ts)
 
-    def close(t, s, now):
+    def close(t, s, now, off_as=RUNNABLE):
+        """End t's current state `s` at `now`; OFF (after an inferred switch-out) becomes off_as."""
         if now > s[1]:
-            segs.append((t, s[0], s[1], now, s[2]))
+            segs.append((t, off_as if s[0] == OFF else s[0], s[1], now, s[2]))
 
     cols = zip(idx.tolist(), ev.ts[idx].tolist(), cpu_c[idx].tolist(), kind[idx].tolist(), tid_c[idx].tolist(),
                tgid_c[idx].tolist(), ev.a[idx].tolist(), ev.b[idx].tolist(), ev.c[idx].tolist())
     add_seg = segs.append
     for i, ts, cpu, k, cur, tg, a, b, c in cols:
-        if k != P.K_SWITCH and cur in ours and cur not in state:
-            # first sign of a thread that has not switched so far: it is the current task here
-            state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
+        if cur in ours:
+            s = state.get(cur)
+            if s is None:
+                if k != P.K_SWITCH:
+                    # first sign of a thread that has not switched so far: it is the current task here
+                    state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
+            elif s[0] != RUNNING or s[2] != cpu:
+                # current here, yet not switched in here: a switch-in _infer_switches could not place
+                # (only events of other CPUs in between); it ran from this evidence on
+                close(cur, s, ts)
+                state[cur] = [RUNNING, ts, cpu, None]
+                inferred(cur, 0.0)
         if k == P.K_SWITCH:
             if cur in ours:  # switch-out of our thread
                 s = state.get(cur)
@@ -166,7 +231,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                     comm[cur] = ev.sa(i)
                 if ts > s[1]:
                     add_seg((cur, s[0], s[1], ts, s[2]))
-                if b == _R:
+                if c == INFERRED:  # prev_state unknown: the next event of the thread tells
+                    state[cur] = [OFF, ts, cpu, None]
+                elif b == _R:
                     cnt[cur][2] += 1
                     preempt[a] = preempt.get(a, 0) + 1  # comm resolved once per pid below
                     preempt_row.setdefault(a, i)
@@ -176,10 +243,16 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                     state[cur] = [BLOCKED_IO if b == _D else SLEEP, ts, cpu, None]
             if a in ours:  # switch-in of our thread
                 s = state.get(a)
+                if s is not None and s[0] == RUNNING:
+                    # still running on another CPU: its switch-out there is missing and nothing
+                    # later on that CPU showed it; it left after its last evidence there
+                    t_last = last_evidence(a, s[2], i, s[1])
+                    close(a, s, t_last)
+                    s = [RUNNABLE, t_last, s[2], None]
+                    inferred(a, ts - t_last)
                 if s is not None:
-                    if ts > s[1]:
-                        add_seg((a, s[0], s[1], ts, s[2]))
-                    if s[0] == RUNNABLE and s[3] is not None:
+                    close(a, s, ts)
+                    if s[0] == RUNNABLE and s[3] is not None and c != INFERRED:
                         lat_us.append((ts - s[3]) * 1e6)
                 if a not in comm:
                     comm[a] = ev.sb(i)
@@ -192,8 +265,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                 state[a] = [RUNNABLE, ts, b, ts]
                 if k == P.K_WAKEUP_NEW:
                     comm.setdefault(a, ev.sa(i))
-            elif s[0] in (BLOCKED_IO, SLEEP):
-                close(a, s, ts)
+            elif s[0] in (BLOCKED_IO, SLEEP, OFF):
+                close(a, s, ts, off_as=SLEEP)  # woken: it was asleep, whatever the switch said
                 state[a] = [RUNNABLE, ts, b, ts]
             elif s[0] == RUNNABLE and k != P.K_WAKING:
                 s[2] = b  # sched_wakeup carries the CPU actually chosen
@@ -204,8 +277,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             migr_ts.append(ts)
             s = state.get(a)
             if s is not None and s[0] != RUNNING:
-                close(a, s, ts)
-                state[a] = [s[0], ts, c, s[3]]
+                close(a, s, ts)  # a thread moved while off-CPU without a wakeup was runnable
+                state[a] = [RUNNABLE if s[0] == OFF else s[0], ts, c, s[3]]
         elif k == P.K_IRQ_ENTRY:
             irq_open[cpu] = (cur, ts)
         elif k == P.K_IRQ_EXIT:
@@ -230,7 +303,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         elif k == P.K_MARKER:
             marks.append((ts, ev.sa(i)))
     for t, s in state.items():
-        close(t, s, end_ts)
+        if s[0] == OFF:  # nothing resolved an inferred switch-out: asleep or runnable is unknown
+            unc[t] = unc.get(t, 0.0) + max(0.0, end_ts - s[1])
+        close(t, s, end_ts, off_as=SLEEP)
 
     # Stages from atrace markers of our tgid.
     for ts, text in marks:
@@ -251,8 +326,15 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     S = np.array(segs, dtype=np.float64).reshape(-1, 5)
     seg_tid, seg_st, seg_cpu = S[:, 0].astype(np.int64), S[:, 1].astype(np.int64), S[:, 4].astype(np.int64)
     seg_a, seg_b = S[:, 2], S[:, 3]
-    pieces = _blocker_pieces(ev, seg_tid, seg_st, seg_a, seg_b, seg_cpu)
-    blockers = _blockers(pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()})
+    pieces = _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu)
+    blockers = _blockers(ev, pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()})
+    # our runnable time in inferred gaps between other tasks (it may have run there unseen); the
+    # gap after the thread's own inferred switch-out is counted above already
+    gap = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
+    if len(gap):
+        u_t, inv = np.unique(seg_tid[pieces.si[gap]], return_inverse=True)
+        for t, g in zip(u_t.tolist(), np.bincount(inv, weights=pieces.dur[gap]).tolist()):
+            unc[t] = unc.get(t, 0.0) + g
     idle_wait = float(pieces.dur[pieces.pid == 0].sum())
 
     def per_tid(ivs):
@@ -265,7 +347,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     soft = per_tid([iv for iv in irq_iv if iv[3] and iv[0] in ours])
     recl = per_tid([iv for iv in reclaim_iv if iv[0] in ours])
 
-    seen = np.array(sorted(set(seg_tid.tolist()) | {t for t in ours if any(cnt[t]) or t in hard}), dtype=np.int64)
+    seen = np.array(sorted(set(seg_tid.tolist()) | {t for t in ours if any(cnt[t]) or t in hard or t in n_inf}),
+                    dtype=np.int64)
     # time per (thread, state): one weighted bincount over all segments
     per = np.bincount(np.searchsorted(seen, seg_tid) * 4 + seg_st, weights=seg_b - seg_a,
                       minlength=4 * len(seen)).reshape(-1, 4)
@@ -278,10 +361,11 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         row["irq_s"], row["softirq_s"], row["reclaim_s"] = hard.get(t, 0.0), soft.get(t, 0.0), recl.get(t, 0.0)
         c3 = cnt.get(t, [0, 0, 0])
         row["migrations"], row["voluntary_switches"], row["involuntary_switches"] = c3
+        row["inferred_switches"], row["uncertain_s"] = n_inf.get(t, 0), unc.get(t, 0.0)
         threads.append(row)
 
     sum_keys = ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s", "irq_s", "softirq_s", "reclaim_s",
-                "migrations", "voluntary_switches", "involuntary_switches")
+                "migrations", "voluntary_switches", "involuntary_switches", "inferred_switches", "uncertain_s")
     totals = {"wall_s": end_ts - start_ts}
     for k in sum_keys:
         totals[k] = sum(r[k] for r in threads)
@@ -311,32 +395,125 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         segments=segments, events=n)
 
 
-def _cpu_timelines(ev: P.Events):
-    """cpu -> (switch times, next pids, row indices, pid running before the first switch)."""
+@dataclass
+class _Inferred:
+    """Switches _infer_switches inserted, as columns sorted by row (in the new table): row, the
+    switched-out (x) and switched-in (y) pid, the point chosen, and the gap: from the last event
+    showing x current to the first showing y."""
+    row: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    point: np.ndarray
+    gap_start: np.ndarray
+    gap_end: np.ndarray
+
+
+_NO_INFERRED = _Inferred(*(np.zeros(0, dtype=dt) for dt in (np.int64, np.int64, np.int64, float, float, float)))
+
+
+def _infer_switches(ev: P.Events, ours_arr: np.ndarray) -> "tuple[P.Events, _Inferred]":
+    """The events with a switch row inserted wherever a CPU's current task changes without one
+    (see "Missing switches" in the module docstring). Vectorised: one stable sort by CPU (radix),
+    one comparison of neighbours; the table is copied only when something is missing."""
+    n = len(ev)
+    if n < 2:
+        return ev, _NO_INFERRED
+    order = np.argsort(ev.cpu.astype(np.int16), kind="stable")  # per CPU, time order kept
+    cs = ev.cpu[order]
+    before = ev.tid[order]
+    after = np.where(ev.kind[order] == P.K_SWITCH, ev.a[order], before)
+    k = np.flatnonzero((cs[1:] == cs[:-1]) & (after[:-1] != before[1:]))
+    if not len(k):
+        return ev, _NO_INFERRED
+    i_row, j_row = order[k], order[k + 1]
+    x, y = after[k], before[k + 1]
+    point, pos = ev.ts[i_row], i_row + 1
+    # A sleeping thread of ours is not switched in before it is woken (or moved) there: when that
+    # happened inside the gap, the switch goes right after it.
+    y_ours = np.isin(y, ours_arr)
+    if y_ours.any():
+        wk = np.flatnonzero(np.isin(ev.kind, _WAKE_KINDS) & np.isin(ev.a, ours_arr))
+        if len(wk):
+            big = n + 1
+            keys = np.sort(ev.a[wk] * big + wk)  # by (pid, row)
+            p = np.searchsorted(keys, y * big + j_row) - 1  # the pid's last wakeup before j_row
+            kp = keys[np.maximum(p, 0)]
+            w_row = kp % big
+            hit = y_ours & (p >= 0) & (kp // big == y) & (w_row > i_row)
+            pos = np.where(hit, w_row + 1, pos)
+            point = np.where(hit, ev.ts[w_row], point)
+    o = np.argsort(pos, kind="stable")
+    pos, x, y, point, i_row, gap_end = pos[o], x[o], y[o], point[o], i_row[o], ev.ts[j_row[o]]
+    gap_start = ev.ts[i_row]
+    m = len(pos)
+    ins = lambda col, v: np.insert(col, pos, v)  # noqa: E731
+    src = ins(np.arange(n), -1 - np.arange(m))
+    names: dict[int, str] = {}
+
+    def comm(p_: int) -> str:
+        """A pid's comm from any switch naming it (inserted rows carry none of their own)."""
+        if not names:
+            sw = np.flatnonzero(ev.kind == P.K_SWITCH)
+            pids = np.concatenate((ev.tid[sw], ev.a[sw]))
+            first = np.unique(pids, return_index=True)
+            for q, fi in zip(first[0].tolist(), first[1].tolist()):
+                r = int(sw[fi % len(sw)])
+                names[q] = ev.sa(r) if fi < len(sw) else ev.sb(r)
+            names[-1] = ""  # looked up: not again
+        return names.get(p_, "")
+
+    def sa(i):
+        s_ = int(src[i])
+        return ev.sa(s_) if s_ >= 0 else comm(int(x[-1 - s_]))
+
+    def sb(i):
+        s_ = int(src[i])
+        return ev.sb(s_) if s_ >= 0 else comm(int(y[-1 - s_]))
+
+    ev2 = P.Events(ins(ev.ts, point), ins(ev.cpu, ev.cpu[i_row]), ins(ev.kind, P.K_SWITCH), ins(ev.tid, x),
+                   ins(ev.tgid, -1), ins(ev.a, y), ins(ev.b, _UNKNOWN_STATE), ins(ev.c, INFERRED), sa, sb)
+    return ev2, _Inferred(pos + np.arange(m), x, y, point, gap_start, gap_end)
+
+
+def _cpu_timelines(ev: P.Events, inf: _Inferred):
+    """cpu -> (switch times, next pids, row indices, pid running before the first switch).
+    An inferred switch x -> y becomes two steps: UNKNOWN from x's last evidence, y from its first:
+    nobody is charged for the gap in between."""
     sw = np.flatnonzero(ev.kind == P.K_SWITCH)
     out = {}
     cpus = ev.cpu[sw]
     for c in np.unique(cpus).tolist():
         rows = sw[cpus == c]
-        out[c] = (ev.ts[rows], ev.a[rows], rows, int(ev.tid[rows[0]]), int(rows[0]))
+        times, nxt = ev.ts[rows], ev.a[rows]
+        syn = np.flatnonzero(ev.c[rows] == INFERRED)
+        if len(syn):
+            j = np.searchsorted(inf.row, rows[syn])
+            times, nxt = times.copy(), nxt.copy()
+            times[syn], nxt[syn] = inf.gap_start[j], UNKNOWN
+            at = np.searchsorted(times, inf.gap_end[j], side="left")
+            times, nxt, rows = np.insert(times, at, inf.gap_end[j]), np.insert(nxt, at, inf.y[j]), \
+                np.insert(rows, at, rows[syn])
+        out[c] = (times, nxt, rows, int(ev.tid[rows[0]]), int(rows[0]))
     return out
 
 
 @dataclass
 class _Pieces:
     """Stretches of another task running on the CPU where our thread sat runnable, as columns:
-    segment index, pid (0 = the CPU was idle), seconds, and the task's comm (index into names)."""
+    segment index, pid (0 = the CPU was idle, UNKNOWN = the gap of an inferred switch), seconds,
+    the task's comm (index into names), and the switch row that began it."""
     si: np.ndarray
     pid: np.ndarray
     dur: np.ndarray
     name: np.ndarray
     names: list
+    row: np.ndarray
 
 
-def _blocker_pieces(ev, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
+def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
     """Vectorised for the usual case of one task in the way per runnable segment (the next switch
     on that CPU is the one to us); a Python walk for the rest."""
-    tl = _cpu_timelines(ev)
+    tl = _cpu_timelines(ev, inf)
     si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
     runnable = seg_st == RUNNABLE
     for cpu in np.unique(seg_cpu[runnable]).tolist():
@@ -366,14 +543,16 @@ def _blocker_pieces(ev, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
                 if t_next >= end:
                     break
                 t_cur, kk = t_next, kk + 1
-        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk,
-                                (np.int64, np.int64, np.int64, bool, np.float64)):
+        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk, _PIECE_TYPES):
             lst.append(np.array(col, dtype=dt))
     cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
-           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), (np.int64, np.int64, np.int64, bool, np.float64))]
+           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), _PIECE_TYPES)]
     si, pid, row, is_next, dur = cat
     name, names = _comm_names(ev, pid, row, is_next)
-    return _Pieces(si, pid, dur, name, names)
+    return _Pieces(si, pid, dur, name, names, row)
+
+
+_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64)
 
 
 def _comm_names(ev, pid, row, is_next):
@@ -404,26 +583,40 @@ def _comm_names(ev, pid, row, is_next):
     return name, names
 
 
-def _blockers(pieces: _Pieces, preempt) -> list[dict]:
-    """Per (comm, pid) other than idle: time it held our CPU while we were runnable, preemptions."""
+def _blockers(ev, pieces: _Pieces, preempt) -> list[dict]:
+    """Per (comm, pid) other than idle: time it held our CPU while we were runnable, preemptions,
+    and uncertain_s: the unattributed gaps of inferred switches from or to it in that time (it
+    may have run there too: its time_s is a lower bound, time_s + uncertain_s an upper one as far
+    as those gaps go)."""
     acc: dict[tuple, float] = {}
-    if len(pieces.pid):
-        key = pieces.pid * (len(pieces.names) + 1) + pieces.name
-        uk, inv = np.unique(key, return_inverse=True)
-        sums = np.bincount(inv, weights=pieces.dur)
-        for k_, total in zip(uk.tolist(), sums.tolist()):
-            p, ni = divmod(k_, len(pieces.names) + 1)
+    known = pieces.pid > 0
+    if known.any():
+        nn = len(pieces.names) + 1
+        uk, inv = np.unique(pieces.pid[known] * nn + pieces.name[known], return_inverse=True)
+        for k_, total in zip(uk.tolist(), np.bincount(inv, weights=pieces.dur[known]).tolist()):
+            p, ni = divmod(k_, nn)
             acc[(pieces.names[ni], p)] = total
-    keys = set(acc) | set(preempt)
-    out = [{"comm": c, "pid": p, "time_s": acc.get((c, p), 0.0), "preemptions": preempt.get((c, p), 0)}
-           for c, p in keys if p != 0]
+    unc: dict[tuple, float] = {}
+    gap = np.flatnonzero(pieces.pid == UNKNOWN)
+    if len(gap):
+        r, d = pieces.row[gap], pieces.dur[gap]
+        for side, name_of in ((ev.tid, ev.sa), (ev.a, ev.sb)):  # the tasks before and after the gap
+            u, first, inv = np.unique(side[r], return_index=True, return_inverse=True)
+            for p, fi, total in zip(u.tolist(), first.tolist(), np.bincount(inv, weights=d).tolist()):
+                if p > 0:
+                    key = (name_of(int(r[fi])), p)
+                    unc[key] = unc.get(key, 0.0) + total
+    keys = set(acc) | set(preempt) | set(unc)
+    out = [{"comm": c, "pid": p, "time_s": acc.get((c, p), 0.0), "preemptions": preempt.get((c, p), 0),
+            "uncertain_s": unc.get((c, p), 0.0)}
+           for c, p in keys if p > 0]
     out.sort(key=lambda r: (-r["time_s"], -r["preemptions"]))
     return out
 
 
 def _main_blocker_by_seg(pieces: _Pieces, wanted: np.ndarray) -> dict[int, str]:
     """For the segments in `wanted`: "comm:pid" of the task that held the CPU longest (not idle)."""
-    m = (pieces.pid != 0) & np.isin(pieces.si, wanted)
+    m = (pieces.pid > 0) & np.isin(pieces.si, wanted)
     si, dur, pid, name = pieces.si[m], pieces.dur[m], pieces.pid[m], pieces.name[m]
     if not len(si):
         return {}

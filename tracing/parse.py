@@ -97,6 +97,13 @@ class Events:
     def sb(self, i: int) -> str:
         return self._sb(i)
 
+    def take(self, rows) -> "Events":
+        """The events at `rows` (increasing indices): e.g. a capture with some events left out."""
+        rows = np.asarray(rows, dtype=np.int64)
+        sa, sb = self._sa, self._sb
+        return Events(self.ts[rows], self.cpu[rows], self.kind[rows], self.tid[rows], self.tgid[rows], self.a[rows],
+                      self.b[rows], self.c[rows], lambda i: sa(int(rows[i])), lambda i: sb(int(rows[i])))
+
     @classmethod
     def from_rows(cls, rows) -> "Events":
         """rows: tuples (ts, cpu, kind, tid, tgid, a, b, c, sa, sb); see the row helpers below."""
