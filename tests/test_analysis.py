@@ -175,3 +175,73 @@ def test_invariant_on_random_schedule():
     for th in bd["threads"]:
         assert states_sum(th) == pytest.approx(th["observed_s"], abs=1e-9)
         assert th["observed_s"] <= t + 0.01
+
+
+def test_missing_switch_outs_of_another_task():
+    # The case of issue 17: tokio-rt-worker's switch-outs never reach the trace. py (ours) is
+    # preempted by it at 1.000; the switch back is missing, but softirqs show py current from 1.006.
+    e = ev(
+        P.switch(1.000, 0, "py", 100, "R+", "tokio", 75, tgid=PID),
+        P.simple(1.002, 0, P.K_SOFTIRQ_ENTRY, 75, 75, a=1),   # tokio's last evidence
+        P.simple(1.0021, 0, P.K_SOFTIRQ_EXIT, 75, 75, a=1),
+        P.simple(1.006, 0, P.K_SOFTIRQ_ENTRY, 100, PID, a=1),  # py current: it was switched in
+        P.simple(1.0061, 0, P.K_SOFTIRQ_EXIT, 100, PID, a=1),
+        P.marker(1.020, 0, "x", 100, PID),
+        P.switch(1.040, 0, "py", 100, "S", "swapper/0", 0, tgid=PID),
+    )
+    bd = analyze(e, PID, 1.0, 1.05).to_dict()
+    t = thread(bd, 100)
+    # switched in at tokio's last evidence (the start of the gap 1.0021..1.006): tokio is not charged past it
+    assert t["runqueue_wait_s"] == pytest.approx(0.0021)
+    assert t["on_cpu_s"] == pytest.approx(1.040 - 1.0021) and t["sleep_s"] == pytest.approx(0.01)
+    assert (t["inferred_switches"], t["involuntary_switches"], t["voluntary_switches"]) == (1, 1, 1)
+    assert t["uncertain_s"] == pytest.approx(1.006 - 1.0021)  # the truth is within this of the split
+    assert bd["totals"]["inferred_switches"] == 1 and bd["totals"]["uncertain_s"] == pytest.approx(0.0039)
+    (b,) = bd["blockers"]
+    assert (b["comm"], b["pid"], b["preemptions"]) == ("tokio", 75, 1) and b["time_s"] == pytest.approx(0.0021)
+    assert b["uncertain_s"] == pytest.approx(0.0039)  # it may have held the CPU up to py's first evidence
+    assert bd["wakeup_latency"]["count"] == 0  # an inferred switch-in is no latency sample
+    assert [s["state"] for s in bd["segments"]] == ["runnable", "running", "sleep"]
+
+
+def test_inferred_switch_outs_of_our_thread_resolve_by_the_next_event():
+    e = ev(
+        P.marker(2.0, 0, "a", 100, PID),                       # py current on cpu0
+        P.simple(2.010, 0, P.K_IRQ_ENTRY, 0, -1, a=5),          # idle current: py left in 2.0..2.01
+        P.simple(2.0101, 0, P.K_IRQ_EXIT, 0, -1, a=5),
+        P.wake(2.050, 1, "py", 100, 0, cur_tid=0),              # woken: it slept since 2.0
+        P.switch(2.0502, 0, "swapper/0", 0, "R", "py", 100),
+        P.marker(2.060, 0, "b", 100, PID),                      # last evidence before hog ran
+        P.simple(2.065, 0, P.K_IRQ_ENTRY, 555, 555, a=5),       # hog current: py -> hog missing
+        P.simple(2.0651, 0, P.K_IRQ_EXIT, 555, 555, a=5),
+        P.switch(2.070, 0, "hog", 555, "S", "py", 100, tgid=555),  # switched back in: it was runnable
+        P.marker(2.080, 0, "c", 100, PID),
+        P.simple(2.090, 0, P.K_SOFTIRQ_ENTRY, 0, -1, a=1),      # idle again; nothing resolves it
+        P.simple(2.0901, 0, P.K_SOFTIRQ_EXIT, 0, -1, a=1),
+    )
+    bd = analyze(e, PID, 2.0, 2.1).to_dict()
+    t = thread(bd, 100)
+    assert t["sleep_s"] == pytest.approx(0.05 + 0.02)  # 2.0..2.05, and 2.08..2.1 (unresolved: sleep)
+    assert t["runqueue_wait_s"] == pytest.approx(0.0002 + 0.01)  # wakeup, then 2.06..2.07 behind hog
+    assert t["on_cpu_s"] == pytest.approx(0.0098 + 0.01)
+    assert t["observed_s"] == pytest.approx(0.1) == pytest.approx(states_sum(t))
+    assert t["inferred_switches"] == 3 and t["voluntary_switches"] + t["involuntary_switches"] == 0
+    # gaps 2.0..2.01, 2.06..2.065, 2.08..2.09, then 2.09..2.1 where asleep/runnable is unknown
+    assert t["uncertain_s"] == pytest.approx(0.01 + 0.005 + 0.01 + 0.01)
+    (b,) = bd["blockers"]  # hog from its first evidence; the gap before it is nobody's
+    assert (b["pid"], b["time_s"], b["uncertain_s"]) == (555, pytest.approx(0.005), pytest.approx(0.005))
+    assert bd["wakeup_latency"]["count"] == 1
+
+
+def test_woken_thread_is_not_switched_in_before_its_wakeup():
+    # cpu0 idle since 3.0 (its last event); py woken at 3.08; the idle -> py switch is missing
+    e = ev(
+        P.switch(3.0, 0, "py", 100, "S", "swapper/0", 0, tgid=PID),
+        P.wake(3.08, 1, "py", 100, 0, cur_tid=0),
+        P.marker(3.09, 0, "x", 100, PID),
+    )
+    bd = analyze(e, PID, 3.0, 3.1).to_dict()
+    t = thread(bd, 100)
+    assert t["sleep_s"] == pytest.approx(0.08) and t["runqueue_wait_s"] == 0
+    assert t["on_cpu_s"] == pytest.approx(0.02) and t["uncertain_s"] == pytest.approx(0.01)
+    assert bd["totals"]["idle_wait_s"] == 0

@@ -217,3 +217,45 @@ def test_idle_wakeup_named_when_waiting_for_idle_cpus():
     assert f and f[0]["severity"] == "crit" and "300 ms" in f[0]["message"]
     bd["totals"]["idle_wait_s"] = 0.004  # a few ms of wakeup latency is normal
     assert not [x for x in findings(bd) if x["kind"] == IDLE_WAKEUP]
+
+
+def test_inferred_switches_named_when_a_noticeable_share():
+    bd = healthy()  # 2 s of observed thread time
+    bd["totals"].update(inferred_switches=7, uncertain_s=0.004)
+    assert F.INFERRED_SWITCHES not in kinds(F.findings(bd))  # below MIN_UNCERTAIN_S: the report's count is enough
+    bd["totals"]["uncertain_s"] = 0.08  # 4% of 2 s
+    assert F.INFERRED_SWITCHES not in kinds(F.findings(bd))
+    bd["totals"]["uncertain_s"] = 0.2  # 10%
+    bd["threads"][0]["uncertain_s"] = 0.2
+    f = by_kind(F.findings(bd), F.INFERRED_SWITCHES)
+    assert f["severity"] == "warn" and "7 context switch" in f["message"] and "200 ms" in f["message"]
+    assert f["evidence"]["share"] == pytest.approx(0.1) and f["evidence"]["top_tid"] == 4242
+    bd["totals"]["uncertain_s"] = 0.6
+    assert by_kind(F.findings(bd), F.INFERRED_SWITCHES)["severity"] == "crit"
+
+
+def test_unknown_loss_is_not_zero():
+    bd = healthy()
+    bd["lost_events"] = {"total": 0, "per_cpu": {"0": {"overrun": 0, "dropped_events": 0},
+                                                 "1": {"overrun": None, "dropped_events": None}},
+                         "unknown_cpus": [1]}
+    out = F.findings(bd)
+    f = by_kind(out, F.LOST_EVENTS)
+    assert f["severity"] == "warn" and "unknown" in f["message"] and "CPU 1" in f["message"]
+    assert F.HEALTHY not in kinds(out)
+    bd["lost_events"]["total"] = 3  # known loss on another CPU as well
+    assert by_kind(F.findings(bd), F.LOST_EVENTS)["severity"] == "crit"
+
+
+def test_event_that_failed_to_enable_is_flagged_not_healthy():
+    bd = healthy()
+    bd["missing_events"] = {"sched/sched_switch": "failed to enable: Invalid argument"}
+    out = F.findings(bd)
+    f = by_kind(out, F.MISSING_EVENTS)
+    assert f["severity"] == "crit" and "sched/sched_switch" in f["message"] and "Invalid argument" in f["message"]
+    assert F.HEALTHY not in kinds(out) and out[0]["kind"] == F.MISSING_EVENTS
+    bd["missing_events"] = {"sched/sched_waking": "failed to enable: Device or resource busy",
+                            "irq/softirq_entry": "failed to enable: Invalid argument",
+                            "vmscan/mm_vmscan_memcg_reclaim_begin": "absent on this kernel"}
+    sev = {f["evidence"]["event"]: f["severity"] for f in F.findings(bd) if f["kind"] == F.MISSING_EVENTS}
+    assert sev == {"sched/sched_waking": "warn", "irq/softirq_entry": "info"}  # an optional absent one: no finding

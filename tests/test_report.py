@@ -87,3 +87,21 @@ def test_schedstat_none_values_show_na():
     assert rows[0][5] == "n/a" and rows[0][3] == "900"
     text = R.render_report(bd, findings(bd), {})
     assert "n/a" in text
+
+
+def test_report_says_inferred_unknown_and_missing():
+    bd = contended()
+    bd["totals"].update(inferred_switches=4, uncertain_s=0.0123)
+    bd["blockers"][0]["uncertain_s"] = 0.005
+    bd["lost_events"] = {"total": 0, "per_cpu": {"1": {"overrun": None, "dropped_events": None}},
+                         "unknown_cpus": [1]}
+    bd["missing_events"] = {"sched/sched_switch": "failed to enable: Invalid argument"}
+    rows = dict(map(tuple, R.format_breakdown_rows(bd)))
+    assert rows["inferred switches"] == "4 (12.3 ms in uncertain gaps)"
+    assert rows["lost events"].startswith("unknown on CPU 1") and "0" != rows["lost events"]
+    assert rows["events not recorded"] == "sched/sched_switch (failed to enable: Invalid argument)"
+    text = R.render_report(bd, findings(bd), META)
+    assert "inferred switches" in text and "12.3 ms in uncertain gaps" in text
+    assert "+ up to ms (uncertain)" in text and "WARNING: lost events unknown on CPU 1" in text
+    assert "WARNING: events not recorded: sched/sched_switch" in text and "[CRIT] missing_events" in text
+    assert dict(map(tuple, R.format_breakdown_rows(contended())))["inferred switches"] == "0"

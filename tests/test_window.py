@@ -53,7 +53,8 @@ def test_window_lifecycle_and_stages():
     assert mine() == []
     assert c.mode == "full" and c.raw_text.startswith("# tracer: nop")
     assert f"B|{os.getpid()}|work" in c.raw_text and "hello" in c.raw_text
-    assert set(c.lost) == {"total", "per_cpu"} and c.duration > 0.05
+    assert set(c.lost) == {"total", "per_cpu", "unknown_cpus"} and c.duration > 0.05
+    assert c.lost["unknown_cpus"] == [] and all(v["overrun"] is not None for v in c.lost["per_cpu"].values())
     assert "sched/sched_switch" in c.events_enabled
     bd = w.analyze().to_dict()
     assert bd["mode"] == "full" and bd["events"] > 0
@@ -139,3 +140,43 @@ def test_sigterm_child_removes_its_window():
         if p.poll() is None:
             p.kill()
         tracefs.cleanup_stale("ittsw")
+
+
+class _SwitchRefused(TraceWindow):
+    """A window whose sched_switch enable the kernel refuses (a real EINVAL: tracefs takes 0 or 1)."""
+
+    def _enable_event(self, inst, ev):
+        (inst / "events" / ev / "enable").write_text("2" if ev == "sched/sched_switch" else "1")
+
+
+@needs_tracefs
+def test_event_that_failed_to_enable_is_in_the_breakdown_and_flagged():
+    from tracing.findings import HEALTHY, MISSING_EVENTS, findings
+    from tracing.report import render_report
+    with _SwitchRefused() as w:
+        spin(0.05)
+    bd = w.analyze().to_dict()
+    assert "sched/sched_switch" not in w.capture.events_enabled
+    assert bd["missing_events"]["sched/sched_switch"].startswith("failed to enable: Invalid argument")
+    out = findings(bd)
+    assert out[0]["kind"] == MISSING_EVENTS and out[0]["severity"] == "crit"
+    assert HEALTHY not in [f["kind"] for f in out]
+    assert "events not recorded: sched/sched_switch" in render_report(bd, out)
+    # a normal window records every event this kernel has
+    with TraceWindow() as w2:
+        spin(0.01)
+    assert not any(v.startswith("failed") for v in w2.analyze().to_dict()["missing_events"].values())
+
+
+@needs_tracefs
+def test_unreadable_loss_counter_is_unknown_not_zero():
+    from tracing.window import _read_lost
+    w = TraceWindow().prepare()
+    try:
+        cpu = w.cpus[0]
+        lost = _read_lost(w.inst, [cpu, 4095])  # no per_cpu/cpu4095 here: its counters cannot be read
+    finally:
+        w.discard()
+    assert lost["unknown_cpus"] == [4095]
+    assert lost["per_cpu"]["4095"] == {"overrun": None, "dropped_events": None}
+    assert lost["per_cpu"][str(cpu)]["overrun"] == 0 and lost["total"] == 0

@@ -35,7 +35,8 @@ happened somewhere in the gap between them and was not recorded. analyze() inser
 (`_infer_switches`) at the gap's START, the last event showing X current: no task is charged past
 its last evidence (a blocker's time ends there, and so does our thread's on-CPU time when it is X).
 One refinement when Y is our thread and was woken (sched_waking/wakeup/migrate) inside the gap:
-a sleeping thread is not switched in before its wakeup, so the switch goes to that wakeup. An
+a sleeping thread is not switched in before its wakeup, so the switch goes to that wakeup (not
+when X is ours too: X's last evidence rules). An
 inferred switch-out of our thread carries no prev_state: the thread is off-CPU in an unknown state
 until its next event says which: a wakeup -> it slept (counted as sleep_s: S and D cannot be told
 apart), a switch-in or migration -> it was runnable, the window end -> counted as sleep_s.
@@ -91,17 +92,20 @@ class Breakdown:
     events: int = 0
     source: str = ""  # what the events were decoded from: "pages" | "text" ("" in schedstat mode)
     latency: dict = field(default_factory=dict)  # tracing.latency results per family (window's)
+    missing_events: dict = field(default_factory=dict)  # event -> why the window did not record it
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "pid": self.pid, "window": dict(self.window), "totals": dict(self.totals),
                 "threads": [dict(t) for t in self.threads], "stages": [dict(s) for s in self.stages],
                 "wakeup_latency": dict(self.wakeup_latency), "blockers": [dict(b) for b in self.blockers],
                 "lost_events": self.lost_events, "segments": [dict(s) for s in self.segments],
-                "events": self.events, "source": self.source, "latency": dict(self.latency)}
+                "events": self.events, "source": self.source, "latency": dict(self.latency),
+                "missing_events": dict(self.missing_events)}
 
 
 def empty_lost(cpus=()) -> dict:
-    return {"total": 0, "per_cpu": {str(c): {"overrun": 0, "dropped_events": 0} for c in cpus}}
+    return {"total": 0, "per_cpu": {str(c): {"overrun": 0, "dropped_events": 0} for c in cpus},
+            "unknown_cpus": []}
 
 
 def latency_summary(lat_us) -> dict:
@@ -144,7 +148,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         ucpu, first_i = np.unique(cpu_c, return_index=True)
         first_on_cpu = {int(cc): max(float(ev.ts[i]), start_ts) for cc, i in zip(ucpu.tolist(), first_i.tolist())}
 
-    # state[tid] = [state, since, cpu, wake_ts or None]; unknown threads are absent.
+    # state[tid] = [state, since, cpu, wake_ts or None (OFF: its gap's end)]; unknown threads are absent.
     state: dict[int, list] = {}
     segs: list[tuple] = []  # (tid, state, start, end, cpu)
     comm: dict[int, str] = {}
@@ -232,7 +236,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                 if ts > s[1]:
                     add_seg((cur, s[0], s[1], ts, s[2]))
                 if c == INFERRED:  # prev_state unknown: the next event of the thread tells
-                    state[cur] = [OFF, ts, cpu, None]
+                    state[cur] = [OFF, ts, cpu, float(inf.gap_end[np.searchsorted(inf.row, i)])]
                 elif b == _R:
                     cnt[cur][2] += 1
                     preempt[a] = preempt.get(a, 0) + 1  # comm resolved once per pid below
@@ -270,6 +274,12 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                 state[a] = [RUNNABLE, ts, b, ts]
             elif s[0] == RUNNABLE and k != P.K_WAKING:
                 s[2] = b  # sched_wakeup carries the CPU actually chosen
+            elif s[0] == RUNNABLE and s[3] is not None:
+                # woken again without a switch-in since the last wakeup: it ran and slept unseen
+                # (both switches missing); where in that stretch is unknown
+                close(a, s, ts)
+                inferred(a, ts - s[1])
+                state[a] = [RUNNABLE, ts, b, ts]
         elif k == P.K_MIGRATE:
             if a not in ours:
                 continue
@@ -278,7 +288,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             s = state.get(a)
             if s is not None and s[0] != RUNNING:
                 close(a, s, ts)  # a thread moved while off-CPU without a wakeup was runnable
-                state[a] = [RUNNABLE if s[0] == OFF else s[0], ts, c, s[3]]
+                state[a] = [RUNNABLE, ts, c, None] if s[0] == OFF else [s[0], ts, c, s[3]]
         elif k == P.K_IRQ_ENTRY:
             irq_open[cpu] = (cur, ts)
         elif k == P.K_IRQ_EXIT:
@@ -304,7 +314,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             marks.append((ts, ev.sa(i)))
     for t, s in state.items():
         if s[0] == OFF:  # nothing resolved an inferred switch-out: asleep or runnable is unknown
-            unc[t] = unc.get(t, 0.0) + max(0.0, end_ts - s[1])
+            unc[t] = unc.get(t, 0.0) + max(0.0, end_ts - max(s[1], s[3]))  # (its gap is counted)
         close(t, s, end_ts, off_as=SLEEP)
 
     # Stages from atrace markers of our tgid.
@@ -327,13 +337,24 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     seg_tid, seg_st, seg_cpu = S[:, 0].astype(np.int64), S[:, 1].astype(np.int64), S[:, 4].astype(np.int64)
     seg_a, seg_b = S[:, 2], S[:, 3]
     pieces = _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu)
-    blockers = _blockers(ev, pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()})
-    # our runnable time in inferred gaps between other tasks (it may have run there unseen); the
-    # gap after the thread's own inferred switch-out is counted above already
+    # a gap that ends in our thread's inferred switch-in went to its on-CPU time; the task before
+    # may have held the CPU there (another of ours: not a blocker of itself, counted as its own)
+    handed: dict[tuple, float] = {}
+    m = win & np.isin(inf.y, ours_arr) & ~np.isin(inf.x, ours_arr) & (inf.x > 0)
+    for r, x_, g in zip(inf.row[m].tolist(), inf.x[m].tolist(), gap[m].tolist()):
+        handed[(ev.sa(r), x_)] = handed.get((ev.sa(r), x_), 0.0) + g
+    blockers = _blockers(ev, pieces, {(ev.sb(preempt_row[p]), p): n_ for p, n_ in preempt.items()},
+                         seg_tid[pieces.si], handed)
+    # A runnable stretch crossed by an inferred gap between other tasks: the thread may have run
+    # there unseen (and even gone to sleep), so from the gap on to the stretch's end (its next
+    # event) its state is uncertain. (The gap after its own inferred switch-out is counted above.)
     gap = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
     if len(gap):
-        u_t, inv = np.unique(seg_tid[pieces.si[gap]], return_inverse=True)
-        for t, g in zip(u_t.tolist(), np.bincount(inv, weights=pieces.dur[gap]).tolist()):
+        first = np.full(len(seg_tid), np.inf)
+        np.minimum.at(first, pieces.si[gap], pieces.start[gap])
+        hit = np.flatnonzero(np.isfinite(first))
+        u_t, inv = np.unique(seg_tid[hit], return_inverse=True)
+        for t, g in zip(u_t.tolist(), np.bincount(inv, weights=seg_b[hit] - first[hit]).tolist()):
             unc[t] = unc.get(t, 0.0) + g
     idle_wait = float(pieces.dur[pieces.pid == 0].sum())
 
@@ -429,8 +450,9 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray) -> "tuple[P.Events, _Inf
     x, y = after[k], before[k + 1]
     point, pos = ev.ts[i_row], i_row + 1
     # A sleeping thread of ours is not switched in before it is woken (or moved) there: when that
-    # happened inside the gap, the switch goes right after it.
-    y_ours = np.isin(y, ours_arr)
+    # happened inside the gap, the switch goes right after it (unless the task leaving is ours too:
+    # then its last evidence rules, as for everyone).
+    y_ours = np.isin(y, ours_arr) & ~np.isin(x, ours_arr)
     if y_ours.any():
         wk = np.flatnonzero(np.isin(ev.kind, _WAKE_KINDS) & np.isin(ev.a, ours_arr))
         if len(wk):
@@ -501,20 +523,21 @@ def _cpu_timelines(ev: P.Events, inf: _Inferred):
 class _Pieces:
     """Stretches of another task running on the CPU where our thread sat runnable, as columns:
     segment index, pid (0 = the CPU was idle, UNKNOWN = the gap of an inferred switch), seconds,
-    the task's comm (index into names), and the switch row that began it."""
+    the task's comm (index into names), the switch row that began it, and its start time."""
     si: np.ndarray
     pid: np.ndarray
     dur: np.ndarray
     name: np.ndarray
     names: list
     row: np.ndarray
+    start: np.ndarray
 
 
 def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
     """Vectorised for the usual case of one task in the way per runnable segment (the next switch
     on that CPU is the one to us); a Python walk for the rest."""
     tl = _cpu_timelines(ev, inf)
-    si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
+    si_l, pid_l, row_l, nxt_l, dur_l, t0_l = [], [], [], [], [], []
     runnable = seg_st == RUNNABLE
     for cpu in np.unique(seg_cpu[runnable]).tolist():
         if cpu not in tl:
@@ -529,8 +552,8 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
         single = k_end <= k + 1
         ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
         si_l.append(si_a[ok]), pid_l.append(pid_cur[ok]), row_l.append(row_cur[ok])
-        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok])
-        walk = ([], [], [], [], [])
+        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok]), t0_l.append(a0[ok])
+        walk = ([], [], [], [], [], [])
         for j in np.flatnonzero(~single).tolist():  # several tasks ran in turn: walk the switches
             t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
             while True:
@@ -538,21 +561,21 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
                 t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
                 t_end = min(t_next, end)
                 if pid != tid and t_end > t_cur:
-                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur)):
+                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur, t_cur)):
                         col.append(v)
                 if t_next >= end:
                     break
                 t_cur, kk = t_next, kk + 1
-        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk, _PIECE_TYPES):
+        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l, t0_l), walk, _PIECE_TYPES):
             lst.append(np.array(col, dtype=dt))
     cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
-           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), _PIECE_TYPES)]
-    si, pid, row, is_next, dur = cat
+           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l, t0_l), _PIECE_TYPES)]
+    si, pid, row, is_next, dur, t0 = cat
     name, names = _comm_names(ev, pid, row, is_next)
-    return _Pieces(si, pid, dur, name, names, row)
+    return _Pieces(si, pid, dur, name, names, row, t0)
 
 
-_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64)
+_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64, np.float64)
 
 
 def _comm_names(ev, pid, row, is_next):
@@ -583,11 +606,12 @@ def _comm_names(ev, pid, row, is_next):
     return name, names
 
 
-def _blockers(ev, pieces: _Pieces, preempt) -> list[dict]:
+def _blockers(ev, pieces: _Pieces, preempt, owner: np.ndarray, handed: dict) -> list[dict]:
     """Per (comm, pid) other than idle: time it held our CPU while we were runnable, preemptions,
     and uncertain_s: the unattributed gaps of inferred switches from or to it in that time (it
     may have run there too: its time_s is a lower bound, time_s + uncertain_s an upper one as far
-    as those gaps go)."""
+    as those gaps go). owner: the tid of each piece's runnable segment (never its own blocker);
+    handed: (comm, pid) -> gaps it handed over to our thread by an inferred switch."""
     acc: dict[tuple, float] = {}
     known = pieces.pid > 0
     if known.any():
@@ -596,11 +620,12 @@ def _blockers(ev, pieces: _Pieces, preempt) -> list[dict]:
         for k_, total in zip(uk.tolist(), np.bincount(inv, weights=pieces.dur[known]).tolist()):
             p, ni = divmod(k_, nn)
             acc[(pieces.names[ni], p)] = total
-    unc: dict[tuple, float] = {}
+    unc: dict[tuple, float] = dict(handed)
     gap = np.flatnonzero(pieces.pid == UNKNOWN)
     if len(gap):
-        r, d = pieces.row[gap], pieces.dur[gap]
         for side, name_of in ((ev.tid, ev.sa), (ev.a, ev.sb)):  # the tasks before and after the gap
+            g = gap[side[pieces.row[gap]] != owner[gap]]
+            r, d = pieces.row[g], pieces.dur[g]
             u, first, inv = np.unique(side[r], return_index=True, return_inverse=True)
             for p, fi, total in zip(u.tolist(), first.tolist(), np.bincount(inv, weights=d).tolist()):
                 if p > 0:

@@ -33,10 +33,13 @@ RT_THROTTLING = "rt_throttling"        # a real-time task ran long / our RT thre
 LOST_EVENTS = "lost_events"            # ring buffer overflowed: numbers are lower bounds
 DEGRADED_MODE = "degraded_mode"        # no tracefs: schedstat only
 KERNEL_LATENCY = "kernel_latency"      # a latency tracer saw irqs/preemption off or a slow wakeup
+INFERRED_SWITCHES = "inferred_switches"  # the trace left switches out: part of the split is inferred
+MISSING_EVENTS = "missing_events"      # an event could not be enabled: part of the breakdown is blind
 HEALTHY = "healthy"                    # nothing above stood out
 
 KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
-         MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, HEALTHY)
+         MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, INFERRED_SWITCHES, MISSING_EVENTS,
+         HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
 
@@ -88,7 +91,20 @@ RT_SELF_WAIT_SHARE = 0.05
 # Kernel prio as printed by sched_switch: 0..99 are real-time classes.
 RT_PRIO_LIMIT = 100
 # Lost events: any loss makes every number a lower bound; losing >= 5% of what we parsed is crit.
+# A CPU whose loss counters could not be read lost an unknown number: a warning, never "0 lost".
 LOST_CRIT_RATIO = 0.05
+# Inferred switches (breakdown totals.uncertain_s: time whose state hangs on a switch the trace left
+# out). Below 5% of our observed time (or 5 ms) the split is as good as measured and the report's
+# count is enough; from 5% the per-thread numbers can be off by that much, worth saying; from 25%
+# the on-CPU / run-queue split is mostly inference.
+UNCERTAIN_WARN_SHARE = 0.05
+UNCERTAIN_CRIT_SHARE = 0.25
+MIN_UNCERTAIN_S = 0.005
+# Events the window could not record: without sched_switch there is no on-CPU/run-queue split at all
+# (crit); without another sched event part of it is guessed (warn); without IRQ/reclaim events
+# those columns read 0 for lack of data (info). Events this kernel does not have at all are named
+# only when they are sched events (the rest are optional, e.g. memcg reclaim on old kernels).
+CRIT_EVENTS = ("sched/sched_switch",)
 
 _KSWAPD = re.compile(r"^kswapd\d*")
 # Write-back / journal flushers: kworker (flush work runs there), jbd2 (ext4 journal), journald,
@@ -461,6 +477,14 @@ def _rule_rt(bd: dict, ctx: dict) -> list[dict]:
 def _rule_lost(bd: dict, ctx: dict) -> list[dict]:
     lost = bd.get("lost_events") or {}
     total = _num(lost, "total")
+    unknown = [str(c) for c in lost.get("unknown_cpus") or []]
+    if unknown and bd.get("mode") != "schedstat":
+        known = f" ({int(total)} lost on the others)" if total > 0 else ""
+        msg = (f"Lost events unknown: the trace buffer's loss counters of CPU {', '.join(unknown)} could not be "
+               f"read, so how many events were lost there is unknown{known}; the breakdown of {_proc_name(bd)} "
+               f"may be incomplete (check per_cpu/cpuN/stats in tracefs).")
+        return [_f(LOST_EVENTS, "warn" if total <= 0 else "crit", msg,
+                   {"lost": int(total), "unknown_cpus": unknown, "events": int(_num(bd, "events"))})]
     if total <= 0:
         return []
     events = _num(bd, "events")
@@ -514,6 +538,50 @@ def _rule_kernel_latency(bd: dict, ctx: dict) -> list[dict]:
     return out
 
 
+def _rule_inferred(bd: dict, ctx: dict) -> list[dict]:
+    """Switches the trace left out and the analysis inferred (see tracing/analysis.py)."""
+    tot = bd.get("totals") or {}
+    unc, n = _num(tot, "uncertain_s"), int(_num(tot, "inferred_switches"))
+    denom = _denominator(bd)
+    if bd.get("mode") == "schedstat" or unc < MIN_UNCERTAIN_S or denom <= 0:
+        return []
+    share = unc / denom
+    sev = _sev(share, UNCERTAIN_WARN_SHARE, UNCERTAIN_CRIT_SHARE)
+    if sev is None:
+        return []
+    t = _top_thread(bd, "uncertain_s")
+    msg = (f"Inferred switches: the kernel left {n} context switch(es) of {_proc_name(bd)} out of the trace "
+           f"(no loss counted); they were placed from the events that show who was running, and "
+           f"{_ms(unc)} ({_pct(share)} of our threads' observed time, most in {_thread_name(t, bd)}) lies in "
+           f"the gaps where they happened, so on-CPU and run-queue wait per thread are that uncertain; "
+           f"no blocker is charged past its last event.")
+    return [_f(INFERRED_SWITCHES, sev, msg, {"inferred_switches": n, "uncertain_s": unc, "observed_s": denom,
+                                             "share": share, "top_tid": t.get("tid") if t else None})]
+
+
+def _rule_missing_events(bd: dict, ctx: dict) -> list[dict]:
+    """Events the window could not record (breakdown missing_events: event -> why)."""
+    miss = bd.get("missing_events") or {}
+    if bd.get("mode") == "schedstat" or not isinstance(miss, dict):
+        return []
+    out = []
+    for ev, why in sorted(miss.items()):
+        sched = ev.startswith("sched/")
+        if not sched and "failed" not in str(why):
+            continue  # optional, and this kernel has no such event
+        if ev in CRIT_EVENTS:
+            sev, what = "crit", ("on-CPU, run-queue wait, sleep, blockers and the timeline are missing or wrong "
+                                 "(the breakdown is NOT healthy, it is blind)")
+        elif sched:
+            sev, what = "warn", "wakeups/migrations are not seen, so run-queue wait and wakeup latency are guesses"
+        else:
+            sev, what = "info", "the matching column (IRQ / reclaim) reads 0 for lack of data"
+        msg = (f"Event not recorded: {ev} ({why}) while tracing {_proc_name(bd)}; {what}. "
+               f"`python -m tracing doctor` shows which events this tracefs offers.")
+        out.append(_f(MISSING_EVENTS, sev, msg, {"event": ev, "why": why}))
+    return out
+
+
 def _healthy(bd: dict) -> dict:
     tot = bd.get("totals", {})
     wall = _wall(bd)
@@ -524,5 +592,6 @@ def _healthy(bd: dict) -> dict:
     return _f(HEALTHY, "info", msg, {"wall_s": wall, "on_cpu_s": on, "runqueue_wait_s": rq})
 
 
-_RULES = (_rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup, _rule_memory, _rule_writeback,
-          _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded, _rule_kernel_latency)
+_RULES = (_rule_missing_events, _rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup,
+          _rule_memory, _rule_writeback, _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded,
+          _rule_kernel_latency, _rule_inferred)

@@ -85,9 +85,31 @@ def format_breakdown_rows(bd: dict) -> list[list]:
     rows.append(["migrations", (f"{int(mig)}" + (f" ({mig / wall:.0f}/s)" if wall > 0 else "")) if full else na])
     rows.append(["context switches (vol/invol)",
                  f"{int(_num(tot, 'voluntary_switches'))}/{int(_num(tot, 'involuntary_switches'))}"])
-    lost = _num(bd.get("lost_events") or {}, "total")
-    rows.append(["lost events", (f"{int(lost)}" + (" (breakdown incomplete)" if lost > 0 else "")) if full else na])
+    if full:
+        n, unc = int(_num(tot, "inferred_switches")), _num(tot, "uncertain_s")
+        rows.append(["inferred switches", f"{n}" + (f" ({fmt_ms(unc)} ms in uncertain gaps)" if n or unc else "")])
+    rows.append(["lost events", lost_text(bd) if full else na])
+    miss = missing_events_text(bd)
+    if miss and full:
+        rows.append(["events not recorded", miss])
     return rows
+
+
+def lost_text(bd: dict) -> str:
+    """Lost events as the UI and report say it: a count, or unknown where a CPU's counter was unreadable."""
+    lost = bd.get("lost_events") or {}
+    total = int(_num(lost, "total"))
+    unknown = [str(c) for c in lost.get("unknown_cpus") or []]
+    if unknown:
+        return (f"unknown on CPU {', '.join(unknown)} (counter unreadable)"
+                + (f", {total} on the others" if total else "") + " (breakdown may be incomplete)")
+    return f"{total}" + (" (breakdown incomplete)" if total > 0 else "")
+
+
+def missing_events_text(bd: dict) -> str:
+    """Events the window could not record, with why: '' when all were recorded."""
+    miss = bd.get("missing_events") or {}
+    return "; ".join(f"{ev} ({why})" for ev, why in sorted(miss.items())) if isinstance(miss, dict) else ""
 
 
 def stage_rows(bd: dict, reclaim: bool = False) -> list[list]:
@@ -283,7 +305,12 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
 
     br = blocker_rows(bd, share=True)
     L.append("Top blockers (other tasks running on our CPU while we were runnable)")
-    if br:
+    if br and any(_num(b, "uncertain_s") > 0 for b in bd.get("blockers") or []):
+        # time next to inferred switches: each held our CPU at least its time, at most that much more
+        unc = {(str(b.get("comm", "?")), b.get("pid")): _num(b, "uncertain_s") for b in bd.get("blockers") or []}
+        br = [r + [fmt_ms(unc.get((r[0], r[1]), 0.0))] for r in br]
+        L.extend(_table(BLOCKER_HEADERS + ["% of wall", "+ up to ms (uncertain)"], br))
+    elif br:
         L.extend(_table(BLOCKER_HEADERS + ["% of wall"], br))
     else:
         L.append("  (not available in schedstat mode)" if mode == "schedstat" else "  (none)")
@@ -298,7 +325,13 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
     L.extend(histogram_lines(wl.get("hist_log2_us") or {}))
     L.extend(latency_lines(bd.get("latency") or {}))
     lost = bd.get("lost_events") or {}
-    if _num(lost, "total") > 0:
+    if lost.get("unknown_cpus"):
+        L.append("")
+        L.append(f"WARNING: lost events {lost_text(bd)}; figures may be lower bounds.")
+    elif _num(lost, "total") > 0:
         L.append("")
         L.append(f"WARNING: {int(_num(lost, 'total'))} events were lost; every figure above is a lower bound.")
+    if missing_events_text(bd):
+        L.append("")
+        L.append(f"WARNING: events not recorded: {missing_events_text(bd)}.")
     return "\n".join(L) + "\n"

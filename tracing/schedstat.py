@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .analysis import Breakdown, empty_lost, latency_summary
 
-NONE_KEYS = ("blocked_io_s", "sleep_s", "irq_s", "softirq_s", "reclaim_s", "migrations")
+NONE_KEYS = ("blocked_io_s", "sleep_s", "irq_s", "softirq_s", "reclaim_s", "migrations", "inferred_switches",
+             "uncertain_s")  # not measured from counters
 
 
 def snapshot(pid: int, proc: str = "/proc") -> dict[int, dict]:

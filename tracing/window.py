@@ -57,6 +57,7 @@ class Capture:
     ring: "rawparse.RingFormat | None" = None  # how to decode them
     tgids: dict = field(default_factory=dict)  # pid -> tgid, for the pages
     latency: dict = field(default_factory=dict)  # tracing.latency results per family
+    events_missing: dict = field(default_factory=dict)  # event -> why it was not recorded
 
     def events(self) -> "tuple[parse.Events, str]":
         """The window's events and where they came from: "pages" (binary) or "text"."""
@@ -124,6 +125,7 @@ class TraceWindow:
         self._tids1: set[int] = set()
         self.inst: Path | None = None
         self.events_enabled: list[str] = []
+        self.events_missing: dict[str, str] = {}  # event -> "absent on this kernel" | "failed to enable: ..."
         self.caps: tracefs.Capabilities | None = None
         self._fd = None
         self._fd_lock = threading.Lock()
@@ -192,12 +194,18 @@ class TraceWindow:
             except OSError:
                 pass
         for ev in EVENTS:
+            if not (inst / "events" / ev).is_dir():
+                self.events_missing[ev] = "absent on this kernel"
+                continue
             try:
-                w(f"events/{ev}/enable", 1)
+                self._enable_event(inst, ev)
                 self.events_enabled.append(ev)
-            except OSError:
-                pass  # absent on this kernel: recorded by omission
+            except OSError as e:  # the breakdown says so (a missing sched_switch empties it)
+                self.events_missing[ev] = f"failed to enable: {e.strerror or e}"
         self._fd = os.open(inst / "trace_marker", os.O_WRONLY)
+
+    def _enable_event(self, inst: Path, ev: str) -> None:
+        (inst / "events" / ev / "enable").write_text("1")
 
     def __exit__(self, et, ev, tb):
         """Stop recording and nothing more: reading the buffer and removing the instance
@@ -230,7 +238,8 @@ class TraceWindow:
         caps = self.caps.to_dict() if self.caps else {}
         t0, t1 = self._t0, self._t1
         if self.inst is not None:
-            lost, text, pages, ring, tgids = {"total": 0, "per_cpu": {}}, "", {}, None, {}
+            text, pages, ring, tgids = "", {}, None, {}
+            lost = {"total": 0, "per_cpu": {}, "unknown_cpus": list(self.cpus)}  # until read
             root = Path(self.caps.root)
             latency = self._lat.collect() if self._lat is not None else {}
             try:
@@ -245,7 +254,7 @@ class TraceWindow:
             self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
                                     end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
                                     capabilities=caps, duration=t1 - t0, tids=tids, pages=pages, ring=ring,
-                                    tgids=tgids, latency=latency)
+                                    tgids=tgids, latency=latency, events_missing=dict(self.events_missing))
         else:
             self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
                                     start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
@@ -315,6 +324,7 @@ class TraceWindow:
         bd = analysis.analyze(events, c.pid, start, end, lost=c.lost, tids=c.tids)
         bd.source = source
         bd.latency = c.latency
+        bd.missing_events = dict(c.events_missing)
         return bd
 
 
@@ -370,22 +380,27 @@ def _cpumask(cpus) -> str:
 
 
 def _read_lost(inst: Path, cpus) -> dict:
-    """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded)."""
+    """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded). A CPU whose
+    counters cannot be read (or lack these lines) lost an unknown number: its values are None and
+    it is listed in "unknown_cpus"; total sums what is known (a lower bound then)."""
     per = {}
     total = 0
+    unknown = []
     for c in cpus:
+        vals = {}
         try:
             txt = (inst / "per_cpu" / f"cpu{c}" / "stats").read_text()
         except OSError:
-            continue
-        vals = {}
+            txt = ""
         for line in txt.splitlines():
             k, _, v = line.partition(":")
             try:
                 vals[k.strip()] = int(v.strip().split()[0])
             except (ValueError, IndexError):
                 pass
-        o, d = vals.get("overrun", 0), vals.get("dropped events", 0)
+        o, d = vals.get("overrun"), vals.get("dropped events")
         per[str(c)] = {"overrun": o, "dropped_events": d}
-        total += o + d
-    return {"total": total, "per_cpu": per}
+        if o is None or d is None:
+            unknown.append(c)
+        total += (o or 0) + (d or 0)
+    return {"total": total, "per_cpu": per, "unknown_cpus": unknown}
