@@ -27,31 +27,40 @@ the thread was running since the first event on that CPU (or the window start), 
 happened there before; otherwise observation starts at the first event. After the last event the
 state lasts until the window end. So per thread on_cpu + runqueue_wait + blocked_io + sleep ==
 observed_s exactly. Events lost to overruns (reported in lost_events) can bend this accounting.
-Missing switches (the kernel leaves some sched_switch events out, with no overrun counted; lost
-events do the same): every event names the task current on its CPU, so on one CPU each event's
-current task must be the task current after the previous event there (the next task after a
-switch). Where two neighbours disagree (previous shows X current, next shows Y), a switch X -> Y
-happened somewhere in the gap between them and was not recorded. analyze() inserts it
-(`_infer_switches`) at the gap's START, the last event showing X current: no task is charged past
-its last evidence (a blocker's time ends there, and so does our thread's on-CPU time when it is X).
-One refinement when Y is our thread and was woken (sched_waking/wakeup/migrate) inside the gap:
-a sleeping thread is not switched in before its wakeup, so the switch goes to that wakeup (not
-when X is ours too: X's last evidence rules). An
-inferred switch-out of our thread carries no prev_state: the thread is off-CPU in an unknown state
+Missing switches (this kernel leaves some sched_switch events out: those with certain tasks as
+prev never arrive, with no overrun counted; lost events do the same): every event names the task
+current on its CPU, so on one CPU each event's current task must be the one current after the
+previous event there (after a switch: its next task). Where two neighbours disagree (X current at
+the first, Y at the second), a switch X -> Y happened in the gap between them unrecorded.
+`_infer_switches` inserts it (vectorised: one radix sort by CPU, one neighbour comparison) at the
+gap's START, the last event showing X current: nobody is charged past its last evidence, neither
+a blocker nor our thread's on-CPU time when X is ours; Y, when ours, is on-CPU from there (its
+on-CPU an upper, its run-queue wait a lower bound). One refinement: when Y is our thread, X is
+not, and Y was woken or moved (sched_waking/wakeup/migrate) inside the gap, the switch goes right
+after that: a sleeping thread is not switched in before its wakeup. In blocker timelines the gap
+is nobody's: X until its last evidence, Y from its first, between them unattributed.
+An inferred switch-out of our thread has no prev_state: the thread is off-CPU in an unknown state
 until its next event says which: a wakeup -> it slept (counted as sleep_s: S and D cannot be told
-apart), a switch-in or migration -> it was runnable, the window end -> counted as sleep_s.
+apart), a switch-in or migration -> runnable, the window end -> sleep_s (and uncertain). A thread
+woken twice with no switch-in between ran and slept unseen in that stretch: counted as an inferred
+switch, the stretch runnable and uncertain.
   inferred_switches  per thread and summed: switches of our threads (in or out) that were inferred.
   uncertain_s        per thread and summed: time in which the thread's state hangs on an inferred
-                     switch: the gaps of its own inferred switches (point to next evidence), the
-                     parts of inferred gaps between other tasks on the CPU it sat runnable on (it
-                     may have run there unseen), and an inferred switch-out's stretch to the window
-                     end when nothing resolved it. Each thread's on_cpu_s and runqueue_wait_s are
-                     within its uncertain_s of what a complete trace gives, and every blocker's
-                     time_s within totals.uncertain_s (blockers also carry their own uncertain_s:
-                     the part of their time that starts at an inferred switch). A thread's
-                     blocked_io/sleep split after an inferred switch-out is not bounded by this.
+                     switch: (a) each own inferred switch's gap, from the point chosen to the next
+                     evidence; (b) a runnable stretch crossed by an inferred gap between other
+                     tasks on its CPU (it may have run there unseen), from that gap to the stretch's
+                     end; (c) an unresolved inferred switch-out, from its gap to the window end;
+                     (d) a woken-twice stretch. Bound: each thread's on_cpu_s and runqueue_wait_s
+                     are within its uncertain_s of what the complete trace gives, every blocker's
+                     time_s within totals.uncertain_s, as long as every run of a task shows in at
+                     least one event (a run whose switch-in and switch-out are both missing, with
+                     nothing between, leaves no trace to infer from). Not bounded: the blocked_io
+                     / sleep split after an inferred switch-out.
+  blockers.uncertain_s  per blocker: unattributed gap time next to it (inferred switches from or to
+                     it) in our runnable time, plus gaps it handed over to our thread by an inferred
+                     switch-in: it held our CPU at least time_s, at most about time_s + uncertain_s.
 Inferred switches are not counted as voluntary/involuntary, nor as preemptions, nor as wakeup
-latency samples.
+latency samples. On a complete trace nothing is inferred and the numbers are those of before.
 Stages: atrace markers `B|<tgid>|<name>` / `E|<tgid>` of our tgid (nested allowed); every stage
 gets the overlap of our threads' state intervals with [begin, end].
 """
@@ -214,15 +223,14 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                tgid_c[idx].tolist(), ev.a[idx].tolist(), ev.b[idx].tolist(), ev.c[idx].tolist())
     add_seg = segs.append
     for i, ts, cpu, k, cur, tg, a, b, c in cols:
-        if cur in ours:
+        if k != P.K_SWITCH and cur in ours:
             s = state.get(cur)
             if s is None:
-                if k != P.K_SWITCH:
-                    # first sign of a thread that has not switched so far: it is the current task here
-                    state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
+                # first sign of a thread that has not switched so far: it is the current task here
+                state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
             elif s[0] != RUNNING or s[2] != cpu:
                 # current here, yet not switched in here: a switch-in _infer_switches could not place
-                # (only events of other CPUs in between); it ran from this evidence on
+                # (events of other CPUs in between, clock skew); it ran from this evidence on
                 close(cur, s, ts)
                 state[cur] = [RUNNING, ts, cpu, None]
                 inferred(cur, 0.0)
@@ -231,6 +239,10 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                 s = state.get(cur)
                 if s is None:
                     s = [RUNNING, first_on_cpu.get(cpu, start_ts), cpu, None]
+                elif s[0] != RUNNING:  # (as above, for a switch-out)
+                    close(cur, s, ts)
+                    s = [RUNNING, ts, cpu, None]
+                    inferred(cur, 0.0)
                 if cur not in comm:
                     comm[cur] = ev.sa(i)
                 if ts > s[1]:
@@ -255,7 +267,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                     s = [RUNNABLE, t_last, s[2], None]
                     inferred(a, ts - t_last)
                 if s is not None:
-                    close(a, s, ts)
+                    if ts > s[1]:
+                        add_seg((a, RUNNABLE if s[0] == OFF else s[0], s[1], ts, s[2]))
                     if s[0] == RUNNABLE and s[3] is not None and c != INFERRED:
                         lat_us.append((ts - s[3]) * 1e6)
                 if a not in comm:
@@ -350,8 +363,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     # event) its state is uncertain. (The gap after its own inferred switch-out is counted above.)
     gap = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
     if len(gap):
-        first = np.full(len(seg_tid), np.inf)
-        np.minimum.at(first, pieces.si[gap], pieces.start[gap])
+        first = np.full(len(seg_tid), np.inf)  # an UNKNOWN piece starts at its gap (or its segment)
+        start = np.maximum(seg_a[pieces.si[gap]], inf.gap_start[np.searchsorted(inf.row, pieces.row[gap])])
+        np.minimum.at(first, pieces.si[gap], start)
         hit = np.flatnonzero(np.isfinite(first))
         u_t, inv = np.unique(seg_tid[hit], return_inverse=True)
         for t, g in zip(u_t.tolist(), np.bincount(inv, weights=seg_b[hit] - first[hit]).tolist()):
@@ -523,21 +537,20 @@ def _cpu_timelines(ev: P.Events, inf: _Inferred):
 class _Pieces:
     """Stretches of another task running on the CPU where our thread sat runnable, as columns:
     segment index, pid (0 = the CPU was idle, UNKNOWN = the gap of an inferred switch), seconds,
-    the task's comm (index into names), the switch row that began it, and its start time."""
+    the task's comm (index into names), and the switch row that began it."""
     si: np.ndarray
     pid: np.ndarray
     dur: np.ndarray
     name: np.ndarray
     names: list
     row: np.ndarray
-    start: np.ndarray
 
 
 def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
     """Vectorised for the usual case of one task in the way per runnable segment (the next switch
     on that CPU is the one to us); a Python walk for the rest."""
     tl = _cpu_timelines(ev, inf)
-    si_l, pid_l, row_l, nxt_l, dur_l, t0_l = [], [], [], [], [], []
+    si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
     runnable = seg_st == RUNNABLE
     for cpu in np.unique(seg_cpu[runnable]).tolist():
         if cpu not in tl:
@@ -552,8 +565,8 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
         single = k_end <= k + 1
         ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
         si_l.append(si_a[ok]), pid_l.append(pid_cur[ok]), row_l.append(row_cur[ok])
-        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok]), t0_l.append(a0[ok])
-        walk = ([], [], [], [], [], [])
+        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok])
+        walk = ([], [], [], [], [])
         for j in np.flatnonzero(~single).tolist():  # several tasks ran in turn: walk the switches
             t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
             while True:
@@ -561,21 +574,21 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
                 t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
                 t_end = min(t_next, end)
                 if pid != tid and t_end > t_cur:
-                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur, t_cur)):
+                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur)):
                         col.append(v)
                 if t_next >= end:
                     break
                 t_cur, kk = t_next, kk + 1
-        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l, t0_l), walk, _PIECE_TYPES):
+        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk, _PIECE_TYPES):
             lst.append(np.array(col, dtype=dt))
     cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
-           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l, t0_l), _PIECE_TYPES)]
-    si, pid, row, is_next, dur, t0 = cat
+           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), _PIECE_TYPES)]
+    si, pid, row, is_next, dur = cat
     name, names = _comm_names(ev, pid, row, is_next)
-    return _Pieces(si, pid, dur, name, names, row, t0)
+    return _Pieces(si, pid, dur, name, names, row)
 
 
-_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64, np.float64)
+_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64)
 
 
 def _comm_names(ev, pid, row, is_next):
