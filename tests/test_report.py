@@ -105,3 +105,19 @@ def test_report_says_inferred_unknown_and_missing():
     assert "+ up to ms (uncertain)" in text and "WARNING: lost events unknown on CPU 1" in text
     assert "WARNING: events not recorded: sched/sched_switch" in text and "[CRIT] missing_events" in text
     assert dict(map(tuple, R.format_breakdown_rows(contended())))["inferred switches"] == "0"
+
+
+def test_clip_panel_head_says_unknown_loss_and_inferred_switches():
+    from app.ui.clip_panel import clip_outputs
+    bd = contended()
+    bd["lost_events"] = {"total": 0, "per_cpu": {"1": {"overrun": None, "dropped_events": None}}, "unknown_cpus": [1]}
+    bd["totals"].update(inferred_switches=3, uncertain_s=0.012)
+    bd["missing_events"] = {"sched/sched_switch": "failed to enable: Invalid argument"}
+    rec = {"id": "r1", "engine_label": "builtin", "preset": {}, "wall_s": 1.0, "duration_s": 1.0, "rtf": 1.0,
+           "tracing": True, "audio_path": None, "engine": "builtin", "breakdown": bd, "findings": findings(bd)}
+    head = clip_outputs(rec)[2]
+    assert "lost events: unknown on CPU 1" in head and "no events lost" not in head
+    assert "3 switches inferred" in head and "12.0 ms uncertain" in head
+    assert "Events not recorded:** sched/sched_switch (failed to enable: Invalid argument)" in head
+    rows = dict(map(tuple, clip_outputs(rec)[3]))
+    assert rows["inferred switches"] == "3 (12.0 ms in uncertain gaps)"

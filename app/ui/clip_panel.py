@@ -6,8 +6,8 @@ from __future__ import annotations
 import gradio as gr
 
 from app.ui.common import preset_line
-from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows,
-                            format_breakdown_rows, latency_brief, stage_rows)
+from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
+                            format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
 
 ATTACHMENT_LABEL = "Trace attachment (zip: trace.txt for ui.perfetto.dev, summary.json, report.txt)"
 
@@ -46,11 +46,19 @@ def clip_outputs(rec: dict):
         head += "\n\n_Tracing was off for this request._"
     else:
         mode = bd.get("mode", "?")
-        lost = (bd.get("lost_events") or {}).get("total", 0)
+        lost = bd.get("lost_events") or {}
         src = {"pages": " (decoded from the ring-buffer pages)", "text": " (parsed from the text trace)"}.get(
             bd.get("source", ""), "")
+        # unknown loss is said as unknown, never as "no events lost"
         head += f"\n\n**Trace mode:** {mode}{src}" + (
-            f" · **lost events: {lost}** (breakdown incomplete)" if lost else " · no events lost")
+            f" · **lost events: {lost_text(bd)}**" if lost.get("total") or lost.get("unknown_cpus")
+            else " · no events lost")
+        tot = bd.get("totals") or {}
+        if tot.get("inferred_switches"):
+            head += (f" · **{tot['inferred_switches']} switches inferred** (the trace left them out; "
+                     f"{fmt_ms(tot.get('uncertain_s') or 0)} ms uncertain)")
+        if mode == "full" and missing_events_text(bd):
+            head += f"  \n**Events not recorded:** {missing_events_text(bd)}"
         if bd.get("latency"):
             head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
     findings = rec.get("findings") or []
