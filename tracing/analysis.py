@@ -361,11 +361,11 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     # A runnable stretch crossed by an inferred gap between other tasks: the thread may have run
     # there unseen (and even gone to sleep), so from the gap on to the stretch's end (its next
     # event) its state is uncertain. (The gap after its own inferred switch-out is counted above.)
-    gap = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
-    if len(gap):
+    crossed = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
+    if len(crossed):
         first = np.full(len(seg_tid), np.inf)  # an UNKNOWN piece starts at its gap (or its segment)
-        start = np.maximum(seg_a[pieces.si[gap]], inf.gap_start[np.searchsorted(inf.row, pieces.row[gap])])
-        np.minimum.at(first, pieces.si[gap], start)
+        start = np.maximum(seg_a[pieces.si[crossed]], inf.gap_start[np.searchsorted(inf.row, pieces.row[crossed])])
+        np.minimum.at(first, pieces.si[crossed], start)
         hit = np.flatnonzero(np.isfinite(first))
         u_t, inv = np.unique(seg_tid[hit], return_inverse=True)
         for t, g in zip(u_t.tolist(), np.bincount(inv, weights=seg_b[hit] - first[hit]).tolist()):
