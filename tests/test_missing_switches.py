@@ -15,7 +15,9 @@ window are kept: before the first there is no evidence to infer from (observatio
 after the last none to infer with. And random removal never takes two neighbouring events of one
 CPU: a run whose switch-in and switch-out are both gone, with no event in between, leaves no trace
 at all (a 20 us preemption of our thread and back is then invisible, and no analysis can bound it).
-Removing all switch-outs of one task never does that: a run's switch-in names the task before.
+Removing all switch-outs of one task does that only where the kernel left the switch back out
+already (tokio-rt-worker's on these machines: T -> tokio removed by us, tokio -> T missing, and T
+looks as if it ran on): those few are kept too.
 """
 import os
 import shutil
@@ -66,13 +68,18 @@ class Cap:
         return sw[~np.isin(sw, np.fromiter(edge, dtype=np.int64))]
 
     def spaced(self, drop) -> np.ndarray:
-        """`drop` less any row whose predecessor on its CPU is dropped too (see the module docstring)."""
+        """`drop` less any row whose predecessor on its CPU is dropped too, and less any switch whose
+        next event on that CPU shows the task switched out again (the kernel left the switch back
+        out already): either way a run would be left with no event at all (module docstring)."""
         ev = self.events
         gone = np.zeros(len(ev), dtype=bool)
         gone[drop] = True
         for c in np.unique(ev.cpu).tolist():
             rows = np.flatnonzero(ev.cpu == c)
             d = gone[rows]
+            for i in np.flatnonzero(d[:-1]).tolist():
+                if d[i] and ev.tid[rows[i + 1]] == ev.tid[rows[i]]:
+                    d[i] = False  # the next event shows the prev task again: the run between is unseen
             for i in np.flatnonzero(d[1:]).tolist():
                 if d[i]:
                     d[i + 1] = False
@@ -215,7 +222,7 @@ def test_all_switch_outs_of_our_thread_missing(caps, name):
     full = cap.analyze()
     for key in ("victim", "sleeper"):
         rows = cap.deletable()
-        drop = rows[cap.events.tid[rows] == cap.named[key]]
+        drop = cap.spaced(rows[cap.events.tid[rows] == cap.named[key]])
         assert len(drop) > 0
         thin = cap.analyze(cap.without(drop))
         t = next(t for t in thin["threads"] if t["tid"] == cap.named[key])
@@ -253,7 +260,7 @@ def test_hog_with_its_switch_outs_missing(caps):
     hf = next(b for b in full["blockers"] if b["pid"] == hog)
     assert hf["time_s"] == pytest.approx(0.2, rel=0.05)  # the planted truth
     rows = cap.deletable()
-    thin_ev = cap.without(rows[cap.events.tid[rows] == hog])
+    thin_ev = cap.without(cap.spaced(rows[cap.events.tid[rows] == hog]))
     thin = cap.analyze(thin_ev)
     assert_within_bound(full, thin, "hog's switch-outs removed")
     # each removed switch-out left a change of current task without a switch: inferred, not guessed
