@@ -5,13 +5,21 @@ whatever install is on PYTHONPATH, and driven through its public `infer()` exact
 does. Stage markers come from wrappers installed once on the attributes of the IndexTTS2 object
 (its code is never edited); the wrappers write into the sink of the request in flight.
 
-Weights cannot be downloaded on the build machine, so the tests drive this adapter against a
-stand-in package with v2.0.0's exact signatures (tests/standin/indextts).
+Proven on the real upstream code: tests/real_indextts installs v2.0.0's source from the registry
+(`indextts-cli` 0.1.5) into an environment built from v2.0.0's own uv.lock, generates shrunk
+random weights and drives this adapter through the launcher (pytest -m real_indextts). The fast
+suite also drives it against a stand-in with v2.0.0's exact signatures (tests/standin/indextts).
+
+Upstream v2 (and 2.5) pass `do_sample=True` to the GPT whatever the caller asks: the engine
+reports such parameters in `ignored_generation` (read from the installed code) so the UI can say
+the toggle has no effect.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -120,6 +128,32 @@ def infer_kwargs(req: SynthesisRequest, output_path: str, normalize: Callable[..
     )
 
 
+_HARD_CODED_KWARG = re.compile(r"\b(do_sample)\s*=\s*True\b")
+
+
+def ignored_generation_params(tts: Any) -> tuple[str, ...]:
+    """Generation parameters the installed IndexTTS accepts but does not use, found in its own
+    source: upstream v2.0.0 and 2.5 pop `do_sample` from the kwargs and then call
+    `gpt.inference_speech(..., do_sample=True, ...)`. A fork that passes the caller's value
+    (indextts25-inference passes `do_sample=do_sample`) reports nothing. Source unavailable: ()."""
+    cls = type(tts)
+    try:
+        src = "".join(inspect.getsource(getattr(cls, name))
+                      for name in ("infer", "infer_generator") if hasattr(cls, name))
+    except (OSError, TypeError):
+        return ()
+    return tuple(sorted(set(_HARD_CODED_KWARG.findall(src))))
+
+
+def ignored_note(engine_label: str, ignored: tuple[str, ...]) -> str:
+    """The sentence the UI shows next to the generation settings ('' when nothing is ignored)."""
+    if not ignored:
+        return ""
+    names = ", ".join(ignored)
+    return (f"{engine_label} hard-codes {names}=True in its own code: the {names} setting has "
+            f"no effect with this engine (it always samples).")
+
+
 def _resolve(root: Any, path: str) -> Any:
     """Follow a dotted attribute path; a segment that is not an attribute is tried as a key
     (s2mel.models is a dict/ModuleDict: `models.cfm` means models['cfm'])."""
@@ -148,14 +182,15 @@ class StageHooks:
     outside a request mark nothing; a stage already open on this thread is not reopened (the
     tokenizer calls the normalizer: one "text" stage, not two nested)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: tuple[tuple[str, str, str], ...] = HOOKS) -> None:
+        self.hooks = hooks
         self._current: _Current | None = None
         self._open = threading.local()
         self.installed: list[str] = []
         self.missing: list[str] = []
 
     def install(self, tts: Any) -> "StageHooks":
-        for path, method, stage in HOOKS:
+        for path, method, stage in self.hooks:
             try:
                 target = _resolve(tts, path)
                 fn = getattr(target, method)
@@ -239,6 +274,8 @@ class IndexTTS2Engine:
         self._lock = threading.Lock()
         version = getattr(tts, "model_version", None)
         self.label = f"IndexTTS2 {version or ''} ({os.path.abspath(model_dir)})".replace("  ", " ")
+        self.ignored_generation = ignored_generation_params(tts)
+        self.generation_note = ignored_note("IndexTTS2", self.ignored_generation)
 
     def warmup(self) -> None:
         """One short synthesis with a synthetic voice prompt, so the first user request does not
@@ -282,6 +319,7 @@ class IndexTTS2Engine:
         info = {"engine": self.name, "model_dir": os.path.abspath(self.model_dir),
                 "emo_vector_sent": kwargs["emo_vector"], "use_emo_text": kwargs["use_emo_text"],
                 "generation": {k: kwargs[k] for k in generation_kwargs(None)},
+                "generation_ignored": list(self.ignored_generation),
                 "hooks_missing": list(self.hooks.missing)}
         return SynthesisResult(audio=audio, sample_rate=sr, info=info)
 

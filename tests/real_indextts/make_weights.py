@@ -227,6 +227,85 @@ def make_v2(out: str) -> None:
     make_bigvgan(cache, cfg["vocoder"]["name"], bigvgan)
 
 
+def shrunk_config_v25() -> dict:
+    """config.yaml for IndexTTS-2.5 (as read by indextts25-inference 0.2.0's classes): no GPT
+    latent pass, so model_dim is free; speaker conditioning is CAMPPlus (192) projected.
+    number_text_tokens is set from the tiktoken vocabulary once it is written."""
+    cfg = shrunk_config_v2()
+    cfg["gpt"] = {"model_dim": 64, "max_mel_tokens": 250, "max_text_tokens": 200, "heads": 2, "layers": 1,
+                  "number_text_tokens": 0, "number_mel_codes": 8194, "start_mel_token": 8192,
+                  "stop_mel_token": 8193, "start_text_token": 0, "stop_text_token": 1,
+                  "emo_condition_module": {"output_size": 64, "linear_units": 64, "attention_heads": 2,
+                                           "num_blocks": 1, "input_layer": "conv2d2", "perceiver_mult": 1}}
+    cfg["semantic_codec"] = {"codebook_size": 8192, "hidden_size": W2V_HIDDEN, "codebook_dim": 8,
+                             "vocos_dim": 32, "vocos_intermediate_dim": 64, "vocos_num_layers": 1}
+    cfg.pop("qwen_emo_path")  # 2.5 loads QwenEmotion only with use_qwen_emo (indextts25: never)
+    cfg["version"] = 2.5
+    return cfg
+
+
+TIKTOKEN_NAME = "multilingual_zh_ja_yue_char_del"  # the encoding name 2.5 asks for
+
+
+def make_tiktoken(path: str) -> None:
+    """A byte-level tiktoken vocabulary: the 256 single bytes, no merges (upstream's has ~50k)."""
+    import base64
+    with open(path, "w") as f:
+        for b in range(256):
+            f.write(f"{base64.b64encode(bytes([b])).decode()} {b}\n")
+
+
+def make_v25(out: str) -> None:
+    """IndexTTS-2.5 model_dir in the layout its loader reads: codec.pth, the .tiktoken file and
+    plain directories under hf_cache/ (w2v-bert-2.0/, bigvgan/, campplus_cn_common.bin)."""
+    import torch
+    import yaml
+    from omegaconf import OmegaConf
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+    from indextts25.codec.models import EnhancedCodec
+    from indextts25.gpt.model_v2 import UnifiedVoice
+    from indextts25.s2mel.modules.commons import MyModel
+    from indextts25.s2mel.modules.campplus.DTDNN import CAMPPlus
+    from indextts25.s2mel.modules.bigvgan.bigvgan import BigVGAN
+    from indextts25.utils.tokenizer import get_encoding
+
+    cfg = shrunk_config_v25()
+    make_tiktoken(os.path.join(out, TIKTOKEN_NAME + ".tiktoken"))
+    cfg["gpt"]["number_text_tokens"] = get_encoding(TIKTOKEN_NAME, model_dir=out).n_vocab
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    ocfg = OmegaConf.create(cfg)
+    torch.manual_seed(0)
+    gpt = UnifiedVoice(**ocfg.gpt)
+    torch.save(half(gpt.state_dict()), os.path.join(out, cfg["gpt_checkpoint"]))
+    s2mel = MyModel(ocfg.s2mel)
+    torch.save({"net": {k: half(m.state_dict()) for k, m in s2mel.models.items()}},
+               os.path.join(out, cfg["s2mel_checkpoint"]))
+    torch.save({"model": half(EnhancedCodec(**cfg["semantic_codec"]).state_dict())},
+               os.path.join(out, "codec.pth"))
+    rows = sum(EMO_NUM)
+    torch.save(torch.randn(rows, 192), os.path.join(out, cfg["spk_matrix"]))
+    torch.save(torch.randn(rows, cfg["gpt"]["model_dim"]) * 0.02, os.path.join(out, cfg["emo_matrix"]))
+    torch.save({"mean": torch.zeros(W2V_HIDDEN), "var": torch.ones(W2V_HIDDEN)},
+               os.path.join(out, cfg["w2v_stat"]))
+    hf = os.path.join(out, "hf_cache")
+    w2v = os.path.join(hf, "w2v-bert-2.0")
+    os.makedirs(w2v, exist_ok=True)
+    SeamlessM4TFeatureExtractor().save_pretrained(w2v)
+    wcfg = Wav2Vec2BertConfig(hidden_size=W2V_HIDDEN, num_hidden_layers=W2V_LAYERS, num_attention_heads=4,
+                              intermediate_size=32, conv_depthwise_kernel_size=3, add_adapter=False)
+    Wav2Vec2BertModel(wcfg).half().save_pretrained(w2v, safe_serialization=True)
+    torch.save(half(CAMPPlus(feat_dim=80, embedding_size=192).state_dict()),
+               os.path.join(hf, "campplus_cn_common.bin"))
+    voc = os.path.join(hf, "bigvgan")
+    os.makedirs(voc, exist_ok=True)
+    with open(os.path.join(voc, "config.json"), "w") as f:
+        json.dump(BIGVGAN_CONFIG, f, indent=1)
+    from indextts25.s2mel.modules.bigvgan.bigvgan import load_hparams_from_json
+    model = BigVGAN(load_hparams_from_json(os.path.join(voc, "config.json")))
+    torch.save({"generator": half(model.state_dict())}, os.path.join(voc, "bigvgan_generator.pt"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--version", choices=("2", "2.5"), required=True)
@@ -237,7 +316,6 @@ def main(argv=None) -> int:
     if a.version == "2":
         make_v2(a.out)
     else:
-        from make_weights_25 import make_v25  # noqa: E402 (same directory, run as a script)
         make_v25(a.out)
     print(f"[make_weights] IndexTTS {a.version} model_dir {a.out} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0

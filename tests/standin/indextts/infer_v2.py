@@ -35,6 +35,31 @@ EMOTIONS = ("happy", "angry", "sad", "afraid", "disgusted", "melancholic", "surp
 D = 32  # hidden size of every stand-in module: small, the point is the call shape
 
 
+class _Config:
+    """The part of OmegaConf's DictConfig that IndexTTS2 uses (our venv has no omegaconf):
+    `cfg.gpt.stop_mel_token` and `cfg["gpt"]`, nested; a missing key is an AttributeError, so
+    `hasattr(cfg, "version")` works as upstream reads it. Not a dict: code that assumed one
+    (cfg.get, isinstance dict) fails here as it would on the real object."""
+
+    def __init__(self, data: dict):
+        object.__setattr__(self, "_data", {k: _Config(v) if isinstance(v, dict) else v for k, v in data.items()})
+
+    def __getattr__(self, name):
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def keys(self):
+        return self._data.keys()
+
+
 class TextNormalizer:
     def __init__(self, enable_glossary=False):
         self.enable_glossary = enable_glossary
@@ -94,9 +119,9 @@ class _SemanticCodec(nn.Module):
         super().__init__()
         self.quantizer = _Quantizer()
 
-    def quantize(self, emb):  # [B, T, D] -> (emb, codes [B, T])
-        d = torch.cdist(emb, self.quantizer.codebook.weight.unsqueeze(0))
-        return emb, d.argmin(-1)
+    def quantize(self, emb):  # [B, T, D] -> (codes [B, T], quantized [B, T, D]), upstream's order
+        codes = torch.cdist(emb, self.quantizer.codebook.weight.unsqueeze(0)).argmin(-1)
+        return codes, self.quantizer.codebook(codes)
 
 
 class _CAMPPlus(nn.Module):
@@ -226,7 +251,7 @@ class IndexTTS2:
             use_cuda_kernel=None, use_deepspeed=False, use_accel=False, use_torch_compile=False
     ):
         with open(cfg_path, encoding="utf-8") as f:
-            self.cfg = yaml.safe_load(f)
+            self.cfg = _Config(yaml.safe_load(f))  # upstream: OmegaConf.load (attribute and key access)
         for key in ("gpt_checkpoint", "s2mel_checkpoint", "w2v_stat"):
             path = os.path.join(model_dir, self.cfg[key])
             if not os.path.isfile(path):
@@ -254,7 +279,7 @@ class IndexTTS2:
         self.cache_spk_audio_prompt = self.cache_emo_cond = self.cache_emo_audio_prompt = None
         self.cache_mel = None
         self.gr_progress = None
-        self.model_version = self.cfg.get("version")
+        self.model_version = self.cfg.version if hasattr(self.cfg, "version") else None
         self.calls: list[dict] = []
 
     def normalize_emo_vec(self, emo_vector, apply_bias=True):
@@ -305,11 +330,10 @@ class IndexTTS2:
         if self.cache_spk_cond is None or self.cache_spk_audio_prompt != spk_audio_prompt:
             audio, _ = _load_audio(spk_audio_prompt)
             spk_cond = self._emb(audio)
-            _, s_ref = self.semantic_codec.quantize(spk_cond)
+            _, s_ref = self.semantic_codec.quantize(spk_cond)  # the quantized features, as upstream
             ref_mel = _frames(audio, n=80, hop=HOP).transpose(1, 2)  # [1, 80, T]
             style = self.campplus_model(_frames(audio, n=80))
-            prompt_cond = self.s2mel.models["length_regulator"](
-                self.semantic_codec.quantizer.codebook(s_ref), ylens=torch.tensor([ref_mel.shape[-1]]))[0]
+            prompt_cond = self.s2mel.models["length_regulator"](s_ref, ylens=torch.tensor([ref_mel.shape[-1]]))[0]
             self.cache_spk_cond, self.cache_s2mel_style, self.cache_s2mel_prompt = spk_cond, style, prompt_cond
             self.cache_mel, self.cache_spk_audio_prompt = ref_mel, spk_audio_prompt
         spk_cond, style = self.cache_spk_cond, self.cache_s2mel_style
@@ -332,13 +356,14 @@ class IndexTTS2:
         tokens = self.tokenizer.tokenize(text)
         segments = self.tokenizer.split_segments(tokens, max_text_tokens_per_segment)
         max_mel = int(gen.pop("max_mel_tokens", 1500))
+        gen.pop("do_sample", True)  # popped and ignored: upstream passes do_sample=True to the GPT
         wavs = []
         for seg in segments:
             ids = torch.tensor(self.tokenizer.convert_tokens_to_ids(seg), dtype=torch.int32).unsqueeze(0)
             emovec = self.gpt.merge_emovec(spk_cond, emo_cond, None, None, alpha=emo_alpha)
             if emo_vector is not None:
                 emovec = emovec_mat + (1 - weights.sum()) * emovec
-            codes, latent_cond = self.gpt.inference_speech(spk_cond, ids, emo_cond, emo_vec=emovec,
+            codes, latent_cond = self.gpt.inference_speech(spk_cond, ids, emo_cond, emo_vec=emovec, do_sample=True,
                                                            max_generate_length=max_mel, **gen)
             stop = (codes[0] == self.stop_mel_token).nonzero()
             codes = codes[:, : int(stop[0]) if len(stop) else codes.shape[1]]
