@@ -131,15 +131,6 @@ def infer_kwargs_25(req: SynthesisRequest, output_path: str, normalize, accepted
     return kw
 
 
-def _low_vram() -> bool:
-    """Upstream webui's rule: a CUDA GPU under 10 GB loads QwenEmotion only with --qwen_emo."""
-    try:
-        import torch
-        return torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory < 10 * 1024 ** 3
-    except Exception:
-        return False
-
-
 class IndexTTS25Engine:
     """IndexTTS-2.5 through its Python API, one synthesis at a time per process."""
 
@@ -150,9 +141,10 @@ class IndexTTS25Engine:
 
     def __init__(self, model_dir: str = "./checkpoints", fp16: bool = False, deepspeed: bool = False,
                  cuda_kernel: bool = False, accel: bool = False, torch_compile: bool = False,
-                 qwen_emo: bool = False, verbose: bool = False, tts: Any = None):
+                 qwen_emo: bool = True, verbose: bool = False, tts: Any = None):
         """Load IndexTTS-2.5 with upstream webui's flags (--fp16 means bf16 where supported, as
-        upstream). `tts` injects an already built object (model_dir is then not read)."""
+        upstream; qwen_emo as resolved by models.registry from upstream's low-VRAM rule). `tts`
+        injects an already built object (model_dir is then not read)."""
         self.model_dir, self.verbose = model_dir, verbose
         self.module = None
         self.dropped_init: list[str] = []
@@ -181,7 +173,7 @@ class IndexTTS25Engine:
     def _init_kwargs(self, cls, model_dir, fp16, deepspeed, cuda_kernel, accel, torch_compile, qwen_emo) -> dict:
         want = dict(cfg_path=os.path.join(model_dir, "config.yaml"), model_dir=model_dir, use_bf16=_bf16(fp16),
                     use_cuda_kernel=cuda_kernel, use_deepspeed=deepspeed, use_accel=accel,
-                    use_torch_compile=torch_compile, use_qwen_emo=bool(qwen_emo or not _low_vram()))
+                    use_torch_compile=torch_compile, use_qwen_emo=bool(qwen_emo))
         names, _ = _accepted(cls.__init__)
         # A flag the installed code lacks is dropped and said (info), never silently "on".
         self.dropped_init = [k for k, v in want.items() if k not in names and v]

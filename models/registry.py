@@ -48,7 +48,11 @@ def missing_files(model_dir: str, version: str) -> list[str]:
 
 def indextts_importable(version: str = "2") -> bool:
     """True when IndexTTS's inference module for `version` can be found (not imported: that
-    loads torch models' code and transformers)."""
+    loads torch models' code and transformers). 2.5 also counts the registry's renamed copy
+    (`indextts25.infer_v2_5`, see models/indextts25.py)."""
+    if version == "2.5":
+        from models.indextts25 import find_module
+        return find_module() is not None
     try:
         return importlib.util.find_spec("indextts") is not None \
             and importlib.util.find_spec(VERSION_MODULE[version]) is not None
