@@ -108,10 +108,21 @@ def clip(real, tmp_path_factory):
     d = tmp_path_factory.mktemp("prompt")
     sr = 22050
     t = np.arange(int(1.5 * sr)) / sr
-    tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    prompt = str(d / "voice.wav")
-    sf.write(prompt, (0.08 * tone).astype(np.float32), sr)
-    return version, srv, _predict(py, srv.url, prompt, text="Hello world. 你好。", max_mel_tokens=MAX_MEL_TOKENS)
+
+    def voice(name, f0):
+        tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+        sf.write(str(d / name), (0.08 * tone).astype(np.float32), sr)
+        return str(d / name)
+    # The first request pays for lazy loading (indextts25 loads its WeTextProcessing grammars,
+    # ~13 s here, on first use): on a busy 2-CPU machine the ring buffer then overruns and the
+    # earliest stage markers are lost (the breakdown says so). The launcher's own warm-up does
+    # this at start-up; it is off here (--no-warmup, see above), so the test warms up through
+    # the API and judges the second request, with another voice (both versions cache the
+    # prompt's conditioning: the same voice would skip the semantic_model/campplus stages).
+    first = _predict(py, srv.url, voice("warm.wav", 180.0), text="Warm up.", max_mel_tokens=MAX_MEL_TOKENS)
+    assert first["bd"]["engine"] == EXPECT[version][0]
+    return version, srv, _predict(py, srv.url, voice("voice.wav", 140.0), text="Hello world. 你好。",
+                                  max_mel_tokens=MAX_MEL_TOKENS)
 
 
 def test_launcher_picks_the_real_engine(real):
@@ -135,11 +146,13 @@ def test_breakdown_has_the_real_stage_slices(clip):
     version, _, res = clip
     _, stages = EXPECT[version]
     b = res["bd"]["breakdown"]
-    got = {s["name"]: s for s in b["stages"]}
-    assert stages <= set(got), f"stages {sorted(got)}; expected at least {sorted(stages)}"
+    got: dict[str, float] = {}
+    for s in b["stages"]:  # a stage may be entered several times (text, semantic_model)
+        got[s["name"]] = got.get(s["name"], 0.0) + s["on_cpu_s"]
+    lost = (b.get("lost_events") or {}).get("total")
+    assert stages <= set(got), f"stages {sorted(got)}; expected at least {sorted(stages)} (lost events: {lost})"
     if b["mode"] == "full":  # tracefs: per-stage on-CPU from the kernel's own switch events
-        assert got["gpt_autoregressive"]["on_cpu_s"] > 0
-        assert got["vocoder"]["on_cpu_s"] > 0
+        assert got["gpt_autoregressive"] > 0 and got["vocoder"] > 0, got
     assert b["totals"]["on_cpu_s"] > 0
 
 
