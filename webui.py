@@ -122,8 +122,10 @@ def build_app(ctx):
 
     with gr.Blocks(title="IndexTTS2 launcher · kernel latency") as app:
         note = getattr(ctx.engine, "selection_note", "")
+        gen_note = getattr(ctx.engine, "generation_note", "")  # e.g. IndexTTS hard-codes do_sample
         gr.Markdown(f"## IndexTTS2 launcher with per-request kernel latency breakdown\n"
                     f"**Engine serving:** {ctx.engine.label}" + (f"  \n_{note}_" if note else "")
+                    + (f"  \n_{gen_note}_" if gen_note else "")
                     + f"  \n**Tracing:** {ctx.capabilities.get('mode')} mode")
         synth = synthesize_tab.build(ctx)
         sched_state, sched_outputs = scheduling_tab.build(ctx, synth)

@@ -136,10 +136,8 @@ def ignored_generation_params(tts: Any) -> tuple[str, ...]:
     source: upstream v2.0.0 and 2.5 pop `do_sample` from the kwargs and then call
     `gpt.inference_speech(..., do_sample=True, ...)`. A fork that passes the caller's value
     (indextts25-inference passes `do_sample=do_sample`) reports nothing. Source unavailable: ()."""
-    cls = type(tts)
     try:
-        src = "".join(inspect.getsource(getattr(cls, name))
-                      for name in ("infer", "infer_generator") if hasattr(cls, name))
+        src = inspect.getsource(type(tts))  # the whole class: the call may sit in a helper method
     except (OSError, TypeError):
         return ()
     return tuple(sorted(set(_HARD_CODED_KWARG.findall(src))))

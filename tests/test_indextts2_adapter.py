@@ -344,3 +344,26 @@ def test_hub_cache_points_at_model_dir(standin_path, model_dir, monkeypatch):
     IndexTTS2Engine(model_dir=model_dir)
     want = os.path.abspath(os.path.join(model_dir, "hf_cache"))
     assert os.environ["HF_HUB_CACHE"] == want and hc.HF_HUB_CACHE == want
+
+
+def test_do_sample_is_reported_as_ignored(engine, voices):
+    """Upstream v2.0.0 pops do_sample and passes do_sample=True to the GPT (as the stand-in now
+    does): the engine reads that from the installed code and the UI shows the note."""
+    assert engine.ignored_generation == ("do_sample",)
+    assert "do_sample=True" in engine.generation_note and "no effect" in engine.generation_note
+    res, call = _run(engine, text="Hi.", spk_audio_prompt=voices[0], generation={"do_sample": False})
+    assert call["generation_kwargs"]["do_sample"] is False  # sent as asked: upstream ignores it
+    assert res.info["generation_ignored"] == ["do_sample"]
+
+
+def test_standin_matches_upstream_where_it_differed(standin_path, model_dir):
+    """Upstream facts the stand-in had wrong: semantic_codec.quantize returns (indices,
+    quantized); cfg is an OmegaConf object (attribute access, not a dict)."""
+    import torch
+    from indextts.infer_v2 import IndexTTS2
+    tts = IndexTTS2(cfg_path=os.path.join(model_dir, "config.yaml"), model_dir=model_dir)
+    codes, quantized = tts.semantic_codec.quantize(torch.randn(1, 5, 32))
+    assert codes.dtype == torch.int64 and codes.shape == (1, 5)
+    assert quantized.is_floating_point() and quantized.shape == (1, 5, 32)
+    assert not isinstance(tts.cfg, dict) and tts.cfg.gpt.stop_mel_token == 8193 and tts.cfg["gpt"]["stop_mel_token"] == 8193
+    assert tts.model_version == 2.0

@@ -142,7 +142,9 @@ def build(ctx) -> dict:
                     use_random = gr.Checkbox(value=False, label="情感随机采样 / Random emotion sampling")
                 with gr.Accordion("高级生成参数 / Advanced generation parameters", open=False):
                     gen_inputs = [
-                        gr.Checkbox(value=d["do_sample"], label="do_sample"),
+                        # the real IndexTTS hard-codes do_sample=True: say so instead of a dead toggle
+                        gr.Checkbox(value=d["do_sample"], label="do_sample",
+                                    info=getattr(ctx.engine, "generation_note", "") or None),
                         gr.Slider(0.0, 1.0, value=d["top_p"], step=0.01, label="top_p"),
                         gr.Slider(0, 100, value=d["top_k"], step=1, label="top_k"),
                         gr.Slider(0.1, 2.0, value=d["temperature"], step=0.1, label="temperature"),
