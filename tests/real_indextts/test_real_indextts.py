@@ -166,3 +166,13 @@ def test_attachment_downloads(clip):
         assert summary, names
         data = json.loads(z.read(summary[0]))
     assert data
+
+
+def test_ui_says_whether_do_sample_counts(real):
+    """Upstream v2.0.0 hard-codes do_sample=True: the page says the toggle has no effect.
+    indextts25 passes the caller's value: no such note."""
+    import urllib.request
+    version, _, srv = real
+    config = urllib.request.urlopen(srv.url + "config", timeout=30).read().decode()
+    note = "hard-codes do_sample=True in its own code"
+    assert (note in config) == (version == "2")
