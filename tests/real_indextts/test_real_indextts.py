@@ -19,7 +19,6 @@ Run alone: `./run_tests.sh -m real_indextts` (see README: cold and warm figures)
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ import soundfile as sf
 
 from tests.conftest import ROOT, Server
 from tests.real_indextts import envs
-from tests.userenvs import CACHE, Unavailable
+from tests.userenvs import CACHE, Unavailable, registry_reachable
 
 pytestmark = [pytest.mark.real_indextts, pytest.mark.slow]
 
@@ -80,7 +79,13 @@ def real(request, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp(f"real{version}"), "--version", version, "--model_dir", str(md),
                  "--no-warmup", launcher=[ROOT / "start_app.sh"],
                  env={"PYTHON": str(py), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    srv.start(timeout=900)
+    try:
+        srv.start(timeout=900)
+    except RuntimeError as e:  # the launcher's overlay (prometheus_client, ...) needs PyPI once
+        if not registry_reachable():
+            pytest.skip(f"the launcher could not add its packages to the IndexTTS {version} env "
+                        f"(PyPI unreachable): {str(e)[-300:]}")
+        raise
     yield version, py, srv
     assert srv.stop() == 0
 
