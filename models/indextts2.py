@@ -327,28 +327,37 @@ def _hf_cache_for(model_dir: str):
     """Keep IndexTTS2's hub downloads (MaskGCT codec, CAMPPlus, BigVGAN, w2v-BERT features) in
     the cache its own webui uses. infer_v2 sets HF_HUB_CACHE='./checkpoints/hf_cache' relative to
     the working directory at import, which is our repository, not the IndexTTS2 install. We
-    use the user's HF_HUB_CACHE if set, else <model_dir>/hf_cache when it exists; the hub and
-    transformers are imported first so that their cache constants are computed from it, and the
-    hub constant (read at download time) is set again after infer_v2's import."""
+    use the user's HF_HUB_CACHE if set, else <model_dir>/hf_cache when it exists. The hub and
+    transformers copy the cache path into module constants at import; the launcher may have
+    imported them already (Gradio imports huggingface_hub before the engine loads), so the
+    constants are pointed at it too, before infer_v2's import (transformers copies the hub's
+    constant then) and again after it (infer_v2 overwrites the variable)."""
     target = os.environ.get("HF_HUB_CACHE")
     if target == INDEXTTS_IMPORT_HF_CACHE:
         target = None  # set by an earlier infer_v2 import, not by the user
     if not target and os.path.isdir(os.path.join(model_dir, "hf_cache")):
         target = os.path.abspath(os.path.join(model_dir, "hf_cache"))
     if target:
-        os.environ["HF_HUB_CACHE"] = target
-        for mod in ("huggingface_hub", "transformers"):
-            with contextlib.suppress(Exception):
-                __import__(mod)
+        _point_hub_cache(target)
     try:
         yield
     finally:
         if target:
-            os.environ["HF_HUB_CACHE"] = target
-            import sys
-            constants = sys.modules.get("huggingface_hub.constants")
-            if constants is not None:
-                constants.HF_HUB_CACHE = target
+            _point_hub_cache(target)
+
+
+def _point_hub_cache(target: str) -> None:
+    import sys
+    os.environ["HF_HUB_CACHE"] = target
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_CACHE = target
+    hub = sys.modules.get("transformers.utils.hub")
+    if hub is not None:  # already imported: its copies of the path were taken from the old value
+        for name in ("HF_HUB_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE",
+                     "PYTORCH_PRETRAINED_BERT_CACHE"):
+            if hasattr(hub, name):
+                setattr(hub, name, target)
 
 
 def _read_wav_int16(path: str) -> tuple[np.ndarray, int]:
