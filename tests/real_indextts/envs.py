@@ -35,19 +35,19 @@ import sys
 import time
 from pathlib import Path
 
-from tests.userenvs import CACHE, Unavailable, find_uv, python_version, registry_reachable
+from tests.userenvs import CACHE, Unavailable, find_py310, find_uv, python_version, registry_reachable
 
 HERE = Path(__file__).resolve().parent
 
 SPECS = {
     "2": {
-        "pythons": ["/root/.pyenv/versions/3.10.13/bin/python", "python3.10", "python3.11"],
+        "pythons": [find_py310(), "python3.11"],  # 3.10 as upstream's v2.0.0 envs ($ITTS_PY310 too)
         "requirements": HERE / "requirements-v2.0.0.txt",
         "code": "indextts-cli==0.1.5",
         "warm": "from indextts.utils.front import TextNormalizer as T; n = T(); n.load(); print(n.normalize('你好 123'))",
     },
     "2.5": {
-        "pythons": ["/root/.pyenv/versions/3.11.7/bin/python", "python3.11"],
+        "pythons": [os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python"), "python3.11"],
         "requirements": HERE / "requirements-v2.5-main.txt",
         "code": "indextts25-inference==0.2.0",
         "warm": "from indextts25.utils.front import TextNormalizer as T; n = T(); n.load(); print(n.normalize('你好 123', 'zh'))",
@@ -56,7 +56,7 @@ SPECS = {
 
 
 def find_python(spec: dict) -> str:
-    for cand in spec["pythons"]:
+    for cand in filter(None, spec["pythons"]):
         path = cand if os.path.isabs(cand) else shutil.which(cand)
         if path and os.access(path, os.X_OK):
             return path
