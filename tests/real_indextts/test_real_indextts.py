@@ -142,8 +142,10 @@ def test_audio_from_the_real_code(clip):
     version, _, res = clip
     engine, _ = EXPECT[version]
     audio, sr = sf.read(res["audio"])
-    # 50 GPT codes -> 50 * 1.72 mel frames of 256 samples; random weights make noise, not silence
-    assert sr == 22050 and len(audio) >= 50 * 256 and np.abs(audio).max() > 0.001
+    # up to 50 GPT codes -> 1.72 mel frames of 256 samples each (fewer when the random GPT happens
+    # to sample its stop code early); random weights make noise, not silence
+    assert sr == 22050 and len(audio) >= 256, (sr, len(audio))
+    assert np.abs(audio).max() > 0.001, np.abs(audio).max()
     assert res["bd"]["engine"] == engine
 
 
