@@ -11,6 +11,11 @@ each doing a little real torch work, called in IndexTTS2's order:
 
 Every infer() call is recorded in `self.calls` (the arguments as received) so tests can check
 what the adapter sends.
+
+Where the stand-in used to differ from upstream and the adapter can tell, it now behaves as
+upstream (checked against the real code by tests/real_indextts): `semantic_codec.quantize`
+returns `(indices, quantized)`; `cfg` is attribute-accessed like OmegaConf's DictConfig, not a
+dict; `do_sample` is popped and the GPT gets `do_sample=True` whatever was asked.
 """
 from __future__ import annotations
 
