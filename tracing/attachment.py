@@ -8,6 +8,9 @@ Members:
                  parameters, versions) plus `schema` (SUMMARY_SCHEMA).
 - `report.txt`   the human-readable report (tracing/report.py).
 - `timeline.png` the timeline picture (tracing/timeline.py), when one was rendered.
+- `trace.dat`    the same window for trace-cmd (`trace-cmd report -i trace.dat`) and KernelShark
+                 (`kernelshark trace.dat`), made from the window's ring-buffer pages by
+                 tracing/tracedat.py when trace-cmd is installed; absent otherwise.
 
 The zip is written to a temporary name next to the destination and renamed, so a reader never sees
 a half-written file.
@@ -31,15 +34,18 @@ TRACE = "trace.txt"
 SUMMARY = "summary.json"
 REPORT = "report.txt"
 TIMELINE = "timeline.png"
+TRACE_DAT = "trace.dat"
+MEMBERS = (TRACE, SUMMARY, REPORT, TIMELINE, TRACE_DAT)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_DAT_MAGIC = b"\x17\x08\x44tracing"  # trace-cmd's file magic
 # Generous cap for the sanity check: a 16 MB/CPU buffer on a big box renders to a few hundred MB.
 MAX_MEMBER_BYTES = 2 << 30
 
 
 def build_attachment(dest_zip_path, raw_trace_text: str | None, summary: dict, report_text: str,
-                     timeline_png: bytes | None) -> Path:
-    """Write the zip atomically and return its path."""
+                     timeline_png: bytes | None, trace_dat=None) -> Path:
+    """Write the zip atomically and return its path. `trace_dat`: path of a trace.dat to include."""
     dest = Path(dest_zip_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     doc = dict(summary or {})
@@ -59,6 +65,8 @@ def build_attachment(dest_zip_path, raw_trace_text: str | None, summary: dict, r
                 # PNG is already compressed
                 zf.writestr(zipfile.ZipInfo(TIMELINE, date_time=_now_tuple()), timeline_png,
                             compress_type=zipfile.ZIP_STORED)
+            if trace_dat is not None:
+                zf.write(trace_dat, TRACE_DAT)  # mostly repeated page headers: deflates ~8x
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -72,7 +80,8 @@ def validate_attachment(zip_path) -> dict:
 
     Checks: it is a zip with summary.json (JSON object with `schema`) and report.txt; trace.txt, when
     present, starts with the `# tracer:` header and has sched_waking and atrace B| markers (warned as
-    problems only if the summary says mode "full"); timeline.png, when present, is a PNG.
+    problems only if the summary says mode "full"); timeline.png, when present, is a PNG; trace.dat,
+    when present, starts with trace-cmd's magic.
     """
     problems: list[str] = []
     members: dict[str, int] = {}
@@ -86,8 +95,8 @@ def validate_attachment(zip_path) -> dict:
             bad = zf.testzip()
             if bad:
                 problems.append(f"corrupt member {bad}")
-            if set(members) - {TRACE, SUMMARY, REPORT, TIMELINE}:
-                problems.append(f"unexpected members {sorted(set(members) - {TRACE, SUMMARY, REPORT, TIMELINE})}")
+            if set(members) - set(MEMBERS):
+                problems.append(f"unexpected members {sorted(set(members) - set(MEMBERS))}")
             if SUMMARY not in members:
                 problems.append("summary.json missing")
             else:
@@ -118,6 +127,10 @@ def validate_attachment(zip_path) -> dict:
                 with zf.open(TIMELINE) as fh:
                     if fh.read(8) != _PNG_MAGIC:
                         problems.append("timeline.png is not a PNG")
+            if TRACE_DAT in members:
+                with zf.open(TRACE_DAT) as fh:
+                    if fh.read(len(_DAT_MAGIC)) != _DAT_MAGIC:
+                        problems.append("trace.dat is not a trace-cmd file")
     except (zipfile.BadZipFile, OSError) as e:
         problems.append(f"not a readable zip: {e}")
     return {"ok": not problems, "problems": problems, "members": members, "schema": schema, "mode": mode}
