@@ -259,3 +259,56 @@ def test_event_that_failed_to_enable_is_flagged_not_healthy():
                             "vmscan/mm_vmscan_memcg_reclaim_begin": "absent on this kernel"}
     sev = {f["evidence"]["event"]: f["severity"] for f in F.findings(bd) if f["kind"] == F.MISSING_EVENTS}
     assert sev == {"sched/sched_waking": "warn", "irq/softirq_entry": "info"}  # an optional absent one: no finding
+
+
+def _self_contended(pid=4242):
+    """tts-synth (pid) waited behind its own torch worker and the web loop."""
+    bd = healthy(pid=pid)
+    bd["threads"][0]["comm"] = "tts-synth"
+    bd["threads"][1]["comm"] = "torch-intra-1"
+    bd["threads"].append({**bd["threads"][1], "tid": pid + 2, "comm": "web-loop"})
+    bd["blockers"] = [{"comm": "torch-intra-1", "pid": pid + 1, "time_s": 0.2, "preemptions": 9},
+                      {"comm": "web-loop", "pid": pid + 2, "time_s": 0.1, "preemptions": 3}]
+    t0 = bd["window"]["start_s"]
+    bd["segments"] += [
+        {"tid": pid, "state": "runnable", "start_s": t0 + 0.1, "end_s": t0 + 0.3, "cpu": 0,
+         "blocker": f"torch-intra-1:{pid + 1}"},
+        {"tid": pid + 1, "state": "runnable", "start_s": t0 + 0.4, "end_s": t0 + 0.5, "cpu": 0,
+         "blocker": f"web-loop:{pid + 2}"},
+    ]
+    roles = {pid: "synthesis", pid + 1: "torch-intra", pid + 2: "web-loop"}
+    return bd, roles
+
+
+def test_self_contention_names_the_roles_and_follows_the_readback():
+    bd, roles = _self_contended()
+    # torch threads already match the CPUs: no "set torch threads to 2"
+    ctx = {"preset": {"name": "default", "cpus": "0-1", "torch_threads": 2}, "roles": roles}
+    f = by_kind(F.findings(bd, ctx), F.SELF_CONTENTION)
+    m = f["message"]
+    assert "tts-synth waited 200 ms behind torch-intra-1" in m
+    assert "torch-intra-1 waited 100 ms behind web-loop" in m
+    assert "set torch threads to" not in m
+    assert "already match the 2 CPU(s)" in m and "torch threads 1" in m and "web server" in m
+    assert f["evidence"]["roles"] == ["synthesis", "torch-intra", "web-loop"]
+    c = f["evidence"]["collisions"][0]
+    assert (c["waiter_role"], c["holder_role"], c["waiter"], c["holder"]) == \
+        ("synthesis", "torch-intra", "tts-synth", "torch-intra-1")
+    # JSON round trip turns tids into strings: still understood
+    ctx2 = {**ctx, "roles": {str(k): v for k, v in roles.items()}}
+    assert by_kind(F.findings(bd, ctx2), F.SELF_CONTENTION)["evidence"]["roles"] == f["evidence"]["roles"]
+
+
+def test_self_contention_too_many_torch_threads():
+    bd, roles = _self_contended()
+    ctx = {"preset": {"name": "pinned", "cpus": "1", "torch_threads": 4}, "roles": roles}
+    m = by_kind(F.findings(bd, ctx), F.SELF_CONTENTION)["message"]
+    assert "torch runs 4 intra-op threads on the preset's 1 CPU(s): set torch threads to 1" in m
+
+
+def test_self_contention_with_the_trace_worker_and_one_cpu():
+    bd, roles = _self_contended()
+    roles[4244] = "trace-aux"
+    ctx = {"preset": {"name": "pinned", "cpus": "1", "torch_threads": 1}, "roles": roles}
+    m = by_kind(F.findings(bd, ctx), F.SELF_CONTENTION)["message"]
+    assert "trace worker (trace-aux)" in m and "one CPU" in m and "set torch threads" not in m

@@ -8,9 +8,11 @@ of `{kind, severity, message, evidence}`, most severe first:
 - message: one plain sentence with the numbers, naming the task and pid concerned and what to do.
 - evidence: the numbers the rule used (seconds unless the key says otherwise), JSON-serialisable.
 
-`context` is optional: {"preset": {"name" (or "preset"), "policy", "cpus", ...}, "rt_runtime_us": int,
-"rt_period_us": int}; the preset read back names itself in messages, and its policy (fifo/rr, or
-SCHED_FIFO/SCHED_RR) drives the RT-throttling rule.
+`context` is optional: {"preset": {"name" (or "preset"), "policy", "cpus", "torch_threads", ...},
+"rt_runtime_us": int, "rt_period_us": int, "roles": {tid: role kind}}; the preset read back names
+itself in messages, its policy (fifo/rr, or SCHED_FIFO/SCHED_RR) drives the RT-throttling rule, and
+its cpus/torch_threads with the thread roles (tuning.roles: synthesis, torch-intra, torch-interop,
+web-loop, web-worker, trace-aux) drive the self-contention advice.
 
 Shares are of the window's wall time summed over our threads' observed time where that is the fairer
 denominator (several threads can wait at once), see `_denominator`.
@@ -42,6 +44,14 @@ KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRE
          HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
+
+# --- thread roles the service names (tuning.roles kinds; passed in as ctx["roles"]) -----------
+SYNTH_ROLE = "synthesis"
+TORCH_INTRA_ROLE = "torch-intra"
+TORCH_INTEROP_ROLE = "torch-interop"
+WEB_LOOP_ROLE = "web-loop"
+WEB_WORKER_ROLE = "web-worker"
+TRACE_AUX_ROLE = "trace-aux"
 
 # --- thresholds -----------------------------------------------------------------------------
 # A blocker that held our CPU for >= 5% of the request (and >= 5 ms, below which timer noise and a
@@ -274,7 +284,9 @@ def _rule_contention(bd: dict, ctx: dict) -> list[dict]:
 
 
 def _rule_self_contention(bd: dict, ctx: dict) -> list[dict]:
-    """Our own threads as blockers: more runnable worker threads than CPUs (torch pool too big)."""
+    """Our own threads as blockers. Says which roles collided (who waited behind whom, from the
+    runnable segments' blockers and ctx["roles"]) and advises from the read-back (torch threads
+    vs the preset's CPUs), never "set torch threads to N" when they are N already."""
     wall = _wall(bd)
     if bd.get("mode") == "schedstat" or wall <= 0:
         return []
@@ -286,14 +298,109 @@ def _rule_self_contention(bd: dict, ctx: dict) -> list[dict]:
     if not mine or t < MIN_BLOCKER_S or sev is None:
         return []
     top = max(mine, key=lambda b: _num(b, "time_s"))
+    roles = _roles(ctx)
+    pairs = _self_collisions(bd, ours)
+    names = {th.get("tid"): th.get("comm") for th in bd.get("threads") or []}
+    names.update({b.get("pid"): b.get("comm") for b in mine})
+    shown = pairs[:3]
+    if shown:
+        who = "; ".join(f"{names.get(w, w)} waited {_ms(d)} behind {names.get(h, h)}" for w, h, d in shown)
+        who = f" ({who})"
+    else:
+        who = ""
+    kinds = {roles[x] for w, h, _ in pairs for x in (w, h) if x in roles} | \
+        {roles[b.get("pid")] for b in mine if b.get("pid") in roles}
+    advice, evidence = _self_advice(kinds, ctx)
     # Our own queueing is a sizing problem, never worse than a warning.
     msg = (f"Our own threads queue behind each other: {_blocker_name(top)} and {len(mine) - 1} other "
            f"thread(s) of {_proc_name(bd)} held the CPU for {_ms(t)} ({_pct(share)} of the request) "
-           f"while a sibling was runnable; set torch threads to the number of CPUs in the preset.")
+           f"while a sibling was runnable{who}; {advice}.")
     return [_f(SELF_CONTENTION, "warn", msg, {
         "time_s": t, "share": share, "wall_s": wall, "threads": len(mine),
-        "top_comm": top.get("comm"), "top_pid": top.get("pid"),
+        "top_comm": top.get("comm"), "top_pid": top.get("pid"), "roles": sorted(kinds),
+        "collisions": [{"waiter": names.get(w), "waiter_tid": w, "waiter_role": roles.get(w),
+                        "holder": names.get(h), "holder_tid": h, "holder_role": roles.get(h), "time_s": d}
+                       for w, h, d in pairs[:10]],
+        **evidence,
     })]
+
+
+def _roles(ctx: dict) -> dict:
+    """ctx["roles"]: {tid: role kind} from the service (JSON may have made the tids strings)."""
+    out = {}
+    for k, v in (ctx.get("roles") or {}).items() if isinstance(ctx.get("roles"), dict) else ():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def _self_collisions(bd: dict, ours: set) -> list:
+    """[(waiter tid, holder tid, seconds)] from runnable segments whose blocker is one of ours,
+    largest first. Segments are capped in long windows, so these are the visible part."""
+    acc: dict = {}
+    for sg in bd.get("segments") or []:
+        b = sg.get("blocker") if sg.get("state") == "runnable" else None
+        if not isinstance(b, str) or ":" not in b:
+            continue
+        try:
+            holder = int(b.rsplit(":", 1)[1])
+        except ValueError:
+            continue
+        if holder in ours and holder != sg.get("tid"):
+            key = (sg.get("tid"), holder)
+            acc[key] = acc.get(key, 0.0) + max(0.0, _num(sg, "end_s") - _num(sg, "start_s"))
+    return sorted(((w, h, d) for (w, h), d in acc.items()), key=lambda x: -x[2])
+
+
+def _cpu_count(cpus) -> int | None:
+    """Count of a read-back CPU list ("0-1,3"), None when unknown ("mixed", missing)."""
+    if not isinstance(cpus, str) or not cpus or cpus == "mixed":
+        return None
+    n = 0
+    try:
+        for part in cpus.split(","):
+            a, _, b = part.partition("-")
+            n += int(b) - int(a) + 1 if b else 1
+    except ValueError:
+        return None
+    return n
+
+
+def _self_advice(kinds: set, ctx: dict) -> tuple[str, dict]:
+    """What would help, from the roles that collided and what the kernel/torch read back."""
+    p = ctx.get("preset") if isinstance(ctx.get("preset"), dict) else {}
+    tt = p.get("torch_threads") if isinstance(p.get("torch_threads"), int) else None
+    n = _cpu_count(p.get("cpus"))
+    ev = {"torch_threads": tt, "cpus": n}
+    if tt and n and tt > n:
+        return (f"torch runs {tt} intra-op threads on the preset's {n} CPU(s): set torch threads to {n} "
+                f"(the preset's torch_threads)"), ev
+    tips = []
+    if TRACE_AUX_ROLE in kinds:
+        tips.append("the trace worker (trace-aux) shared the synthesis CPUs because the preset leaves it "
+                    "none of its own: a preset that leaves a CPU free (e.g. `pinned`) moves it there")
+    if kinds & {WEB_LOOP_ROLE, WEB_WORKER_ROLE}:
+        tips.append("the web server's threads (web-loop/web-worker) ran on the synthesis CPUs: pin synthesis "
+                    "to a subset with `pinned` so they keep the rest, or raise it with `priority`")
+    if TORCH_INTEROP_ROLE in kinds:
+        tips.append("torch's inter-op pool competed with its intra-op team: set torch interop threads to 1")
+    if kinds & {SYNTH_ROLE, TORCH_INTRA_ROLE} and tt and n:
+        if n > 1:
+            tips.append(f"torch threads already match the {n} CPU(s) ({tt}), so the synthesis thread's serial "
+                        f"work and its intra-op workers took turns: fewer intra-op threads than CPUs (torch "
+                        f"threads {n - 1}) leave it a CPU, and OMP_WAIT_POLICY=passive stops idle workers "
+                        f"spinning")
+        else:
+            tips.append("the preset gives synthesis one CPU, shared by all its threads: a preset with more "
+                        "CPUs helps; torch threads cannot go below 1")
+    if not tips and tt and n:
+        tips.append(f"torch threads ({tt}) do not exceed the preset's {n} CPU(s), so fewer torch threads "
+                    f"will not help; pin synthesis with `pinned` so other work keeps off its CPUs")
+    elif not tips:  # nothing read back: the sizing rule is all we can say
+        tips.append("keep torch threads at or below the number of CPUs in the preset")
+    return "; ".join(tips), ev
 
 
 def _rule_runqueue(bd: dict, ctx: dict) -> list[dict]:
