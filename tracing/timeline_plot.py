@@ -1,0 +1,190 @@
+"""Interactive timeline of one request (or two, on one time scale): breakdown dict -> Plotly figure.
+
+The PNG (tracing/timeline.py) stays for the attachment and snapshot reports; this is the view to
+explore in the browser (Gradio's gr.Plot draws Plotly figures with plotly.js): zoom by dragging,
+pan from the mode bar, double-click to reset, hover a segment for its thread, state, start,
+duration, CPU and blocker.
+
+- One lane per thread (every thread in the breakdown, ordered: synthesis thread, torch workers,
+  then by on-CPU + run-queue time), labelled `comm tid`; the comm is the role name when the service
+  named the thread (tuning.roles), else the kernel's.
+- Segments are horizontal bars coloured by state (running / runnable / blocked I/O / sleep), with
+  the PNG's colours; runnable segments whose CPU was held by another task are red and hatched,
+  and their hover names the blocker.
+- Pipeline stages are bands across the lanes with their names on top.
+- Time is in ms from the window start, so two clips compare on one scale (`compare_figure`).
+
+Responsiveness: a breakdown carries up to 4000 segments. One bar trace per state (at most five
+traces, each point's details in `customdata`), never one trace per segment: plotly.js then lays out
+4000 bars in one pass.
+
+Every string from the kernel (comm, blocker) or the request (stage names) is HTML-escaped: Plotly
+renders hover text and tick labels as a subset of HTML.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .timeline import STATE_COLORS, STATE_LABELS, _STAGE_COLORS
+
+_STATES = ("sleep", "blocked_io", "running", "runnable", "runnable_blocked")  # drawing order
+_ROLE_ORDER = {"synthesis": 0, "torch-intra": 1, "torch-interop": 2}
+LANE_PX = 26
+# A plain look without a named template: plotly deep-copies a named template (~100 ms here).
+_TEMPLATE = {"layout": {"plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
+                        "xaxis": {"gridcolor": "#e5e5e5"}, "yaxis": {"gridcolor": "#ffffff"}}}
+HOVER = ("%{customdata[0]}<br>state: %{customdata[1]}<br>start: %{customdata[2]} ms"
+         "<br>duration: %{customdata[3]} ms<br>CPU: %{customdata[4]}<br>blocker: %{customdata[5]}"
+         "<extra></extra>")
+
+
+def _num(d, key) -> float:
+    v = d.get(key) if isinstance(d, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
+
+
+def _esc(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _lanes(bd: dict) -> list[tuple[int, str]]:
+    """[(tid, label)] top to bottom."""
+    threads = [t for t in bd.get("threads") or [] if isinstance(t, dict) and isinstance(t.get("tid"), int)]
+    seen = {t["tid"] for t in threads}
+    for sg in bd.get("segments") or []:  # a segment of a thread the table left out still gets a lane
+        if isinstance(sg.get("tid"), int) and sg["tid"] not in seen:
+            seen.add(sg["tid"])
+            threads.append({"tid": sg["tid"], "comm": "?"})
+    threads.sort(key=lambda t: (_ROLE_ORDER.get(t.get("role"), 9), _worker_index(t),
+                                -(_num(t, "on_cpu_s") + _num(t, "runqueue_wait_s")), t["tid"]))
+    return [(t["tid"], f"{_esc(t.get('comm', '?'))} {t['tid']}") for t in threads]
+
+
+def _worker_index(t: dict) -> int:
+    """torch-intra-3 -> 3, so a team's lanes come in order; 0 for everything else."""
+    tail = str(t.get("comm", "")).rsplit("-", 1)[-1]
+    return int(tail) if t.get("role") in _ROLE_ORDER and tail.isdigit() else 0
+
+
+def _blocker(b) -> str | None:
+    if b is None or b == "" or b is False:
+        return None
+    if isinstance(b, dict):
+        return f"{b.get('comm', '?')}:{b.get('pid', '?')}"
+    return str(b)
+
+
+def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", showlegend: bool = True) -> list:
+    """One go.Bar per state present, bars positioned by base (start) and x (duration) in ms."""
+    t0 = _num(bd.get("window") or {}, "start_s")
+    cols: dict[str, dict[str, list]] = {s: {"y": [], "base": [], "x": [], "cd": []} for s in _STATES}
+    for sg in bd.get("segments") or []:
+        tid, state = sg.get("tid"), sg.get("state")
+        if tid not in lanes or state not in STATE_COLORS:
+            continue
+        start = (_num(sg, "start_s") - t0) * 1000.0
+        dur = max(0.0, (_num(sg, "end_s") - _num(sg, "start_s")) * 1000.0)
+        blk = _blocker(sg.get("blocker")) if state == "runnable" else None
+        key = "runnable_blocked" if blk else state
+        c = cols[key]
+        c["y"].append(lanes[tid])
+        c["base"].append(round(start, 4))
+        c["x"].append(round(dur, 4))
+        cpu = sg.get("cpu")
+        c["cd"].append((lanes[tid], STATE_LABELS.get(key, state), f"{start:.3f}", f"{dur:.3f}",
+                        str(cpu) if isinstance(cpu, int) else "?", _esc(blk) if blk else "-"))
+    out = []
+    for state in _STATES:
+        c = cols[state]
+        if not c["x"]:
+            continue
+        marker = {"color": STATE_COLORS[state], "line": {"width": 0}}
+        if state == "runnable_blocked":
+            marker["pattern"] = {"shape": "/", "fgcolor": "#ffffff", "size": 5}
+        cd = np.array(c["cd"], dtype=str)  # strings, not objects: plotly copies it in one block
+        out.append(dict(  # a dict, not go.Bar: go.Figure would deep-copy a built trace's arrays
+            type="bar", name=STATE_LABELS[state], legendgroup=state, showlegend=showlegend, orientation="h",
+            y=np.array(c["y"], dtype=str), x=np.array(c["x"]), base=np.array(c["base"]), customdata=cd,
+            hovertemplate=HOVER,
+            marker=marker, width=0.8, meta=f"{prefix}{state}",
+        ))
+    return out
+
+
+def _stage_shapes(bd: dict, yref: str = "y", xref: str = "x") -> tuple[list, list]:
+    t0 = _num(bd.get("window") or {}, "start_s")
+    shapes, notes = [], []
+    for i, st in enumerate(s for s in bd.get("stages") or [] if isinstance(s, dict)):
+        a, b = (_num(st, "start_s") - t0) * 1000.0, (_num(st, "end_s") - t0) * 1000.0
+        if b <= a:
+            continue
+        shapes.append({"type": "rect", "xref": xref, "yref": f"{yref} domain", "x0": a, "x1": b, "y0": 0, "y1": 1,
+                       "fillcolor": _STAGE_COLORS[i % len(_STAGE_COLORS)], "opacity": 0.35, "layer": "below",
+                       "line": {"width": 0}})
+        notes.append({"xref": xref, "yref": f"{yref} domain", "x": (a + b) / 2, "y": 1.0, "yanchor": "bottom",
+                      "text": _esc(st.get("name", "?")), "showarrow": False, "font": {"size": 10}})
+    return shapes, notes
+
+
+def _window_ms(bd: dict) -> float:
+    w = bd.get("window") or {}
+    return max(0.0, (_num(w, "end_s") - _num(w, "start_s")) * 1000.0)
+
+
+def timeline_figure(breakdown: dict, title: str | None = None) -> go.Figure:
+    """The interactive timeline of one request. Schedstat mode (no segments) says so."""
+    bd = breakdown or {}
+    if bd.get("mode") == "schedstat" or not bd.get("segments"):
+        fig = go.Figure()
+        fig.add_annotation(text="No per-thread timeline: " + (
+            "schedstat mode (no writable tracefs) has counters only" if bd.get("mode") == "schedstat"
+            else "no segments in this window"), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+        fig.update_layout(height=160, xaxis={"visible": False}, yaxis={"visible": False}, template=_TEMPLATE)
+        return fig
+    lanes = dict(_lanes(bd))
+    shapes, notes = _stage_shapes(bd)
+    order = list(lanes.values())
+    return go.Figure(data=_traces(bd, lanes), layout=dict(
+        title=_esc(title) if title else None, barmode="overlay", template=_TEMPLATE,
+        height=140 + LANE_PX * len(order), margin={"l": 10, "r": 10, "t": 50 if title else 30, "b": 40},
+        shapes=shapes, annotations=notes, hovermode="closest", dragmode="zoom",
+        legend={"orientation": "h", "y": -0.15 - 6.0 / max(6, LANE_PX * len(order) / 10), "x": 0},
+        xaxis={"title": "ms since the trace window opened", "range": [0, _window_ms(bd) or None],
+               "showgrid": True, "zeroline": False},
+        yaxis={"categoryorder": "array", "categoryarray": order[::-1], "fixedrange": True, "automargin": True},
+    ))
+
+
+def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> go.Figure:
+    """Two requests stacked on one time axis (ms from each window's start), zoom shared."""
+    la, lb = dict(_lanes(a or {})), dict(_lanes(b or {}))
+    rows = [max(1, len(la)), max(1, len(lb))]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        row_heights=[r / sum(rows) for r in rows],
+                        subplot_titles=(_esc(label_a), _esc(label_b)))
+    for i, (bd, lanes) in enumerate(((a or {}, la), (b or {}, lb)), start=1):
+        for tr in _traces(bd, lanes, prefix=f"{i}:", showlegend=i == 1):
+            fig.add_trace(tr, row=i, col=1)
+        fig.update_yaxes(categoryorder="array", categoryarray=list(lanes.values())[::-1], fixedrange=True,
+                         automargin=True, row=i, col=1)
+    shapes, notes = [], []
+    for i, bd in ((1, a or {}), (2, b or {})):
+        s, n = _stage_shapes(bd, yref="y" if i == 1 else "y2", xref="x" if i == 1 else "x2")
+        shapes += s
+        notes += n
+    end = max(_window_ms(a or {}), _window_ms(b or {}))
+    fig.update_layout(barmode="overlay", template=_TEMPLATE, height=200 + LANE_PX * sum(rows),
+                      margin={"l": 10, "r": 10, "t": 40, "b": 40}, hovermode="closest", dragmode="zoom",
+                      legend={"orientation": "h", "y": -0.08, "x": 0})
+    for s in shapes:
+        fig.add_shape(s)
+    for n in notes:
+        fig.add_annotation(n)
+    fig.update_xaxes(range=[0, end or None], showgrid=True, zeroline=False)
+    fig.update_xaxes(title_text="ms since each trace window opened", row=2, col=1)
+    return fig
