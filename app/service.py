@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ import soundfile as sf
 
 from models.base import InputError, SynthesisRequest
 from app.store import ClipStore
+from tracing import tracedat
 from tracing.attachment import build_attachment
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
@@ -38,6 +40,7 @@ from tracing.report import render_report
 from tracing.timeline import render_timeline
 from tracing.window import TraceWindow, process_cpus
 from tuning.apply import Tuner, TuningError
+from tuning.roles import TRACE_AUX, ThreadRoles
 
 log = logging.getLogger("service")
 
@@ -89,6 +92,7 @@ class ClipRecord:
     stages: list = field(default_factory=list)
     engine_info: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    roles: dict = field(default_factory=dict)  # tid -> role kind (tuning.roles) when synthesis ran
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -114,9 +118,14 @@ class Service:
         self.trace_root = trace_root
         self.buffer_kb = buffer_kb
         self._lock = threading.Lock()
+        self.roles = ThreadRoles()  # threads named by role in the kernel, so traces say who is who
         # the aux worker: one thread, placed off the synthesis CPUs by the tuner when it starts
         self._aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-aux",
                                        initializer=self._place_aux)
+        # trace.dat (two trace-cmd runs, tens of ms) overlaps the analysis on a second such thread
+        self._dat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-dat",
+                                       initializer=self._place_aux)
+        self._dat_ready: str | None = None  # tracefs root whose trace.dat stub is built
         self.requests = 0
         self.failures = 0
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
@@ -130,6 +139,10 @@ class Service:
     def _prepare_next(self) -> None:
         try:
             self._next_window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb).prepare()
+            root = self._next_window.caps.root if self._next_window.caps.mode == "full" else None
+            if root and self._dat_ready != root and tracedat.trace_cmd():
+                tracedat.prepare(root)  # once, here rather than in the first clip's post-processing
+                self._dat_ready = root
         except Exception as e:
             log.warning("could not prepare a trace window ahead: %s", e)
             self._next_window = None
@@ -146,16 +159,19 @@ class Service:
         return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
 
     def _place_aux(self) -> None:
+        self.roles.name_current(TRACE_AUX)
         try:
             self.tuner.place_aux_thread()
         except Exception as e:  # placement is best effort: never fail a request over it
             log.warning("could not place the trace-aux thread: %s", e)
 
     def close(self) -> None:
+        self._dat.shutdown(wait=True)
         self._aux.shutdown(wait=True)  # a preparation in flight finishes first...
         w, self._next_window = self._next_window, None
         if w is not None:
             w.discard()  # ...so that no prepared window outlives the service
+        self.roles.restore()  # threads get their own names back
 
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
                    trace: bool | None = None, progress: Progress | None = None) -> ClipRecord:
@@ -188,6 +204,9 @@ class Service:
             scope_cm = contextlib.nullcontext()
         window = None
         with scope_cm:
+            # name this thread, its torch team and the server's threads before the window opens,
+            # so every event of the window carries the role names
+            roles = self.roles.name_synthesis_thread(sys.modules.get("torch"))
             in_force = self.tuner.readback()
             window = self._take_window() if trace else None  # before the clock: not synthesis
             t0 = time.monotonic()
@@ -204,14 +223,14 @@ class Service:
                 raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
             wall = time.monotonic() - t0
         try:
-            return self._finish(rid, clip_dir, req, result, wall, in_force, trace, window, progress)
+            return self._finish(rid, clip_dir, req, result, wall, in_force, trace, window, progress, roles)
         finally:
             if window is not None:
                 window.discard()  # normally collected already; never leave an instance behind
             if trace:
                 self._aux.submit(self._prepare_next)  # the next request's window gets ready
 
-    def _finish(self, rid, clip_dir, req, result, wall, in_force, trace, window, progress) -> ClipRecord:
+    def _finish(self, rid, clip_dir, req, result, wall, in_force, trace, window, progress, roles) -> ClipRecord:
         if progress:
             progress(0.97, "analysing the trace")
         audio_path = clip_dir / "audio.wav"
@@ -222,7 +241,7 @@ class Service:
             audio_path=str(audio_path), duration_s=round(result.duration_s, 3), wall_s=round(wall, 4),
             rtf=round(wall / result.duration_s, 4) if result.duration_s else 0.0,
             preset=in_force, params=req.to_dict(), tracing=trace,
-            stages=list(self.engine.stages), engine_info=_jsonable(result.info))
+            stages=list(self.engine.stages), engine_info=_jsonable(result.info), roles=dict(roles))
         # analysis off the synthesis path, on the aux thread
         self._aux.submit(self._postprocess, record, window, clip_dir).result()
         self.store.save_record(record.to_dict())
@@ -235,10 +254,17 @@ class Service:
 
     def _postprocess(self, record: ClipRecord, window: TraceWindow | None, clip_dir) -> None:
         raw = None
+        dat_job = None
         if window is not None:
+            cap = window.collect()
+            if cap.mode == "full" and cap.ring is not None and tracedat.trace_cmd():
+                dat_job = self._dat.submit(tracedat.write_trace_dat, clip_dir / ".trace.dat", cap.pages,
+                                           cap.capabilities.get("root"), cap.ring.page_size)
             bd = window.analyze().to_dict()
+            for t in bd.get("threads") or []:
+                t["role"] = record.roles.get(t.get("tid"))
             record.breakdown = bd
-            record.findings = make_findings(bd, {"preset": record.preset})
+            record.findings = make_findings(bd, {"preset": record.preset, "roles": record.roles})
             raw = window.capture.raw_text or None
             png = render_timeline(bd, None)
             (clip_dir / "timeline.png").write_bytes(png)
@@ -255,7 +281,17 @@ class Service:
                    "preset": record.preset, "request": record.params, "wall_s": record.wall_s,
                    "duration_s": record.duration_s, "breakdown": record.breakdown,
                    "findings": record.findings, "versions": versions(), "pid": os.getpid()}
-        build_attachment(clip_dir / "trace.zip", raw, summary, report, png)
+        dat = None
+        if dat_job is not None:
+            try:
+                dat = dat_job.result()
+            except tracedat.TraceDatError as e:
+                record.notes.append(f"No trace.dat in the attachment: {e}")
+        try:
+            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
+        finally:
+            if dat is not None:
+                dat.unlink(missing_ok=True)  # it lives in the zip
         record.attachment_path = str(clip_dir / "trace.zip")
 
 
