@@ -99,10 +99,11 @@ def main(argv=None) -> int:
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
     app.queue(default_concurrency_limit=1)
     from app.ui.compat import GRADIO_VERSION, launch_kwargs
+    from app.ui.common import CSS
     print(f"* UI: Gradio {GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
     fastapi_app, _, _ = app.launch(**launch_kwargs(server_name=args.host, server_port=args.port, auth=auth,
                                                    show_error=True, footer_links=["api", "gradio", "settings"],
-                                                   prevent_thread_lock=True))
+                                                   prevent_thread_lock=True, css=CSS))
     from app import metrics
     metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)
@@ -117,10 +118,11 @@ def build_app(ctx):
     """The page: header, then the tabs in order; each tab module builds its own gr.Tab."""
     import gradio as gr
     from app.ui import compare_tab, compat, history_tab, scheduling_tab, snapshots_tab, synthesize_tab, system_tab
+    from app.ui.common import CSS
     from app.ui.compat import PRIVATE
     compat.install()  # refuses an unsupported Gradio; REST error text on Gradio 5
 
-    with gr.Blocks(title="IndexTTS2 launcher · kernel latency") as app:
+    with gr.Blocks(title="IndexTTS2 launcher · kernel latency", **compat.blocks_kwargs(css=CSS)) as app:
         note = getattr(ctx.engine, "selection_note", "")
         gen_note = getattr(ctx.engine, "generation_note", "")  # e.g. IndexTTS hard-codes do_sample
         gr.Markdown(f"## IndexTTS2 launcher with per-request kernel latency breakdown\n"

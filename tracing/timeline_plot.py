@@ -9,8 +9,8 @@ duration, CPU and blocker.
   then by on-CPU + run-queue time), labelled `comm tid`; the comm is the role name when the service
   named the thread (tuning.roles), else the kernel's.
 - Segments are horizontal bars coloured by state (running / runnable / blocked I/O / sleep), with
-  the PNG's colours; runnable segments whose CPU was held by another task are red and hatched,
-  and their hover names the blocker.
+  the PNG's colours; runnable segments whose CPU was held by another task are red (a trace of their
+  own, "runnable, CPU held by another task") and their hover names the blocker.
 - Pipeline stages are bands across the lanes with their names on top.
 - Time is in ms from the window start, so two clips compare on one scale (`compare_figure`).
 
@@ -35,6 +35,8 @@ from .timeline import STATE_COLORS, STATE_LABELS, _STAGE_COLORS
 _STATES = ("sleep", "blocked_io", "running", "runnable", "runnable_blocked")  # drawing order
 _ROLE_ORDER = {"synthesis": 0, "torch-intra": 1, "torch-interop": 2}
 LANE_PX = 26
+# legend on top of the figure (the x axis keeps the bottom), stage names between it and the lanes
+_LEGEND = {"orientation": "h", "x": 0, "y": 1, "yref": "container", "yanchor": "top", "font": {"size": 11}}
 # A plain look without a named template: plotly deep-copies a named template (~100 ms here).
 _TEMPLATE = {"layout": {"plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
                         "xaxis": {"gridcolor": "#e5e5e5"}, "yaxis": {"gridcolor": "#ffffff"}}}
@@ -79,8 +81,10 @@ def _blocker(b) -> str | None:
     return str(b)
 
 
-def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", showlegend: bool = True) -> list:
-    """One go.Bar per state present, bars positioned by base (start) and x (duration) in ms."""
+def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | None = None) -> list:
+    """One bar trace per state present, bars positioned by base (start) and x (duration) in ms.
+    `legend`: states already in the legend (a state gets one entry across both compared clips)."""
+    legend = set() if legend is None else legend
     t0 = _num(bd.get("window") or {}, "start_s")
     cols: dict[str, dict[str, list]] = {s: {"y": [], "base": [], "x": [], "cd": []} for s in _STATES}
     for sg in bd.get("segments") or []:
@@ -104,21 +108,24 @@ def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", showlegend: bool 
         if not c["x"]:
             continue
         marker = {"color": STATE_COLORS[state], "line": {"width": 0}}
-        if state == "runnable_blocked":
-            marker["pattern"] = {"shape": "/", "fgcolor": "#ffffff", "size": 5}
         cd = np.array(c["cd"], dtype=str)  # strings, not objects: plotly copies it in one block
         out.append(dict(  # a dict, not go.Bar: go.Figure would deep-copy a built trace's arrays
-            type="bar", name=STATE_LABELS[state], legendgroup=state, showlegend=showlegend, orientation="h",
+            type="bar", name=STATE_LABELS[state], legendgroup=state, showlegend=state not in legend, orientation="h",
             y=np.array(c["y"], dtype=str), x=np.array(c["x"]), base=np.array(c["base"]), customdata=cd,
             hovertemplate=HOVER,
             marker=marker, width=0.8, meta=f"{prefix}{state}",
         ))
+        legend.add(state)
     return out
 
 
 def _stage_shapes(bd: dict, yref: str = "y", xref: str = "x") -> tuple[list, list]:
+    """Stage bands across the lanes, names above them; names of narrow stages (< 15% of the window)
+    are staggered over three heights so neighbours do not print over each other."""
     t0 = _num(bd.get("window") or {}, "start_s")
+    span = _window_ms(bd) or 1.0
     shapes, notes = [], []
+    narrow = 0
     for i, st in enumerate(s for s in bd.get("stages") or [] if isinstance(s, dict)):
         a, b = (_num(st, "start_s") - t0) * 1000.0, (_num(st, "end_s") - t0) * 1000.0
         if b <= a:
@@ -126,9 +133,19 @@ def _stage_shapes(bd: dict, yref: str = "y", xref: str = "x") -> tuple[list, lis
         shapes.append({"type": "rect", "xref": xref, "yref": f"{yref} domain", "x0": a, "x1": b, "y0": 0, "y1": 1,
                        "fillcolor": _STAGE_COLORS[i % len(_STAGE_COLORS)], "opacity": 0.35, "layer": "below",
                        "line": {"width": 0}})
+        shift = 0
+        if b - a < 0.15 * span:
+            shift, narrow = 11 * (narrow % 3), narrow + 1
+        name = _esc(st.get("name", "?"))
         notes.append({"xref": xref, "yref": f"{yref} domain", "x": (a + b) / 2, "y": 1.0, "yanchor": "bottom",
-                      "text": _esc(st.get("name", "?")), "showarrow": False, "font": {"size": 10}})
+                      "yshift": shift, "text": name, "hovertext": f"stage {name}: {a:.1f}-{b:.1f} ms",
+                      "showarrow": False, "font": {"size": 10}})
     return shapes, notes
+
+
+def _left_margin(labels) -> int:
+    """Room for the lane labels (plotly's automargin cuts them in subplots): ~6.5 px a character."""
+    return int(min(260, 16 + 6.5 * max((len(html.unescape(x)) for x in labels), default=8)))
 
 
 def _window_ms(bd: dict) -> float:
@@ -151,9 +168,9 @@ def timeline_figure(breakdown: dict, title: str | None = None) -> go.Figure:
     order = list(lanes.values())
     return go.Figure(data=_traces(bd, lanes), layout=dict(
         title=_esc(title) if title else None, barmode="overlay", template=_TEMPLATE,
-        height=140 + LANE_PX * len(order), margin={"l": 10, "r": 10, "t": 50 if title else 30, "b": 40},
+        height=140 + LANE_PX * len(order), margin={"l": _left_margin(order), "r": 10, "t": 104 if title else 84, "b": 40},
         shapes=shapes, annotations=notes, hovermode="closest", dragmode="zoom",
-        legend={"orientation": "h", "y": -0.15 - 6.0 / max(6, LANE_PX * len(order) / 10), "x": 0},
+        legend=_LEGEND,
         xaxis={"title": "ms since the trace window opened", "range": [0, _window_ms(bd) or None],
                "showgrid": True, "zeroline": False},
         yaxis={"categoryorder": "array", "categoryarray": order[::-1], "fixedrange": True, "automargin": True},
@@ -164,11 +181,14 @@ def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> 
     """Two requests stacked on one time axis (ms from each window's start), zoom shared."""
     la, lb = dict(_lanes(a or {})), dict(_lanes(b or {}))
     rows = [max(1, len(la)), max(1, len(lb))]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
                         row_heights=[r / sum(rows) for r in rows],
                         subplot_titles=(_esc(label_a), _esc(label_b)))
+    for t in fig.layout.annotations:  # the clip names go left, above the stage names
+        t.update(x=0, xanchor="left", yshift=34, font={"size": 12})
+    shown: set = set()
     for i, (bd, lanes) in enumerate(((a or {}, la), (b or {}, lb)), start=1):
-        for tr in _traces(bd, lanes, prefix=f"{i}:", showlegend=i == 1):
+        for tr in _traces(bd, lanes, prefix=f"{i}:", legend=shown):
             fig.add_trace(tr, row=i, col=1)
         fig.update_yaxes(categoryorder="array", categoryarray=list(lanes.values())[::-1], fixedrange=True,
                          automargin=True, row=i, col=1)
@@ -178,9 +198,10 @@ def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> 
         shapes += s
         notes += n
     end = max(_window_ms(a or {}), _window_ms(b or {}))
+    labels = [*la.values(), *lb.values()]
     fig.update_layout(barmode="overlay", template=_TEMPLATE, height=200 + LANE_PX * sum(rows),
-                      margin={"l": 10, "r": 10, "t": 40, "b": 40}, hovermode="closest", dragmode="zoom",
-                      legend={"orientation": "h", "y": -0.08, "x": 0})
+                      margin={"l": _left_margin(labels), "r": 10, "t": 120, "b": 40}, hovermode="closest", dragmode="zoom",
+                      legend=_LEGEND)
     for s in shapes:
         fig.add_shape(s)
     for n in notes:

@@ -8,8 +8,12 @@ import gradio as gr
 from app.ui.common import preset_line
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
                             format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
+from tracing.timeline_plot import timeline_figure
 
-ATTACHMENT_LABEL = "Trace attachment (zip: trace.txt for ui.perfetto.dev, summary.json, report.txt)"
+ATTACHMENT_LABEL = ("Trace attachment (zip: trace.txt for ui.perfetto.dev, trace.dat for trace-cmd / KernelShark, "
+                    "summary.json, report.txt, timeline.png)")
+TIMELINE_LABEL = ("**Timeline** per thread (running / run-queue / blocked I/O / sleeping): drag to zoom, "
+                  "double-click to reset, hover a segment for its details")
 
 
 def build_clip_panel(prefix: str = "") -> list:
@@ -24,8 +28,8 @@ def build_clip_panel(prefix: str = "") -> list:
     bd_table = gr.Dataframe(headers=BREAKDOWN_HEADERS, label="Kernel breakdown", elem_id=eid("breakdown"),
                             interactive=False)
     findings_md = gr.Markdown(elem_id=eid("findings"))
-    timeline = gr.Image(label="Timeline (per thread: running / waiting / blocked / sleeping)",
-                        type="filepath", elem_id=eid("timeline"), interactive=False)
+    gr.Markdown(TIMELINE_LABEL)
+    timeline = gr.Plot(show_label=False, elem_id=eid("timeline_plot"), elem_classes=["itts-timeline"])
     stage_table = gr.Dataframe(headers=STAGE_HEADERS, label="Per stage", interactive=False, elem_id=eid("stages"))
     blk_table = gr.Dataframe(headers=BLOCKER_HEADERS, label="Who held our CPU (top blockers)",
                              interactive=False, elem_id=eid("blockers"))
@@ -65,6 +69,6 @@ def clip_outputs(rec: dict):
     fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or "_No findings._"
     return (rec["audio_path"], rec["id"], head,
             format_breakdown_rows(bd) if bd else [], stage_rows(bd) if bd else [],
-            blocker_rows(bd) if bd else [], fmd, rec.get("timeline_path"),
+            blocker_rows(bd) if bd else [], fmd, timeline_figure(bd) if bd else None,
             rec.get("attachment_path"), {"breakdown": bd, "findings": findings, "preset": preset,
                                          "engine": rec["engine"], "request_id": rec["id"]})

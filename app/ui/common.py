@@ -8,6 +8,12 @@ import gradio as gr
 from models.base import InputError
 
 SCOPES = ["service-wide", "this request only"]
+# Gradio makes plotly figures responsive, and plotly then sizes them to their element (a figure's
+# own height is dropped when it sets no width): the timeline plots get their height here.
+CSS = """
+.itts-timeline .js-plotly-plot { height: 460px; }
+.itts-timeline-pair .js-plotly-plot { height: 680px; }
+"""
 SWITCHING_OFF = "Preset switching is disabled on this server (exposed without --auth)."
 
 

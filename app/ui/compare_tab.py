@@ -8,6 +8,7 @@ from app.service import ServiceError
 from app.ui.common import SWITCHING_OFF, check_preset, user_error
 from models.base import InputError, SynthesisRequest
 from tracing.compare import compare_rows
+from tracing.timeline_plot import compare_figure
 from tuning.apply import TuningError
 
 
@@ -30,9 +31,10 @@ def build(ctx) -> None:
                 raise user_error(e)
             outs.append(rec.to_dict())
         a, b = outs
+        fig = compare_figure(a["breakdown"] or {}, b["breakdown"] or {}, f"A: {preset_a} ({a['id']})",
+                             f"B: {preset_b} ({b['id']})")
         return (a["audio_path"], b["audio_path"], compare_rows(a["breakdown"], b["breakdown"], preset_a, preset_b),
-                a["timeline_path"], b["timeline_path"], a["attachment_path"], b["attachment_path"],
-                a["id"], b["id"])
+                fig, a["attachment_path"], b["attachment_path"], a["id"], b["id"])
 
     with gr.Tab("对比 / Compare"):
         gr.Markdown("Synthesize the same input under two presets back to back (each applied for its "
@@ -47,16 +49,18 @@ def build(ctx) -> None:
         cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare")
         cmp_table = gr.Dataframe(headers=["metric", "A", "B", "B/A"], label="A vs B", interactive=False,
                                  elem_id="cmp_table")
+        gr.Markdown("**Timelines** of both clips on one time scale (ms from each trace window's start): "
+                    "drag to zoom both, double-click to reset, hover a segment for its details")
+        cmp_plot = gr.Plot(show_label=False, elem_id="cmp_timeline", elem_classes=["itts-timeline-pair"])
         sides = {}
         with gr.Row():
             for side in ("a", "b"):
                 with gr.Column():
                     up = side.upper()
                     sides[side] = (gr.Audio(label=up, type="filepath", interactive=False),
-                                   gr.Image(label=f"Timeline {up}", type="filepath", interactive=False),
                                    gr.File(label=f"Attachment {up}", interactive=False, elem_id=f"cmp_att_{side}"),
                                    gr.Textbox(label=f"Request id {up}", interactive=False))
-        (au_a, tl_a, att_a, id_a), (au_b, tl_b, att_b, id_b) = sides["a"], sides["b"]
+        (au_a, att_a, id_a), (au_b, att_b, id_b) = sides["a"], sides["b"]
         cmp_btn.click(compare, [cmp_text, cmp_spk, cmp_a, cmp_b],
-                      [au_a, au_b, cmp_table, tl_a, tl_b, att_a, att_b, id_a, id_b],
+                      [au_a, au_b, cmp_table, cmp_plot, att_a, att_b, id_a, id_b],
                       api_name="compare", concurrency_id="synth")

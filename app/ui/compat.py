@@ -5,6 +5,8 @@ What differs, and what this module does about it:
 - private events: 6 takes `api_visibility="private"`; 5 has no such argument and spells the same
   thing `api_name=False, show_api=False` (not callable through the API, not in the docs): `PRIVATE`.
 - launch(): 6 takes `footer_links=`; 5 has none (its footer shows the same links): `launch_kwargs`.
+- page CSS: 6 takes `css=` in launch(), 5 in Blocks(): `launch_kwargs` drops it on 5 and
+  `blocks_kwargs` adds it there.
 - REST error text: the SSE stream of the REST API (`GET /gradio_api/call/<api>/<event_id>`) ends a
   failed call with `event: error`. 6 puts the error payload in its data
   (`{"error": "<text>", "title": ..., "duration": ..., "visible": ...}`); 5.x sends `data: null`,
@@ -40,6 +42,14 @@ def launch_kwargs(**kw) -> dict:
     """Blocks.launch() keyword arguments for this generation (drops what 5 does not take)."""
     if MAJOR < 6:
         kw.pop("footer_links", None)
+        kw.pop("css", None)  # given to Blocks() instead (blocks_kwargs)
+    return kw
+
+
+def blocks_kwargs(css: str | None = None, **kw) -> dict:
+    """gr.Blocks() keyword arguments for this generation (5 takes the page CSS here)."""
+    if MAJOR < 6 and css:
+        kw["css"] = css
     return kw
 
 

@@ -63,7 +63,7 @@ def check_attachment(path: Path, rid: str):
 def test_user_journey(page, tmp_path):
     rid1 = generate(page, "你好，这是第一次合成。Hello from the browser.")
     page.wait_for_selector("#breakdown table")
-    page.wait_for_selector("#timeline img")
+    page.wait_for_selector("#timeline_plot .js-plotly-plot")
     assert "run-queue" in page.locator("#breakdown").inner_text().lower()
     shot(page, "01-first-clip")
     a1 = download_attachment(page, "#attachment a", tmp_path / "a1.zip")

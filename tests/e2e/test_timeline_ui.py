@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import needs_chromium
-from tests.e2e.test_browser import generate, pick, shot
+from tests.e2e.test_browser import generate, pick
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
 
@@ -39,9 +39,16 @@ HOVER_LINES = """() => Array.from(document.querySelectorAll('.hoverlayer .hovert
 X_RANGE = "(sel) => document.querySelector(sel)._fullLayout.xaxis.range.slice()"
 
 
+def plot_shot(page, name, sel="#timeline_plot"):
+    """The plot alone, as it is on screen now (hover label included)."""
+    box = page.locator(sel).bounding_box()
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), clip=box)
+
+
 def test_hover_and_zoom_the_synthesis_thread(page):
     generate(page, "你好，时间线。Hover me, then zoom in.")
     page.wait_for_selector(f"{PLOT} .barlayer .point")
+    page.locator(PLOT).scroll_into_view_if_needed()
     lanes = page.evaluate(f"() => document.querySelector('{PLOT}')._fullLayout.yaxis.categoryarray")
     assert lanes[-1].startswith("tts-synth "), lanes  # the synthesis thread, named by role, on top
     assert any(lbl.startswith("torch-intra-") for lbl in lanes), lanes
@@ -50,7 +57,7 @@ def test_hover_and_zoom_the_synthesis_thread(page):
     page.mouse.move(bar["px"], bar["py"])
     page.wait_for_selector(".hoverlayer .hovertext")
     lines = page.evaluate(HOVER_LINES)
-    shot(page, "10-timeline-hover")
+    plot_shot(page, "10-timeline-hover")
     assert lines[0].startswith("tts-synth ") and "state: running" in lines[1]
     dur = float(re.search(r"duration: ([\d.]+) ms", "\n".join(lines)).group(1))
     cpu = re.search(r"CPU: (\d+)", "\n".join(lines)).group(1)
@@ -68,7 +75,7 @@ def test_hover_and_zoom_the_synthesis_thread(page):
     page.wait_for_function(f"(b) => {{ const r = document.querySelector('{PLOT}')._fullLayout.xaxis.range;"
                            " return r[0] !== b[0] || r[1] !== b[1]; }", arg=before)
     after = page.evaluate(X_RANGE, PLOT)
-    shot(page, "11-timeline-zoomed")
+    plot_shot(page, "11-timeline-zoomed")
     span0, span1 = before[1] - before[0], after[1] - after[0]
     assert span1 < 0.5 * span0  # ~30% of the width selected
     assert after[0] == pytest.approx(before[0] + 0.25 * span0, rel=0.1, abs=0.05 * span0)
@@ -86,4 +93,4 @@ def test_compare_tab_draws_both_clips_on_one_axis(page):
                         " return [l.xaxis.matches || null, l.xaxis2 ? l.xaxis2._id : null]; }")
     assert lay == ["x2", "x2"]  # two rows, one shared time axis
     page.locator(sel).scroll_into_view_if_needed()
-    page.locator(sel).screenshot(path=str(ARTIFACTS / "12-compare-timeline.png"))
+    plot_shot(page, "12-compare-timeline", "#cmp_timeline")
