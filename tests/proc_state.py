@@ -31,8 +31,9 @@ def thread_sched(pid: int) -> dict[int, tuple]:
 
 def sched_changes(before: dict, after: dict) -> dict[int, tuple]:
     """Threads present in both snapshots whose scheduling differs: {tid: (before, after)}.
-    Threads that came or went (Gradio/anyio workers do) are not judged."""
-    return {t: (before[t], after[t]) for t in before.keys() & after.keys() if before[t] != after[t]}
+    Threads that came or went (Gradio/anyio workers do) are not judged, nor is the comm: the
+    service names threads by role (tuning.roles) and renames one when synthesis moves to another."""
+    return {t: (before[t], after[t]) for t in before.keys() & after.keys() if before[t][1:] != after[t][1:]}
 
 
 def rss_kb(pid: int) -> int:
