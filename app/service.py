@@ -126,6 +126,8 @@ class Service:
         self._dat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-dat",
                                        initializer=self._place_aux)
         self._dat_ready: str | None = None  # tracefs root whose trace.dat stub is built
+        for ex in (self._aux, self._dat):  # both threads exist, placed and named, before we serve
+            ex.submit(lambda: None).result()
         self.requests = 0
         self.failures = 0
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
