@@ -255,13 +255,23 @@ class Service:
         return record
 
     def _postprocess(self, record: ClipRecord, window: TraceWindow | None, clip_dir) -> None:
-        raw = None
         dat_job = None
         if window is not None:
             cap = window.collect()
             if cap.mode == "full" and cap.ring is not None and tracedat.trace_cmd():
+                # trace.dat from the same pages, on the second aux thread while this one analyses
                 dat_job = self._dat.submit(tracedat.write_trace_dat, clip_dir / ".trace.dat", cap.pages,
                                            cap.capabilities.get("root"), cap.ring.page_size)
+        try:
+            self._analyse_and_attach(record, window, clip_dir, dat_job)
+        finally:
+            if dat_job is not None:
+                dat_job.exception()  # finished, whatever happened, before the clip dir is kept or removed
+                (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
+
+    def _analyse_and_attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job) -> None:
+        raw = None
+        if window is not None:
             bd = window.analyze().to_dict()
             for t in bd.get("threads") or []:
                 t["role"] = record.roles.get(t.get("tid"))
@@ -287,13 +297,10 @@ class Service:
         if dat_job is not None:
             try:
                 dat = dat_job.result()
-            except tracedat.TraceDatError as e:
+            except Exception as e:  # reporting never undoes collection: the clip keeps the rest
+                log.warning("no trace.dat for request %s: %s", record.id, e)
                 record.notes.append(f"No trace.dat in the attachment: {e}")
-        try:
-            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
-        finally:
-            if dat is not None:
-                dat.unlink(missing_ok=True)  # it lives in the zip
+        build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
         record.attachment_path = str(clip_dir / "trace.zip")
 
 

@@ -79,3 +79,23 @@ def test_attachment_trace_dat_matches_trace_txt(clip, tmp_path):
     assert n > 0 and len(re.findall(r" sched_switch: ", out)) == n
     assert "tracing_mark_write: B|" in out  # our stage markers
     assert "tts-synth" in out  # the role names, in the events' comm fields
+
+
+def test_trace_dat_failure_keeps_the_clip(tmp_path, monkeypatch):
+    """trace-cmd failing (here: a stand-in that exits 1) costs the clip its trace.dat, nothing else."""
+    from models.builtin import BuiltinEngine
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "trace-cmd").write_text("#!/bin/sh\necho 'restore: broken on purpose' >&2\nexit 1\n")
+    (fake / "trace-cmd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    svc = Service(BuiltinEngine(), Tuner(load_presets()), ClipStore(tmp_path / "out"))
+    try:
+        rec = svc.synthesize(SynthesisRequest(text="No trace.dat this time."))
+    finally:
+        svc.close()
+    assert rec.breakdown["mode"] == "full"
+    assert any("No trace.dat in the attachment" in n and "exit 1" in n for n in rec.notes), rec.notes
+    with zipfile.ZipFile(rec.attachment_path) as zf:
+        assert "trace.dat" not in zf.namelist() and "trace.txt" in zf.namelist()
+    assert not list((tmp_path / "out").rglob(".trace.dat"))
