@@ -98,3 +98,56 @@ def test_plots_render_png():
     fig = plots.diff_figure(old, new, r)
     titles = [ax.get_title() for ax in fig.axes]
     assert any("REGRESSION" in t and "pinned" in t for t in titles)
+
+
+def stalls(n=20, seed=5, every=4, factor=3.0):
+    """Tail-only pressure on 'default': one request in `every` stalls `factor`x in wall and
+    run-queue time (a hog that wakes now and then); the median barely moves."""
+    snap = quiet(n, seed, presets=("default",))
+    out = []
+    for i, s in enumerate(snap.samples["default"]):
+        if i % every == 0:
+            bd = contended()
+            bd["blockers"][0]["comm"] = "stress-ng-vm"
+            bd["blockers"][0]["time_s"] = 0.04 * every  # 40 ms per request on average
+            extra = s["wall_s"] * (factor - 1)
+            bd["totals"]["runqueue_wait_s"] = extra
+            out.append(_summary(bd, s["wall_s"] + extra))
+        else:
+            out.append(s)
+    snap.samples["default"] = out
+    return snap
+
+
+def test_tail_regression_has_its_own_line_and_the_median_does_not_decide():
+    old, new = quiet(20, seed=9, presets=("default",)), stalls()
+    r = D.diff(old, new)
+    assert r.has_regression and not r.regressions  # medians: "same"
+    assert {(x["preset"], x["metric"]) for x in r.tail_regressions} == {("default", "wall"), ("default", "runqueue_wait")}
+    text = D.format_diff(r)
+    tail = [l for l in text.splitlines() if l.startswith("TAIL REGRESSION")]
+    assert tail and "default: wall 5/20 new requests above OLD's p95" in tail[0], text
+    assert not any(l.startswith("REGRESSION") for l in text.splitlines())
+    assert "default: wall tail" in r.to_dict()["regressions"]
+    row = D.diff_table(r)[0]
+    assert row[D.DIFF_HEAD.index("tail verdict")] == "REGRESSION" and row[D.DIFF_HEAD.index("new above old p95")] == "5/20 (exp 1.0)"
+    # the tail test can be switched off; then the same data passes
+    assert not D.diff(old, new, tail_metrics=()).has_regression
+    # quiet vs quiet at N = 20: clean on both tests
+    q = D.diff(quiet(20, seed=9, presets=("default",)), quiet(20, seed=10, presets=("default",)))
+    assert not q.has_regression, D.format_diff(q)
+    fig = plots.diff_figure(old, new, r)
+    assert any("TAIL REGRESSION" in ax.get_title() for ax in fig.axes)
+
+
+def test_blocker_gate_decides_only_when_asked():
+    old, new = quiet(20, seed=9, presets=("default",)), stalls(every=10, factor=1.05)  # 2 small stalls
+    r = D.diff(old, new)
+    assert not r.has_regression and [b["comm"] for b in r.blockers] == ["stress-ng-vm"]
+    g = D.diff(old, new, blocker_gate_s=0.030)  # stress-ng-vm: 40 ms per request on average
+    assert g.has_regression and g.blocker_regressions[0]["comm"] == "stress-ng-vm"
+    assert "BLOCKER REGRESSION: default: stress-ng-vm appeared, 40.0 ms per request" in D.format_diff(g)
+    assert not D.diff(old, new, blocker_gate_s=0.050).has_regression  # below the gate
+    import pytest
+    with pytest.raises(ValueError, match="Unknown metric"):
+        D.diff(old, new, tail_metrics=("nope",))

@@ -58,3 +58,58 @@ def test_overlapping_noise_is_same_and_degenerate_inputs():
     assert stats.compare([0.0, 0.0, 0.0], [0.1, 0.1, 0.1]).ratio == math.inf
     assert stats.compare([0.1], [0.2, 0.3]).verdict == "n/a"
     assert stats.compare([0.1, float("nan"), 0.2], [0.2, 0.3]).n_old == 2
+
+
+# -- the tail test -------------------------------------------------------------------------------
+
+def test_exceedance_distribution_is_exact():
+    for m, n, r in ((20, 20, 1), (5, 5, 1), (30, 20, 2)):
+        pmf = [stats.exceedance_pvalue(m, n, r, j) - stats.exceedance_pvalue(m, n, r, j + 1) for j in range(n + 1)]
+        assert math.isclose(sum(pmf), 1.0) and min(pmf) >= 0
+        # mean of J is n * r / (m + 1)
+        assert math.isclose(sum(j * p for j, p in enumerate(pmf)), n * r / (m + 1))
+    assert math.isclose(stats.exceedance_pvalue(5, 5, 1, 5), 1 / 252)  # all NEW above OLD's max
+    # N = 20 a side: 5 of 20 above OLD's max is significant at 0.05, 4 is not
+    assert stats.exceedance_pvalue(20, 20, 1, 5) < 0.05 < stats.exceedance_pvalue(20, 20, 1, 4)
+    assert stats.tail_rank(20) == 1 and stats.tail_rank(40) == 2 and stats.tail_rank(5) == 1
+
+
+def test_tail_false_alarms_stay_at_alpha_where_a_binomial_would_not():
+    """Same distribution both sides (no effect gates): the exceedance test's false-alarm rate is
+    <= alpha; a binomial test of the same count against 5 % (OLD's p95 taken as known) understates
+    p: 4 of 20 above OLD's max is p = 0.016 to it, 0.053 in truth."""
+    from scipy.stats import binomtest
+    rng = np.random.default_rng(11)
+    ours = binom = 0
+    trials = 2000
+    for _ in range(trials):
+        a, b = rng.lognormal(-2, 0.6, 20), rng.lognormal(-2, 0.6, 20)
+        t = stats.tail_compare(a, b, min_ratio=0, min_abs=-1)
+        ours += t.p_value <= 0.05
+        binom += binomtest(t.exceed, 20, 0.05, alternative="greater").pvalue <= 0.05
+    assert ours / trials <= 0.035          # exact: P(J >= 5) = 0.024 at N = 20 (discrete p-values)
+    assert binom / trials >= 0.04          # P(J >= 4) = 0.053 while it reports p <= 0.016 there
+    assert binomtest(4, 20, 0.05, alternative="greater").pvalue < 0.02 < 0.05 < stats.exceedance_pvalue(20, 20, 1, 4)
+
+
+def test_tail_shift_with_an_unchanged_median():
+    """One request in four stalls 3x: the median barely moves, the tail test says so."""
+    rng = np.random.default_rng(3)
+    old = list(rng.uniform(0.10, 0.14, 20))
+    new = list(rng.uniform(0.10, 0.14, 20))
+    for i in range(0, 20, 4):
+        new[i] *= 3.0
+    c, t = stats.compare(old, new), stats.tail_compare(old, new)
+    assert c.verdict == "same" and c.ratio < 1.2
+    assert t.verdict == "regression" and t.exceed >= 5 and t.p_value < 0.05 and t.ratio > 2
+    assert stats.tail_compare(new, old).verdict == "same"  # fewer stalls is not a tail regression
+
+
+def test_tail_effect_gates_and_degenerate_inputs():
+    old = [0.100 + i * 0.001 for i in range(20)]
+    new = [v + 0.008 for v in old]  # every NEW above most of OLD, but p95 only 8 ms worse
+    t = stats.tail_compare(old, new)
+    assert t.p_value < 0.05 and t.verdict == "same"
+    assert stats.tail_compare(old, new, min_ratio=1.0, min_abs=0.005).verdict == "regression"
+    assert stats.tail_compare([0.1], [0.2, 0.3]).verdict == "n/a"
+    assert stats.tail_compare([0.1, 0.2, float("nan")], [0.2, 0.3]).n_old == 2

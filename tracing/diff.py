@@ -18,9 +18,16 @@ Requests traced in schedstat mode or not traced lack some of these; missing valu
 Blockers: other tasks that held the CPU our thread waited on. Per preset, the mean time per
 request is taken by task name (comm, with per-CPU kernel thread numbers folded: `kworker/1:2H`
 -> `kworker/*H`), and a blocker "appeared" when its mean is >= BLOCKER_MIN_S in NEW and
-< BLOCKER_ABSENT_S in OLD ("vanished" is the mirror image). Blockers explain a regression; they
-do not decide one: `has_regression` is true when any metric row's verdict is "regression"
-(the test in tracing/stats.py).
+< BLOCKER_ABSENT_S in OLD ("vanished" is the mirror image).
+
+Three kinds of regression, each with its own verdict line; `has_regression` is true when any holds:
+- median ("REGRESSION"): a metric row's `verdict` (stats.compare: Mann-Whitney U + effect gates);
+- tail ("TAIL REGRESSION"): a row's `tail_verdict` (stats.tail_compare: NEW requests above OLD's
+  p95, exact exceedance test + p95 effect gates), for the TAIL_METRICS only (the stall a user
+  feels and its usual CPU cause; fewer tests, fewer false alarms);
+- blocker ("BLOCKER REGRESSION"), only when `blocker_gate_s` is given: a blocker that appeared
+  and costs >= blocker_gate_s per request in NEW. Without the gate, blockers explain a regression
+  and do not decide one.
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ METRICS = {
 
 BLOCKER_MIN_S = 0.005
 BLOCKER_ABSENT_S = 0.001
+TAIL_METRICS = ("wall", "runqueue_wait")
 
 
 def metric_values(summaries: list[dict], metric: str) -> list[float]:
@@ -90,27 +98,44 @@ class DiffResult:
     only_old: list[str]       # presets present in OLD only
     only_new: list[str]
     context: list[dict]       # manifest fields that differ: {field, old, new}
-    params: dict              # alpha, min_ratio, min_abs
-    regressions: list[dict] = field(default_factory=list)
+    params: dict              # alpha, min_ratio, min_abs_s, tail_*, blocker_gate_s
+    regressions: list[dict] = field(default_factory=list)          # rows with a median regression
+    tail_regressions: list[dict] = field(default_factory=list)     # rows with a tail regression
+    blocker_regressions: list[dict] = field(default_factory=list)  # appeared blockers over the gate
 
     @property
     def has_regression(self) -> bool:
-        return bool(self.regressions)
+        return bool(self.regressions or self.tail_regressions or self.blocker_regressions)
+
+    def verdicts(self) -> list[str]:
+        """One short name per regression: "<preset>: <label>" (median), "<preset>: <label> tail",
+        "<preset>: blocker <comm>"."""
+        return ([f"{r['preset']}: {r['label']}" for r in self.regressions]
+                + [f"{r['preset']}: {r['label']} tail" for r in self.tail_regressions]
+                + [f"{b['preset']}: blocker {b['comm']}" for b in self.blocker_regressions])
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "blockers": self.blockers, "only_old": self.only_old,
                 "only_new": self.only_new, "context": self.context, "params": self.params,
-                "has_regression": self.has_regression,
-                "regressions": [f"{r['preset']}: {r['label']}" for r in self.regressions]}
+                "has_regression": self.has_regression, "regressions": self.verdicts(),
+                "median_regressions": len(self.regressions), "tail_regressions": len(self.tail_regressions),
+                "blocker_regressions": len(self.blocker_regressions)}
 
 
 CONTEXT_FIELDS = ("host", "kernel", "engine", "versions", "cpus", "text")
 
 
 def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATIO,
-         min_abs: float = stats.MIN_ABS_S, metrics=None) -> DiffResult:
-    """Compare two loaded snapshots preset by preset (presets present in both)."""
+         min_abs: float = stats.MIN_ABS_S, metrics=None, tail_metrics=TAIL_METRICS,
+         tail_min_ratio: float = stats.TAIL_MIN_RATIO, tail_min_abs: float = stats.TAIL_MIN_ABS_S,
+         blocker_gate_s: float | None = None) -> DiffResult:
+    """Compare two loaded snapshots preset by preset (presets present in both). tail_metrics=()
+    turns the tail test off; blocker_gate_s=None leaves blockers out of the verdict."""
     metrics = list(metrics or METRICS)
+    tail_metrics = set(tail_metrics or ())
+    unknown = (tail_metrics - set(METRICS)) or ({m for m in metrics if m not in METRICS})
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {', '.join(sorted(unknown))}; known: {', '.join(METRICS)}.")
     presets = [p for p in old.samples if p in new.samples]
     rows, blockers = [], []
     for p in presets:
@@ -119,11 +144,15 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
             vo, vn = metric_values(so, m), metric_values(sn, m)
             c = stats.compare(vo, vn, alpha=alpha, min_ratio=min_ratio, min_abs=min_abs)
             o, n = stats.summarize(vo), stats.summarize(vn)
-            rows.append({"preset": p, "metric": m, "label": METRICS[m][0],
-                         "old_p50": o["p50"], "old_p95": o["p95"], "new_p50": n["p50"], "new_p95": n["p95"],
-                         "n_old": c.n_old, "n_new": c.n_new, "ratio": c.ratio,
-                         "p_value": c.p_better if c.verdict == "improvement" else c.p_worse,
-                         "verdict": c.verdict})
+            row = {"preset": p, "metric": m, "label": METRICS[m][0],
+                   "old_p50": o["p50"], "old_p95": o["p95"], "new_p50": n["p50"], "new_p95": n["p95"],
+                   "n_old": c.n_old, "n_new": c.n_new, "ratio": c.ratio,
+                   "p_value": c.p_better if c.verdict == "improvement" else c.p_worse,
+                   "verdict": c.verdict, "tail_verdict": "", "tail": None}
+            if m in tail_metrics:
+                t = stats.tail_compare(vo, vn, alpha=alpha, min_ratio=tail_min_ratio, min_abs=tail_min_abs)
+                row["tail"], row["tail_verdict"] = t.to_dict(), t.verdict
+            rows.append(row)
         bo, bn = blocker_means(so), blocker_means(sn)
         for comm in sorted(set(bo) | set(bn)):
             a, b = bo.get(comm, 0.0), bn.get(comm, 0.0)
@@ -137,11 +166,19 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
         a, b = old.manifest.get(f), new.manifest.get(f)
         if a != b:
             context.append({"field": f, "old": a, "new": b})
+    gated = [] if blocker_gate_s is None else \
+        [b for b in blockers if b["change"] == "appeared" and b["new_s"] >= blocker_gate_s]
     return DiffResult(rows=rows, blockers=blockers,
                       only_old=[p for p in old.samples if p not in new.samples],
                       only_new=[p for p in new.samples if p not in old.samples],
-                      context=context, params={"alpha": alpha, "min_ratio": min_ratio, "min_abs_s": min_abs},
-                      regressions=[r for r in rows if r["verdict"] == "regression"])
+                      context=context,
+                      params={"alpha": alpha, "min_ratio": min_ratio, "min_abs_s": min_abs,
+                              "tail_metrics": [m for m in metrics if m in tail_metrics], "tail_q": stats.TAIL_Q,
+                              "tail_min_ratio": tail_min_ratio, "tail_min_abs_s": tail_min_abs,
+                              "blocker_gate_s": blocker_gate_s},
+                      regressions=[r for r in rows if r["verdict"] == "regression"],
+                      tail_regressions=[r for r in rows if r["tail_verdict"] == "regression"],
+                      blocker_regressions=gated)
 
 
 # ----------------------------------------------------------------------------- rendering ----
@@ -160,14 +197,26 @@ def _p(v) -> str:
 
 
 DIFF_HEAD = ["preset", "metric", "old p50 ms", "new p50 ms", "old p95 ms", "new p95 ms", "ratio p50",
-             "p-value", "verdict"]
+             "p-value", "verdict", "ratio p95", "new above old p95", "tail p", "tail verdict"]
+
+
+def _exceed(t) -> str:
+    return "-" if not t or t["verdict"] == "n/a" else f"{t['exceed']}/{t['n_new']} (exp {t['expected']:.1f})"
 
 
 def diff_table(result: DiffResult) -> list[list[str]]:
-    """Rows for a UI table (header DIFF_HEAD); regressions marked in capitals."""
-    return [[r["preset"], r["label"], _ms(r["old_p50"]), _ms(r["new_p50"]), _ms(r["old_p95"]), _ms(r["new_p95"]),
-             _ratio(r["ratio"]), _p(r["p_value"]),
-             r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"]] for r in result.rows]
+    """Rows for a UI table (header DIFF_HEAD); regressions marked in capitals. The tail columns
+    are "-" for metrics the tail test does not gate."""
+    out = []
+    for r in result.rows:
+        t = r.get("tail")
+        tv = r.get("tail_verdict") or "-"
+        out.append([r["preset"], r["label"], _ms(r["old_p50"]), _ms(r["new_p50"]), _ms(r["old_p95"]),
+                    _ms(r["new_p95"]), _ratio(r["ratio"]), _p(r["p_value"]),
+                    r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"],
+                    _ratio(t["ratio"]) if t else "-", _exceed(t), _p(t["p_value"]) if t else "-",
+                    tv.upper() if tv == "regression" else tv])
+    return out
 
 
 def format_diff(result: DiffResult) -> str:
@@ -175,6 +224,13 @@ def format_diff(result: DiffResult) -> str:
     pr = result.params
     lines = [f"Test: one-sided Mann-Whitney U, alpha {pr['alpha']}, flagged only when the median is "
              f">= {pr['min_ratio']}x and >= {pr['min_abs_s'] * 1000:.0f} ms worse."]
+    if pr.get("tail_metrics"):
+        lines.append(f"Tail ({', '.join(METRICS[m][0] for m in pr['tail_metrics'])}): NEW requests above OLD's "
+                     f"p{pr['tail_q']:.0f}, exact exceedance test, alpha {pr['alpha']}, flagged only when p95 is "
+                     f">= {pr['tail_min_ratio']}x and >= {pr['tail_min_abs_s'] * 1000:.0f} ms worse.")
+    if pr.get("blocker_gate_s") is not None:
+        lines.append(f"Blocker gate: a task that appeared and holds our CPU >= "
+                     f"{pr['blocker_gate_s'] * 1000:.1f} ms per request.")
     for c in result.context:
         lines.append(f"context changed: {c['field']}: {c['old']!r} -> {c['new']!r}")
     for p in result.only_old:
@@ -188,10 +244,20 @@ def format_diff(result: DiffResult) -> str:
     for b in result.blockers:
         lines.append(f"blocker {b['change']} ({b['preset']}): {b['comm']} "
                      f"{b['old_s'] * 1000:.1f} -> {b['new_s'] * 1000:.1f} ms per request")
-    if result.has_regression:
+    if result.regressions:
         lines.append("REGRESSION: " + "; ".join(f"{r['preset']}: {r['label']} p50 {_ms(r['old_p50'])} -> "
                                                 f"{_ms(r['new_p50'])} ms ({_ratio(r['ratio'])}, p={_p(r['p_value'])})"
                                                 for r in result.regressions))
-    else:
+    if result.tail_regressions:
+        lines.append("TAIL REGRESSION: " + "; ".join(
+            f"{r['preset']}: {r['label']} {r['tail']['exceed']}/{r['tail']['n_new']} new requests above OLD's "
+            f"p{r['tail']['threshold_q']:.0f} ({_ms(r['tail']['threshold'])} ms; {r['tail']['expected']:.1f} expected), "
+            f"p={_p(r['tail']['p_value'])}, p95 {_ms(r['old_p95'])} -> {_ms(r['new_p95'])} ms "
+            f"({_ratio(r['tail']['ratio'])})" for r in result.tail_regressions))
+    if result.blocker_regressions:
+        lines.append("BLOCKER REGRESSION: " + "; ".join(
+            f"{b['preset']}: {b['comm']} appeared, {b['new_s'] * 1000:.1f} ms per request "
+            f"(gate {pr['blocker_gate_s'] * 1000:.1f} ms)" for b in result.blocker_regressions))
+    if not result.has_regression:
         lines.append("No significant regression.")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 One panel per metric (values in ms); in each panel a box plot per preset (summary) or per
 preset x {old, new} (diff), with every request drawn as a dot over its box, since N is small and
-the individual requests are the evidence. Diff panels whose metric regressed are titled in red.
+the individual requests are the evidence. Diff panels whose metric regressed (median or tail)
+are titled in red.
 
 Uses matplotlib's object API (`Figure` + Agg canvas, no pyplot): no global state, safe in the
 web server's worker threads.
@@ -70,6 +71,7 @@ def summary_figure(snap, metrics=PLOTTED) -> Figure:
 def diff_figure(old, new, result: DiffResult, metrics=PLOTTED) -> Figure:
     presets = [p for p in old.samples if p in new.samples]
     verdict = {(r["preset"], r["metric"]): r["verdict"] for r in result.rows}
+    tail = {(r["preset"], r["metric"]): r.get("tail_verdict") for r in result.rows}
     metrics = [m for m in metrics if any(metric_values(s.samples[p], m) for s in (old, new) for p in presets)] or ["wall"]
     rows, cols = _grid(len(metrics))
     fig = Figure(figsize=(3.6 * cols, 3.0 * rows), dpi=100, layout="constrained")
@@ -92,8 +94,10 @@ def diff_figure(old, new, result: DiffResult, metrics=PLOTTED) -> Figure:
             _strip(ax, p, d, c)
         ax.set_xticks(ticks, presets, rotation=20, fontsize=7)
         regressed = [p for p in presets if verdict.get((p, m)) == "regression"]
-        ax.set_title(METRICS[m][0] + (" (REGRESSION: " + ", ".join(regressed) + ")" if regressed else ""),
-                     fontsize=9, color=BAD if regressed else "black")
+        tailed = [p for p in presets if tail.get((p, m)) == "regression"]
+        title = METRICS[m][0] + (" (REGRESSION: " + ", ".join(regressed) + ")" if regressed else "")
+        title += " (TAIL REGRESSION: " + ", ".join(tailed) + ")" if tailed else ""
+        ax.set_title(title, fontsize=9 if len(title) < 40 else 7, color=BAD if regressed or tailed else "black")
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     return fig

@@ -22,6 +22,26 @@ test the other way, ratio <= 1/min_ratio, same absolute gate), "same" otherwise,
 either side has fewer than 2 samples (no test possible).
 Many metrics are tested at once without a multiple-comparison correction; the effect-size gate is
 what keeps quiet-vs-quiet diffs clean (see tests/test_snapshot.py for how that was checked).
+
+The tail test (`tail_compare`), because users feel the slow requests, not the median: a CPU hog
+that leaves the median 1.19x but triples p95 is a regression to anyone who clicks.
+
+1. Threshold: OLD's r-th largest value, r = max(1, round((m + 1) * (1 - q/100))) for m OLD samples
+   and q = 95, i.e. OLD's p95 as well as m samples can say (m = 20: the largest, an estimate of
+   the 1 - 1/21 = 95.2 % quantile; m = 5: also the largest, only a p83).
+2. Significance: J = how many of the n NEW samples lie above it. If OLD and NEW come from one
+   distribution, all orderings of the m + n values are equally likely and, exactly,
+       P(J = k) = C(k + r - 1, k) * C(m - r + n - k, n - k) / C(m + n, n)
+   (the exceedance / precedence statistic: r - 1 OLD and k NEW values above the threshold, the
+   rest below). p = P(J >= J observed); significant when p <= alpha. Not a binomial test of J
+   against 5 %: that treats OLD's p95 as known, but from 20 samples it is itself random, and
+   the binomial understates p (4 of 20 above OLD's max: binomial 0.016, exact 0.053), so its
+   false alarms exceed what it reports (tests/test_stats.py measures both).
+3. Effect size, as for the median: NEW's p95 must be >= tail_min_ratio x OLD's p95 (default
+   1.5) AND >= tail_min_abs seconds above it (default 20 ms: a p95 is noisier than a median).
+Verdict "regression" when 1-3 hold, "same" otherwise, "n/a" with fewer than 2 samples a side.
+The smallest p with r = 1 is 1 / C(m + n, n): N = 5 a side can reach 0.004, but a p83 threshold
+and a 5-sample p95 say little about a tail; the README's power table says what N detects what.
 """
 from __future__ import annotations
 
@@ -33,6 +53,9 @@ import numpy as np
 ALPHA = 0.05
 MIN_RATIO = 1.2
 MIN_ABS_S = 0.005
+TAIL_Q = 95.0
+TAIL_MIN_RATIO = 1.5
+TAIL_MIN_ABS_S = 0.020
 
 
 def percentile(values, q: float) -> float:
@@ -99,3 +122,54 @@ def compare(old, new, alpha: float = ALPHA, min_ratio: float = MIN_RATIO, min_ab
     elif p_better <= alpha and r <= 1.0 / min_ratio and -d >= min_abs:
         verdict = "improvement"
     return Comparison(len(a), len(b), ma, mb, r, d, p_worse, p_better, verdict)
+
+
+@dataclass
+class TailComparison:
+    n_old: int
+    n_new: int
+    rank: int             # threshold = OLD's rank-th largest value
+    threshold: float      # that value
+    threshold_q: float    # the quantile it estimates, 100 * (1 - rank / (n_old + 1))
+    exceed: int           # NEW samples above the threshold
+    expected: float       # exceed expected when nothing changed: n_new * rank / (n_old + 1)
+    p95_old: float
+    p95_new: float
+    ratio: float          # p95_new / p95_old
+    p_value: float        # P(J >= exceed) under "same distribution" (exact)
+    verdict: str          # regression | same | n/a
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tail_rank(m: int, q: float = TAIL_Q) -> int:
+    return max(1, int(round((m + 1) * (1.0 - q / 100.0))))
+
+
+def exceedance_pvalue(m: int, n: int, r: int, j: int) -> float:
+    """P(J >= j): J = NEW samples (of n) above OLD's r-th largest (of m), both from one continuous
+    distribution (exact; see the module docstring)."""
+    if j <= 0:
+        return 1.0
+    total = math.comb(m + n, n)
+    tail = sum(math.comb(k + r - 1, k) * math.comb(m - r + n - k, n - k) for k in range(j, n + 1))
+    return tail / total
+
+
+def tail_compare(old, new, q: float = TAIL_Q, alpha: float = ALPHA, min_ratio: float = TAIL_MIN_RATIO,
+                 min_abs: float = TAIL_MIN_ABS_S) -> TailComparison:
+    """Is NEW's tail above OLD's (the test above)? Same units rule as compare()."""
+    a = sorted(float(x) for x in old if x is not None and math.isfinite(x))
+    b = [float(x) for x in new if x is not None and math.isfinite(x)]
+    pa, pb = percentile(a, 95), percentile(b, 95)
+    if len(a) < 2 or len(b) < 2:
+        return TailComparison(len(a), len(b), 0, math.nan, math.nan, 0, math.nan, pa, pb, math.nan, math.nan, "n/a")
+    m, n = len(a), len(b)
+    r = min(tail_rank(m, q), m)
+    thr = a[m - r]
+    j = sum(1 for x in b if x > thr)
+    p = exceedance_pvalue(m, n, r, j)
+    ratio = ratio_of(pb, pa)
+    verdict = "regression" if (p <= alpha and ratio >= min_ratio and pb - pa >= min_abs) else "same"
+    return TailComparison(m, n, r, thr, 100.0 * (1.0 - r / (m + 1)), j, n * r / (m + 1), pa, pb, ratio, p, verdict)
