@@ -140,6 +140,7 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
     rows, blockers = [], []
     for p in presets:
         so, sn = old.samples[p], new.samples[p]
+        prow = []
         for m in metrics:
             vo, vn = metric_values(so, m), metric_values(sn, m)
             c = stats.compare(vo, vn, alpha=alpha, min_ratio=min_ratio, min_abs=min_abs)
@@ -148,11 +149,14 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
                    "old_p50": o["p50"], "old_p95": o["p95"], "new_p50": n["p50"], "new_p95": n["p95"],
                    "n_old": c.n_old, "n_new": c.n_new, "ratio": c.ratio,
                    "p_value": c.p_better if c.verdict == "improvement" else c.p_worse,
+                   "p_worse": c.p_worse, "p_better": c.p_better,
                    "verdict": c.verdict, "tail_verdict": "", "tail": None}
             if m in tail_metrics:
                 t = stats.tail_compare(vo, vn, alpha=alpha, min_ratio=tail_min_ratio, min_abs=tail_min_abs)
                 row["tail"], row["tail_verdict"] = t.to_dict(), t.verdict
-            rows.append(row)
+            prow.append(row)
+        _holm_preset(prow, alpha)
+        rows += prow
         bo, bn = blocker_means(so), blocker_means(sn)
         for comm in sorted(set(bo) | set(bn)):
             a, b = bo.get(comm, 0.0), bn.get(comm, 0.0)
@@ -181,6 +185,28 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
                       blocker_regressions=gated)
 
 
+def _holm_preset(prow: list[dict], alpha: float) -> None:
+    """One preset's rows: Holm-adjust the median p-values (worse and better separately) and the
+    tail p-values over the metrics tested, and drop verdicts the adjusted p no longer supports
+    (the raw-alpha verdicts are a superset: an adjusted p is never smaller)."""
+    for key in ("p_worse", "p_better"):
+        adj = stats.holm([r[key] for r in prow])
+        for r, a in zip(prow, adj):
+            r[key + "_adj"] = a
+    for r in prow:
+        if r["verdict"] == "regression" and not r["p_worse_adj"] <= alpha:
+            r["verdict"] = "same"
+        elif r["verdict"] == "improvement" and not r["p_better_adj"] <= alpha:
+            r["verdict"] = "same"
+        r["p_adj"] = r["p_better_adj"] if r["verdict"] == "improvement" else r["p_worse_adj"]
+        r["p_value"] = r["p_better"] if r["verdict"] == "improvement" else r["p_worse"]
+    tails = [r for r in prow if r["tail"]]
+    for r, a in zip(tails, stats.holm([r["tail"]["p_value"] for r in tails])):
+        r["tail"]["p_adj"] = a
+        if r["tail_verdict"] == "regression" and not a <= alpha:
+            r["tail_verdict"] = r["tail"]["verdict"] = "same"
+
+
 # ----------------------------------------------------------------------------- rendering ----
 def _ms(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1000:.1f}"
@@ -197,7 +223,7 @@ def _p(v) -> str:
 
 
 DIFF_HEAD = ["preset", "metric", "old p50 ms", "new p50 ms", "old p95 ms", "new p95 ms", "ratio p50",
-             "p-value", "verdict", "ratio p95", "new above old p95", "tail p", "tail verdict"]
+             "p (Holm)", "verdict", "ratio p95", "new above old p95", "tail p (Holm)", "tail verdict"]
 
 
 def _exceed(t) -> str:
@@ -212,9 +238,9 @@ def diff_table(result: DiffResult) -> list[list[str]]:
         t = r.get("tail")
         tv = r.get("tail_verdict") or "-"
         out.append([r["preset"], r["label"], _ms(r["old_p50"]), _ms(r["new_p50"]), _ms(r["old_p95"]),
-                    _ms(r["new_p95"]), _ratio(r["ratio"]), _p(r["p_value"]),
+                    _ms(r["new_p95"]), _ratio(r["ratio"]), _p(r.get("p_adj", r["p_value"])),
                     r["verdict"].upper() if r["verdict"] == "regression" else r["verdict"],
-                    _ratio(t["ratio"]) if t else "-", _exceed(t), _p(t["p_value"]) if t else "-",
+                    _ratio(t["ratio"]) if t else "-", _exceed(t), _p(t.get("p_adj", t["p_value"])) if t else "-",
                     tv.upper() if tv == "regression" else tv])
     return out
 
@@ -222,8 +248,8 @@ def diff_table(result: DiffResult) -> list[list[str]]:
 def format_diff(result: DiffResult) -> str:
     """The human-readable diff the CLI prints."""
     pr = result.params
-    lines = [f"Test: one-sided Mann-Whitney U, alpha {pr['alpha']}, flagged only when the median is "
-             f">= {pr['min_ratio']}x and >= {pr['min_abs_s'] * 1000:.0f} ms worse."]
+    lines = [f"Test: one-sided Mann-Whitney U, alpha {pr['alpha']} (p Holm-adjusted over each preset's metrics), "
+             f"flagged only when the median is >= {pr['min_ratio']}x and >= {pr['min_abs_s'] * 1000:.0f} ms worse."]
     if pr.get("tail_metrics"):
         lines.append(f"Tail ({', '.join(METRICS[m][0] for m in pr['tail_metrics'])}): NEW requests above OLD's "
                      f"p{pr['tail_q']:.0f}, exact exceedance test, alpha {pr['alpha']}, flagged only when p95 is "
@@ -246,13 +272,13 @@ def format_diff(result: DiffResult) -> str:
                      f"{b['old_s'] * 1000:.1f} -> {b['new_s'] * 1000:.1f} ms per request")
     if result.regressions:
         lines.append("REGRESSION: " + "; ".join(f"{r['preset']}: {r['label']} p50 {_ms(r['old_p50'])} -> "
-                                                f"{_ms(r['new_p50'])} ms ({_ratio(r['ratio'])}, p={_p(r['p_value'])})"
+                                                f"{_ms(r['new_p50'])} ms ({_ratio(r['ratio'])}, p={_p(r['p_adj'])})"
                                                 for r in result.regressions))
     if result.tail_regressions:
         lines.append("TAIL REGRESSION: " + "; ".join(
             f"{r['preset']}: {r['label']} {r['tail']['exceed']}/{r['tail']['n_new']} new requests above OLD's "
             f"p{r['tail']['threshold_q']:.0f} ({_ms(r['tail']['threshold'])} ms; {r['tail']['expected']:.1f} expected), "
-            f"p={_p(r['tail']['p_value'])}, p95 {_ms(r['old_p95'])} -> {_ms(r['new_p95'])} ms "
+            f"p={_p(r['tail']['p_adj'])}, p95 {_ms(r['old_p95'])} -> {_ms(r['new_p95'])} ms "
             f"({_ratio(r['tail']['ratio'])})" for r in result.tail_regressions))
     if result.blocker_regressions:
         lines.append("BLOCKER REGRESSION: " + "; ".join(
