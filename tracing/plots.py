@@ -103,6 +103,56 @@ def diff_figure(old, new, result: DiffResult, metrics=PLOTTED) -> Figure:
     return fig
 
 
+def series_figure(series: dict | None, metrics=("wall", "runqueue_wait")) -> Figure:
+    """A periodic series (tracing/series.py): p50 and p95 over time, one panel per preset x
+    metric; the pinned baseline is a dashed line, snapshots whose verdict flagged that preset and
+    metric (median or tail) are red crosses."""
+    import datetime as dt
+
+    entries = (series or {}).get("entries") or []
+    presets = sorted({p for e in entries for p in (e.get("points") or {})}) or ["(none)"]
+    fig = Figure(figsize=(4.2 * len(metrics), 2.6 * len(presets) + 0.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    base = (series or {}).get("baseline")
+    fig.suptitle(f"Snapshot series: {len(entries)} snapshot(s), baseline {base or '-'} (ms)", fontsize=10)
+
+    def when(e):
+        try:
+            return dt.datetime.fromisoformat(e.get("created") or "")
+        except ValueError:
+            return None
+
+    for i, p in enumerate(presets):
+        for j, m in enumerate(metrics):
+            ax = fig.add_subplot(len(presets), len(metrics), i * len(metrics) + j + 1)
+            pts = [(when(e), ((e.get("points") or {}).get(p) or {}).get(m), e) for e in entries]
+            pts = [(t, v, e) for t, v, e in pts if t is not None and v]
+            for q, style in (("p50", "-o"), ("p95", "--s")):
+                xs = [t for t, v, _ in pts if v.get(q) is not None]
+                ys = [v[q] * 1000 for _, v, _ in pts if v.get(q) is not None]
+                if xs:
+                    ax.plot(xs, ys, style, ms=3, lw=1, color=NEW_COLOR if q == "p50" else OLD_COLOR, label=q)
+            for t, v, e in pts:
+                rows = ((e.get("verdict") or {}).get("rows") or [])
+                if any(r["preset"] == p and r["metric"] == m and "regression" in (r["verdict"], r["tail_verdict"])
+                       for r in rows) and v.get("p95") is not None:
+                    ax.plot([t], [v["p95"] * 1000], "x", color=BAD, ms=9, mew=2)
+                if e.get("name") == base:
+                    ax.axvline(t, color="black", ls=":", lw=1)
+            ax.set_title(f"{p}: {METRICS[m][0]}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if pts:
+                ax.legend(fontsize=7, loc="upper left")
+            for lab in ax.get_xticklabels():
+                lab.set_rotation(20)
+    return fig
+
+
+def series_png(series: dict | None) -> bytes:
+    return to_png(series_figure(series))
+
+
 def to_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
