@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--keep-clips", type=int, default=200, help="history retention: number of clips")
     o.add_argument("--keep-mb", type=int, default=500, help="history retention: total size in MB")
     o.add_argument("--no-warmup", action="store_true", help="skip the warm-up synthesis at start")
+    o.add_argument("--snapshot-series", default=None, metavar="DIR",
+                   help="periodic snapshots (`python -m app snapshot --series DIR`, e.g. from a systemd timer): "
+                        "the Snapshots tab plots them and /metrics exports the latest verdict "
+                        "(default: <outputs>/snapshot-series)")
     s = p.add_argument_group("security")
     s.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (Gradio auth)")
     s.add_argument("--i-know-this-is-open", action="store_true",

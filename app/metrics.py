@@ -16,6 +16,21 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
 - itts_requests_total{engine,status}                  counter: status "ok" (a clip was produced)
       or "error" (Service.failures: bad input, refused preset, engine failure)
+- itts_service_busy                                   gauge: 1 while a request holds the service
+      (synthesis or its analysis), else 0; periodic snapshot probes wait for 0 (app/periodic.py)
+Periodic snapshots (the launcher's --snapshot-series directory, read at each scrape; absent
+until the first snapshot is recorded; tracing/series.py, tracing/diff.py for the tests):
+- itts_snapshot_regression{kind}                      gauge 0/1: the latest snapshot against the
+      pinned baseline, kind in any, median, tail, blocker (0 while the latest is the baseline)
+- itts_snapshot_metric_regression{preset,metric,kind}  gauge 0/1 per preset x metric, kind
+      median | tail
+- itts_snapshot_seconds{preset,metric,quantile,snapshot}  gauge: p50 (quantile "0.5") and p95
+      ("0.95") of wall and runqueue_wait, snapshot "latest" | "baseline"
+- itts_snapshot_timestamp_seconds{snapshot}           gauge: when the latest / baseline started
+      (Unix time; alert when the series goes stale)
+- itts_snapshot_idle_wait_seconds                     gauge: how long the latest run waited for the
+      service to be idle before its probes
+- itts_snapshot_series_entries                        gauge: snapshots kept in the series
 Untraced requests (tracing off) count in requests and wall only.
 Buckets span 1 ms .. 30 s (BUCKETS); anything above lands in +Inf.
 """
@@ -24,7 +39,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from tracing.series import POINT_METRICS, latest, load_series
 
 log = logging.getLogger("metrics")
 
@@ -102,6 +120,68 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class SeriesCollector:
+    """The periodic series' latest verdict as gauges, read from series.json at each scrape (the
+    snapshot CLI writes it from another process: nothing to keep in sync here)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def collect(self):
+        import datetime as dt
+
+        try:
+            series = load_series(self.path)
+        except Exception as e:  # a broken series.json must not break the scrape
+            log.warning("snapshot series %s: %s", self.path, e)
+            return
+        last = latest(series)
+        if last is None:
+            return
+        v = last.get("verdict") or {}
+        reg = GaugeMetricFamily("itts_snapshot_regression",
+                                "Latest periodic snapshot vs the pinned baseline: 1 = regression", labels=["kind"])
+        reg.add_metric(["any"], 1.0 if v.get("has_regression") else 0.0)
+        for k in ("median", "tail", "blocker"):
+            reg.add_metric([k], 1.0 if v.get(k) else 0.0)
+        yield reg
+        per = GaugeMetricFamily("itts_snapshot_metric_regression", "Latest snapshot: 1 = this metric regressed",
+                                labels=["preset", "metric", "kind"])
+        for r in v.get("rows") or []:
+            if r["metric"] in POINT_METRICS:
+                per.add_metric([_label(r["preset"]), r["metric"], "median"], 1.0 if r["verdict"] == "regression" else 0.0)
+                if r.get("tail_verdict"):
+                    per.add_metric([_label(r["preset"]), r["metric"], "tail"],
+                                   1.0 if r["tail_verdict"] == "regression" else 0.0)
+        yield per
+        base = next((e for e in series["entries"] if e["name"] == series.get("baseline")), None)
+        sec = GaugeMetricFamily("itts_snapshot_seconds", "p50/p95 of the latest and the baseline snapshot",
+                                labels=["preset", "metric", "quantile", "snapshot"])
+        ts = GaugeMetricFamily("itts_snapshot_timestamp_seconds", "When the snapshot started (Unix time)",
+                               labels=["snapshot"])
+        for which, e in (("latest", last), ("baseline", base)):
+            if e is None:
+                continue
+            for preset, ms in (e.get("points") or {}).items():
+                for m, q in ms.items():
+                    for qname, key in (("0.5", "p50"), ("0.95", "p95")):
+                        if _num(q.get(key)) is not None:
+                            sec.add_metric([_label(preset), m, qname, which], q[key])
+            try:
+                ts.add_metric([which], dt.datetime.fromisoformat(e.get("created") or "").timestamp())
+            except ValueError:
+                pass
+        yield sec
+        yield ts
+        idle = GaugeMetricFamily("itts_snapshot_idle_wait_seconds",
+                                 "How long the latest snapshot waited for the service to be idle")
+        idle.add_metric([], float((last.get("idle") or {}).get("waited_s") or 0.0))
+        yield idle
+        n = GaugeMetricFamily("itts_snapshot_series_entries", "Snapshots kept in the periodic series")
+        n.add_metric([], float(len(series["entries"])))
+        yield n
+
+
 def mount_metrics(fastapi_app, metrics: Metrics, before_scrape=None, path: str = "/metrics") -> None:
     """Add GET /metrics (Prometheus text format) to a FastAPI/Starlette app. Works on a running
     app too (Gradio's, after launch(prevent_thread_lock=True)): the route is put first so no
@@ -129,6 +209,12 @@ def install(ctx, fastapi_app) -> Metrics:
     m.requests.labels(_label(engine), "ok")  # both series exist from the first scrape
     m.requests.labels(_label(engine), "error")
     svc.listeners.append(m.observe)
+    busy = Gauge("itts_service_busy", "1 while a request holds the service (synthesis or its analysis)",
+                 registry=m.registry)
+    busy.set_function(lambda: 1.0 if svc.busy else 0.0)
+    if getattr(ctx, "args", None) is not None:  # the launcher's; a bare service has no series
+        from app.periodic import series_dir
+        m.registry.register(SeriesCollector(series_dir(ctx.args)))
     mount_metrics(fastapi_app, m, before_scrape=lambda: m.sync_failures(engine, svc.failures))
     ctx.metrics = m
     return m

@@ -79,6 +79,11 @@ class IdleGate:
                 "before probing")
 
 
+def series_dir(args) -> Path:
+    """The launcher's series directory: --snapshot-series, else <outputs>/snapshot-series."""
+    return Path(getattr(args, "snapshot_series", None) or Path(args.outputs) / "snapshot-series").resolve()
+
+
 def metrics_busy(url: str, timeout: float = 5.0) -> Callable[[], bool | None]:
     """is_busy for IdleGate from a launcher's /metrics (None when it does not export the gauge)."""
     target = url.rstrip("/") + "/metrics"

@@ -7,8 +7,9 @@ Order matters and is the product's promise:
    window opens, so the window's tracing_cpumask matches the CPUs synthesis may use;
 2. only the engine runs inside the window (stage markers written by the sink);
 3. reading the buffer, analysis, the timeline picture and the attachment happen after the window
-   closed, on the aux worker thread, which the tuner keeps off the synthesis CPUs (or at
-   SCHED_IDLE when the preset leaves none free).
+   closed, on the aux worker thread, which the tuner runs at SCHED_BATCH off the synthesis CPUs
+   when the preset leaves any free (not SCHED_IDLE: the request waits for it, and under a CPU hog
+   an idle-class thread starved for seconds per request).
 One synthesis at a time per process: IndexTTS2's caches are not thread-safe, and a request-scoped
 preset must not be undone under another request's feet.
 """
@@ -166,6 +167,12 @@ class Service:
             self.tuner.place_aux_thread()
         except Exception as e:  # placement is best effort: never fail a request over it
             log.warning("could not place the trace-aux thread: %s", e)
+
+    @property
+    def busy(self) -> bool:
+        """A request holds the service (synthesis, or its analysis); periodic snapshot probes wait
+        for this to clear (app/periodic.py, itts_service_busy at /metrics)."""
+        return self._lock.locked()
 
     def close(self) -> None:
         self._dat.shutdown(wait=True)

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from app.periodic import IdleGate, metrics_busy, snapshot_into_series
 from app.service import Service
 from app.store import ClipStore
 from models.base import NullStages, SynthesisRequest
@@ -22,11 +23,13 @@ from tracing import diff as D
 from tracing import stats
 from tracing.snapshot import (DEFAULT_TEXT, Snapshot, SnapshotError, SnapshotWriter, format_summary,
                               latency_tracer_status, load_snapshot, new_manifest, summary_from_attachment)
+from tracing.series import DEFAULT_KEEP, DIFF_FILE, Series
 from tracing.tracefs import LATENCY_TRACERS, find_tracefs, probe
 from tuning.apply import Tuner
 from tuning.presets import load_presets
 
 Progress = Callable[[float, str], None]
+DEFAULT_N = 20  # README "What N detects": the smallest N that catches the issue's stress-ng tail
 
 
 def _order(presets: list[str], n: int) -> list[tuple[str, int]]:
@@ -65,8 +68,10 @@ def run_in_process(dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, e
 
 def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, label: str = "",
                 source: str = "in-process", capabilities: dict | None = None, latency_tracers: dict | None = None,
-                warmup: bool = True, progress: Progress | None = None) -> Snapshot:
-    """Run the snapshot on an existing app.service.Service (the web UI's, or run_in_process's)."""
+                warmup: bool = True, progress: Progress | None = None, gate=None) -> Snapshot:
+    """Run the snapshot on an existing app.service.Service (the web UI's, or run_in_process's).
+    gate: an app.periodic.IdleGate whose wait() runs before each request (probe only when idle);
+    what it waited is kept in the manifest (`idle`)."""
     n = _check_n(n)
     unknown = [p for p in presets if p not in svc.tuner.presets]
     if unknown:
@@ -76,11 +81,13 @@ def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT,
     if warmup:  # first-request costs (library load, torch kernels) are not what we measure
         if progress:
             progress(0.0, "warm-up")
+        _wait(gate, writer)
         svc.engine.synthesize(SynthesisRequest(text=text), NullStages())
     order = _order(presets, n)
     for k, (p, i) in enumerate(order):
         if progress:
             progress(k / len(order), f"{p} {i + 1}/{n}")
+        _wait(gate, writer)
         rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True)
         summary = summary_from_attachment(rec.attachment_path)
         summary["preset_requested"] = p
@@ -90,9 +97,10 @@ def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT,
 
 
 def run_remote(dest, url: str, presets: list[str], n: int, text: str = DEFAULT_TEXT, label: str = "",
-               warmup: bool = True, progress: Progress | None = None) -> Snapshot:
+               warmup: bool = True, progress: Progress | None = None, gate=None) -> Snapshot:
     """Drive a running launcher through its API (/synthesize with preset=<name>, scope "this
-    request only") and copy each clip's attachment (the 9th output) into the snapshot."""
+    request only") and copy each clip's attachment (the 9th output) into the snapshot. gate: as
+    for run_service (app.periodic.metrics_busy reads the launcher's busy state)."""
     from urllib.parse import urlparse
 
     from gradio_client import Client
@@ -111,11 +119,13 @@ def run_remote(dest, url: str, presets: list[str], n: int, text: str = DEFAULT_T
     if warmup:
         if progress:
             progress(0.0, "warm-up")
+        _wait(gate, writer)
         client.predict(text=text, preset=presets[0], scope="this request only", trace=False, api_name="/synthesize")
     order = _order(presets, n)
     for k, (p, i) in enumerate(order):
         if progress:
             progress(k / len(order), f"{p} {i + 1}/{n}")
+        _wait(gate, writer)
         out = client.predict(text=text, preset=p, scope="this request only", trace=True, api_name="/synthesize")
         attachment = out[8]
         summary = summary_from_attachment(attachment)
@@ -126,6 +136,12 @@ def run_remote(dest, url: str, presets: list[str], n: int, text: str = DEFAULT_T
         writer.add(p, summary, attachment)
     writer.close()
     return load_snapshot(dest)
+
+
+def _wait(gate, writer: SnapshotWriter) -> None:
+    if gate is not None:
+        gate.wait()
+        writer.manifest["idle"] = {**gate.to_dict(), "note": gate.note()}
 
 
 def _check_n(n) -> int:
@@ -140,10 +156,12 @@ def register_cli(sub) -> None:
     object); each sets `func(args) -> exit code`."""
     s = sub.add_parser("snapshot", help="run N traced requests per preset and store them as one snapshot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("out", help="snapshot directory to create (must not exist or be empty)")
+    s.add_argument("out", nargs="?", help="snapshot directory to create (must not exist or be empty); "
+                                          "with --series: leave out (a new directory of the series)")
     s.add_argument("--presets", default="default,pinned", help="comma-separated preset names")
-    s.add_argument("-n", type=int, default=5, help="requests per preset (N >= 5 lets the diff resolve p < 0.05 "
-                                                   "with one overlap; N = 3 needs complete separation)")
+    s.add_argument("-n", type=int, default=DEFAULT_N,
+                   help="requests per preset (README, 'What N detects': N = 20 catches a 3x CPU-pressure "
+                        "stall in the median and the tail; N = 5 only catches complete separation)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--url", help="drive a running launcher, e.g. http://127.0.0.1:7860/")
     where.add_argument("--in-process", action="store_true", help="build engine/tuner/service here (the default)")
@@ -154,6 +172,17 @@ def register_cli(sub) -> None:
     s.add_argument("--label", default="", help="free text kept in the manifest (e.g. 'before upgrade')")
     s.add_argument("--no-warmup", action="store_true", help="skip the untraced warm-up request")
     s.add_argument("--no-plot", action="store_true", help="do not write <out>/summary.png")
+    per = s.add_argument_group("periodic (a systemd timer runs this; docs/production.md)")
+    per.add_argument("--series", default=None,
+                     help="keep the snapshot in this series directory (the launcher's --snapshot-series), "
+                          "diff it against the series' pinned baseline, exit 1 on a regression")
+    per.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="--series: snapshots kept (baseline included)")
+    per.add_argument("--pin", action="store_true", help="--series: make this snapshot the new baseline")
+    per.add_argument("--idle-settle-s", type=float, default=0.5,
+                     help="probe only after the service was idle this long (--url: read from its /metrics)")
+    per.add_argument("--idle-timeout-s", type=float, default=600.0,
+                     help="give up (exit 2, nothing kept) when the service stays busy this long")
+    _diff_gate_args(per)
     s.set_defaults(func=_cli_snapshot)
 
     d = sub.add_parser("diff", help="compare two snapshots; exit 1 on a significant regression",
@@ -163,9 +192,35 @@ def register_cli(sub) -> None:
     d.add_argument("--alpha", type=float, default=stats.ALPHA, help="one-sided Mann-Whitney U significance level")
     d.add_argument("--min-ratio", type=float, default=stats.MIN_RATIO, help="minimum ratio of medians new/old")
     d.add_argument("--min-abs-ms", type=float, default=stats.MIN_ABS_S * 1000, help="minimum median difference, ms")
+    _diff_gate_args(d)
     d.add_argument("--plot", default=None, help="write the diff image here (PNG)")
     d.add_argument("--json", default=None, help="write the diff rows here (JSON)")
     d.set_defaults(func=_cli_diff)
+
+
+def _diff_gate_args(p) -> None:
+    p.add_argument("--tail-metrics", default=",".join(D.TAIL_METRICS),
+                   help="metrics whose tail is tested (NEW above OLD's p95); '' turns the tail test off")
+    p.add_argument("--tail-min-ratio", type=float, default=stats.TAIL_MIN_RATIO, help="minimum ratio of p95 new/old")
+    p.add_argument("--tail-min-ms", type=float, default=stats.TAIL_MIN_ABS_S * 1000, help="minimum p95 difference, ms")
+    p.add_argument("--gate-blocker-ms", type=float, default=None,
+                   help="also fail on a blocker task that appeared and holds our CPU >= this many ms per "
+                        "request; unset, blockers explain a regression and do not decide one")
+
+
+def _diff_kw(args) -> dict:
+    kw = {"tail_metrics": tuple(m.strip() for m in args.tail_metrics.split(",") if m.strip()),
+          "tail_min_ratio": args.tail_min_ratio, "tail_min_abs": args.tail_min_ms / 1000,
+          "blocker_gate_s": None if args.gate_blocker_ms is None else args.gate_blocker_ms / 1000}
+    for k in ("alpha", "min_ratio"):
+        if hasattr(args, k):
+            kw[k] = getattr(args, k)
+    if hasattr(args, "min_abs_ms"):
+        kw["min_abs"] = args.min_abs_ms / 1000
+    bad = [m for m in kw["tail_metrics"] if m not in D.METRICS]
+    if bad:
+        raise SnapshotError(f"Unknown --tail-metrics {', '.join(bad)}; known: {', '.join(D.METRICS)}.")
+    return kw
 
 
 def _progress(f: float, desc: str) -> None:
@@ -177,14 +232,28 @@ def _cli_snapshot(args) -> int:
     if not presets:
         print("error: --presets is empty", file=sys.stderr)
         return 2
-    try:
+    if bool(args.out) == bool(args.series):
+        print("error: give a snapshot directory or --series DIR (not both)", file=sys.stderr)
+        return 2
+    gate = None
+    if args.url:
+        gate = IdleGate(metrics_busy(args.url), settle_s=args.idle_settle_s, timeout_s=args.idle_timeout_s)
+
+    def run(dest):
         if args.url:
-            snap = run_remote(args.out, args.url, presets, args.n, text=args.text, label=args.label,
+            return run_remote(dest, args.url, presets, args.n, text=args.text, label=args.label,
+                              warmup=not args.no_warmup, progress=_progress, gate=gate)
+        return run_in_process(dest, presets, args.n, text=args.text, engine=args.engine,
+                              model_dir=args.model_dir, presets_file=args.presets_file, label=args.label,
                               warmup=not args.no_warmup, progress=_progress)
+
+    try:
+        if not args.series:
+            snap = run(args.out)
         else:
-            snap = run_in_process(args.out, presets, args.n, text=args.text, engine=args.engine,
-                                  model_dir=args.model_dir, presets_file=args.presets_file, label=args.label,
-                                  warmup=not args.no_warmup, progress=_progress)
+            series = Series(args.series, keep=args.keep)
+            entry = snapshot_into_series(series, run, pin=args.pin, **_diff_kw(args))
+            snap = load_snapshot(series.path / entry["name"])
     except SnapshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -192,7 +261,16 @@ def _cli_snapshot(args) -> int:
         from tracing.plots import summary_png
         (snap.path / "summary.png").write_bytes(summary_png(snap))
     print(format_summary(snap), end="")
-    return 0
+    if gate is not None:
+        print(gate.note())
+    if not args.series:
+        return 0
+    if entry["verdict"] is None:
+        print(f"Pinned as the baseline of {args.series}.")
+        return 0
+    print(f"Against the baseline {entry['verdict']['baseline']}:")
+    print((snap.path / DIFF_FILE).read_text(), end="")
+    return 1 if entry["verdict"]["has_regression"] else 0
 
 
 def _cli_diff(args) -> int:
@@ -201,7 +279,11 @@ def _cli_diff(args) -> int:
     except SnapshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    r = D.diff(old, new, alpha=args.alpha, min_ratio=args.min_ratio, min_abs=args.min_abs_ms / 1000)
+    try:
+        r = D.diff(old, new, **_diff_kw(args))
+    except SnapshotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(D.format_diff(r), end="")
     if args.plot:
         from tracing.plots import diff_png

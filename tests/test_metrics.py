@@ -47,7 +47,7 @@ def test_observe_fills_every_family():
 def test_install_on_a_running_gradio_app():
     """The wiring webui.py uses: launch(prevent_thread_lock=True), then install()."""
     import gradio as gr
-    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=1, listeners=[])
+    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=1, listeners=[], busy=False)
     ctx = types.SimpleNamespace(service=svc)
     with gr.Blocks() as demo:
         t = gr.Textbox()
@@ -80,3 +80,45 @@ def test_scrape_real_server_after_one_request(server, client):
     assert _value(body, "itts_breakdown_seconds_count", component="on_cpu", preset="default") >= 1
     assert _value(body, "itts_requests_total", status="ok") >= 1
     assert "itts_stage_seconds_count{" in body
+
+
+def _plain(body: str, name: str) -> float | None:
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_periodic_series_verdict_and_busy_gauges(tmp_path):
+    """The latest verdict of a series (written as the snapshot CLI does) as gauges an alert rule
+    can fire on (docs/alerts/snapshots.rules.yml), and the busy gauge the idle gate reads."""
+    from app.metrics import SeriesCollector
+    from tests.test_series import _write, quiet, stalled
+    from tracing.series import Series
+
+    s = Series(tmp_path / "series")
+    m = Metrics()
+    m.registry.register(SeriesCollector(s.path))
+    assert "itts_snapshot_" not in m.exposition().decode()  # no series yet: nothing, not zeros
+    s.record(_write(s.path / "a", quiet(1)))
+    body = m.exposition().decode()
+    assert _value(body, "itts_snapshot_regression", kind="any") == 0 and _plain(body, "itts_snapshot_series_entries") == 1
+    s.record(_write(s.path / "b", stalled(2)))
+    body = m.exposition().decode()
+    assert _value(body, "itts_snapshot_regression", kind="any") == 1
+    assert _value(body, "itts_snapshot_regression", kind="tail") == 1
+    assert _value(body, "itts_snapshot_metric_regression", preset="default", metric="wall", kind="tail") == 1
+    assert _value(body, "itts_snapshot_seconds", preset="default", metric="wall", quantile="0.95", snapshot="latest") > \
+        2 * _value(body, "itts_snapshot_seconds", preset="default", metric="wall", quantile="0.95", snapshot="baseline")
+    assert _value(body, "itts_snapshot_timestamp_seconds", snapshot="latest") > 1.7e9
+    assert _plain(body, "itts_snapshot_idle_wait_seconds") == 1.5
+    (s.path / "series.json").write_text("{broken")  # a scrape survives a broken file
+    assert "itts_snapshot_" not in m.exposition().decode()
+
+    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=0, listeners=[], busy=True)
+    ctx = types.SimpleNamespace(service=svc, args=types.SimpleNamespace(outputs=str(tmp_path), snapshot_series=None))
+    fake_app = types.SimpleNamespace(router=types.SimpleNamespace(routes=[]))
+    mi = install(ctx, fake_app)
+    assert _plain(mi.exposition().decode(), "itts_service_busy") == 1
+    svc.busy = False
+    assert _plain(mi.exposition().decode(), "itts_service_busy") == 0

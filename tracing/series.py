@@ -88,6 +88,28 @@ def verdict(result: D.DiffResult, baseline: str) -> dict:
                          for b in result.blocker_regressions]}
 
 
+def format_series(series: dict | None, where: str = "") -> str:
+    """What the Snapshots tab says about a series: baseline, size, the latest verdict."""
+    if not series or not series.get("entries"):
+        return (f"No periodic snapshots in {where or 'the series directory'} yet. Take them with "
+                "`python -m app snapshot --url URL --series DIR` (a systemd timer: docs/production.md).")
+    last = latest(series)
+    lines = [f"Series {where}: {len(series['entries'])} snapshot(s) (keeping {series.get('keep')}), "
+             f"baseline {series.get('baseline')}",
+             f"latest {last['name']} ({last.get('created')}), N={last.get('n')}"
+             + ("" if last.get("complete") else " (INCOMPLETE)")]
+    if (last.get("idle") or {}).get("note"):
+        lines.append(last["idle"]["note"])
+    v = last.get("verdict")
+    if v is None:
+        lines.append("The latest snapshot is the baseline: nothing to compare yet.")
+    elif v["has_regression"]:
+        lines.append("REGRESSION against the baseline: " + "; ".join(v["regressions"]))
+    else:
+        lines.append("No significant regression against the baseline.")
+    return "\n".join(lines) + "\n"
+
+
 class Series:
     def __init__(self, path: str | os.PathLike, keep: int = DEFAULT_KEEP):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.snapshot_runs import run_service
+from app.periodic import series_dir
+from app.snapshot_runs import DEFAULT_N, run_service
 from app.ui.common import check_preset
 from app.ui.compat import PRIVATE
 from tracing import diff as D
 from tracing import plots
+from tracing.series import DIFF_FILE, format_series, latest, load_series
 from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
                               load_snapshot, summary_table)
 
@@ -98,7 +100,7 @@ def build(ctx) -> None:
         with gr.Row():
             presets = gr.Dropdown(allowed, value=[tuner.current.name], multiselect=True, label="Presets",
                                   elem_id="snap_presets")
-            n = gr.Number(value=5, precision=0, minimum=1, maximum=MAX_N, label="Requests per preset (N)",
+            n = gr.Number(value=DEFAULT_N, precision=0, minimum=1, maximum=MAX_N, label="Requests per preset (N)",
                           elem_id="snap_n")
             label = gr.Textbox(label="Label", placeholder="e.g. before-kernel-upgrade", elem_id="snap_label")
         text = gr.Textbox(value=DEFAULT_TEXT, label="Text", elem_id="snap_text")
@@ -127,3 +129,32 @@ def build(ctx) -> None:
         diff_btn.click(do_diff, [old, new, alpha, min_ratio, min_abs], [diff_text, diff_rows, diff_img, diff_json],
                        api_name="snapshot_diff")
         refresh_btn.click(refresh, None, [old, new], **PRIVATE)
+        _series_section(ctx)
+
+
+def _series_section(ctx) -> None:
+    """The periodic series (app/periodic.py): p50/p95 over time per preset and the latest verdict."""
+    where = series_dir(ctx.args)
+
+    def show():
+        try:
+            series = load_series(where)
+        except SnapshotError as e:
+            raise gr.Error(str(e))
+        text = format_series(series, str(where))
+        last = latest(series)
+        if last and (where / last["name"] / DIFF_FILE).is_file():
+            text += "\n" + (where / last["name"] / DIFF_FILE).read_text()
+        png = where / "series.png"
+        where.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(plots.series_png(series))
+        return text, str(png)
+
+    gr.Markdown("### Periodic series\nSnapshots taken on a schedule (`python -m app snapshot --url URL --series "
+                "DIR`, run by a systemd timer: docs/production.md), each diffed against the pinned baseline; "
+                "/metrics exports the latest verdict (`itts_snapshot_regression`). Probes wait until the "
+                "service is idle and say so.")
+    series_btn = gr.Button("Refresh series", elem_id="snap_series_refresh")
+    series_text = gr.Textbox(label="Latest verdict", lines=8, interactive=False, elem_id="snap_series_text")
+    series_img = gr.Image(type="filepath", label="p50 / p95 over time", interactive=False, elem_id="snap_series_image")
+    series_btn.click(show, None, [series_text, series_img], api_name="snapshot_series")
