@@ -257,6 +257,9 @@ def _cli_snapshot(args) -> int:
     except SnapshotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # launcher down, request refused...: 2, never 1 (1 means "regression")
+        print(f"error: the snapshot failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     if not args.no_plot:
         from tracing.plots import summary_png
         (snap.path / "summary.png").write_bytes(summary_png(snap))

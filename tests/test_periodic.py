@@ -59,3 +59,19 @@ def test_failed_run_leaves_nothing_in_the_series(tmp_path):
     with pytest.raises(SnapshotError):
         snapshot_into_series(s, run)
     assert [p.name for p in s.path.iterdir() if not p.name.startswith(".")] == [] and load_series(s.path) is None
+
+
+def test_cli_exits_2_not_1_when_the_launcher_is_not_there(tmp_path):
+    """1 means "regression" (a timer's SuccessExitStatus=1): a run that could not probe is 2."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+    series = tmp_path / "series"
+    r = subprocess.run([sys.executable, "-m", "app", "snapshot", "--url", f"http://127.0.0.1:{free_port()}/",
+                        "--series", str(series), "-n", "3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "error:" in r.stderr and "refused" in r.stderr, r.stderr
+    assert load_series(series) is None and [p for p in series.iterdir() if not p.name.startswith(".")] == []
+    r = subprocess.run([sys.executable, "-m", "app", "snapshot", str(tmp_path / "x"), "--series", str(series)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not both" in r.stderr
