@@ -42,25 +42,25 @@ def test_periodic_series_waits_for_idle_exports_and_plots(server, client):
         assert time.monotonic() < deadline, "the user request never made the service busy"
         time.sleep(0.05)
     t0 = time.monotonic()
-    first = snapshot(server, series)
+    first = snapshot(server, series, "--pin")  # pinned: other tests of the session may have used the series
     took = time.monotonic() - t0
     job.result(timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Pinned as the baseline" in first.stdout and "idle: waited" in first.stdout, first.stdout
     data = load_series(series)
-    assert data["baseline"] == data["entries"][0]["name"] and data["entries"][0]["idle"]["waits"] >= 1
+    assert data["baseline"] == data["entries"][-1]["name"] and data["entries"][-1]["idle"]["waits"] >= 1
 
     second = snapshot(server, series)
     assert second.returncode == 0, second.stdout + second.stderr  # N = 3 cannot flag anything (README)
     assert "Against the baseline" in second.stdout and "idle before every probe" in second.stdout
     body = scrape(server)
     assert _value(body, "itts_snapshot_regression", kind="any") == 0
-    assert _plain(body, "itts_snapshot_series_entries") == 2 and _plain(body, "itts_service_busy") == 0
+    assert _plain(body, "itts_snapshot_series_entries") >= 2 and _plain(body, "itts_service_busy") == 0
     assert _value(body, "itts_snapshot_seconds", preset="default", metric="wall", quantile="0.95", snapshot="latest") > 0
 
     # a re-pinned baseline and a regressed snapshot (hand-made: a tail of 3x stalls) in the series
     s = Series(series, keep=3)
-    first_name = data["entries"][0]["name"]
+    first_name = data["entries"][-1]["name"]
     pinned = s.record(_write(s.next_dir(), quiet(7)), pin=True)
     s.record(_write(s.next_dir(), stalled(8)))  # keep=3: the oldest entry that is not the baseline goes
     data = load_series(series)
