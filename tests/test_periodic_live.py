@@ -4,7 +4,6 @@ to finish before probing and says so, /metrics exports the latest verdict (and t
 alert rule's expression fires on a regression), and the Snapshots tab plots the series."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
