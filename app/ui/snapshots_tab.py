@@ -8,10 +8,12 @@ typed by the client.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from app.periodic import series_dir
 from app.snapshot_runs import DEFAULT_N, run_service
@@ -145,10 +147,9 @@ def _series_section(ctx) -> None:
         last = latest(series)
         if last and (where / last["name"] / DIFF_FILE).is_file():
             text += "\n" + (where / last["name"] / DIFF_FILE).read_text()
-        png = where / "series.png"
-        where.mkdir(parents=True, exist_ok=True)
-        png.write_bytes(plots.series_png(series))
-        return text, str(png)
+        # an image, not a file in the series directory: it may be read-only to the launcher or
+        # outside what Gradio serves
+        return text, Image.open(io.BytesIO(plots.series_png(series)))
 
     gr.Markdown("### Periodic series\nSnapshots taken on a schedule (`python -m app snapshot --url URL --series "
                 "DIR`, run by a systemd timer: docs/production.md), each diffed against the pinned baseline; "
@@ -156,5 +157,6 @@ def _series_section(ctx) -> None:
                 "service is idle and say so.")
     series_btn = gr.Button("Refresh series", elem_id="snap_series_refresh")
     series_text = gr.Textbox(label="Latest verdict", lines=8, interactive=False, elem_id="snap_series_text")
-    series_img = gr.Image(type="filepath", label="p50 / p95 over time", interactive=False, elem_id="snap_series_image")
+    series_img = gr.Image(type="pil", format="png", label="p50 / p95 over time", interactive=False,
+                          elem_id="snap_series_image")
     series_btn.click(show, None, [series_text, series_img], api_name="snapshot_series")
