@@ -160,8 +160,8 @@ def register_cli(sub) -> None:
                                           "with --series: leave out (a new directory of the series)")
     s.add_argument("--presets", default="default,pinned", help="comma-separated preset names")
     s.add_argument("-n", type=int, default=DEFAULT_N,
-                   help="requests per preset (README, 'What N detects': N = 20 catches a 3x CPU-pressure "
-                        "stall in the median and the tail; N = 5 only catches complete separation)")
+                   help="requests per preset (README, 'What N detects': N = 20 catches a sustained 3x "
+                        "CPU-pressure stall every time and a stall in one request of four about half the time)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--url", help="drive a running launcher, e.g. http://127.0.0.1:7860/")
     where.add_argument("--in-process", action="store_true", help="build engine/tuner/service here (the default)")

@@ -11,7 +11,8 @@ The regression test (`compare`), stated once here and used by `tracing/diff.py`:
    is significant when p <= alpha (default 0.05).
    With 3 samples per side the smallest possible exact p is 1/C(6,3) = 0.05: only a complete
    separation (every new sample above every old one) is significant. Take N >= 5 (smallest p
-   1/252) for anything finer; the CLI default is N = 5.
+   1/252) for anything finer; after the Holm step below N = 3 can flag nothing. The CLI default is
+   N = 20 (README, "What N detects").
 2. Effect size, so that a significant but tiny shift (typical of a quiet box: 3 ms more run-queue
    wait in every sample) is not flagged: the ratio of medians new/old must be >= min_ratio
    (default 1.2, i.e. 20 % worse) AND the medians must differ by >= min_abs seconds (default
