@@ -42,6 +42,15 @@ class InputError(ValueError):
     """Bad user input; the message is shown to the user as is."""
 
 
+def drop_surrogates(s: str) -> str:
+    """`s` without lone UTF-16 surrogates (U+D800..U+DFFF). JSON lets a client send them, but they
+    cannot be encoded as UTF-8: kept in a clip's record they broke every later page load that
+    lists it (the History rows), so they are removed where text enters."""
+    if not any("\ud800" <= c <= "\udfff" for c in s):
+        return s
+    return "".join(c for c in s if not "\ud800" <= c <= "\udfff")
+
+
 @dataclass
 class SynthesisRequest:
     text: str
@@ -64,6 +73,9 @@ class SynthesisRequest:
         """Raise InputError for anything an engine must not be handed. Returns self."""
         if not isinstance(self.text, str):
             raise InputError("Text must be a string.")
+        self.text = drop_surrogates(self.text)
+        if isinstance(self.emo_text, str):
+            self.emo_text = drop_surrogates(self.emo_text)
         if not self.text.strip():
             raise InputError("Text is empty: type something to synthesize.")
         if len(self.text) > MAX_TEXT_CHARS:

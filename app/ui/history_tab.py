@@ -7,6 +7,7 @@ import gradio as gr
 from app.store import ClipNotFound
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import user_error
+from models.base import drop_surrogates
 from app.ui.compat import PRIVATE
 
 HISTORY_HEADERS = ["request id", "created (UTC)", "preset", "engine", "wall ms", "run-queue ms", "text"]
@@ -22,7 +23,7 @@ def build(ctx) -> tuple:
             totals = (r.get("breakdown") or {}).get("totals") or {}
             rows.append([r["id"], r["created"], (r.get("preset") or {}).get("preset", "?"), r["engine"],
                          round(r["wall_s"] * 1000), round(totals.get("runqueue_wait_s", 0) * 1000, 1),
-                         r["text"][:60]])
+                         drop_surrogates(r["text"])[:60]])  # records written before the input rule
         return rows
 
     def load_clip(request_id):
