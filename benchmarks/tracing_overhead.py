@@ -88,10 +88,10 @@ class Server:
         self.log.close()
 
 
-def one_request(client, outputs: Path, text: str, traced: bool) -> dict:
+def one_request(client, outputs: Path, text: str, traced: bool, gen: dict) -> dict:
     """Submit, then time each streamed update as gradio_client hands it over."""
     t0 = time.monotonic()
-    job = client.submit(text=text, trace=traced, api_name="/synthesize")
+    job = client.submit(text=text, trace=traced, api_name="/synthesize", **gen)
     t_audio = t_breakdown = None
     last, updates = None, 0
     for out in job:  # gradio_client polls its update list every 1 ms
@@ -110,23 +110,24 @@ def one_request(client, outputs: Path, text: str, traced: bool) -> dict:
             t_breakdown = now
     rid = last[1]
     rec = json.loads((outputs / "clips" / rid / "record.json").read_text())
-    return {"traced": traced, "to_audio_s": t_audio - t0, "total_s": time.monotonic() - t0,
+    bd = rec.get("breakdown") or {}
+    return {"events": bd.get("events"), "lost": (bd.get("lost_events") or {}).get("total"),"traced": traced, "to_audio_s": t_audio - t0, "total_s": time.monotonic() - t0,
             "audio_to_breakdown_s": (t_breakdown - t_audio) if t_breakdown is not None else None,
             "wall_s": rec["wall_s"], "updates": updates, "mode": (last[-1].get("breakdown") or {}).get("mode")}
 
 
-def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path) -> dict:
+def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, gen: dict) -> dict:
     from gradio_client import Client
     outputs = tmp / f"outputs-{engine}"
     srv = Server(outputs, engine, scale)
     try:
         client = Client(srv.url, verbose=False)
         for traced in (True, False):  # warm both paths (first Gradio request, caches), untimed
-            one_request(client, outputs, text, traced)
+            one_request(client, outputs, text, traced, gen)
         rows = []
         for i in range(pairs):
             order = (True, False) if i % 2 == 0 else (False, True)
-            rows.append({r["traced"]: r for r in (one_request(client, outputs, text, t) for t in order)})
+            rows.append({r["traced"]: r for r in (one_request(client, outputs, text, t, gen) for t in order)})
             print(f"  {engine} pair {i + 1}/{pairs}: to audio {rows[-1][True]['to_audio_s'] * 1000:.0f} / "
                   f"{rows[-1][False]['to_audio_s'] * 1000:.0f} ms", file=sys.stderr, flush=True)
     finally:
@@ -145,6 +146,8 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path) 
         "audio_to_breakdown_s": bootstrap_median(a2b) if a2b else None,
         "total_on_s": float(np.median([r["total_s"] for r in on])),
         "updates": on[0]["updates"], "rows": rows,
+        "events_per_s": float(np.median([r["events"] / r["wall_s"] for r in on if r["events"]] or [0])),
+        "lost": sum(r["lost"] or 0 for r in on),
     }
 
 
@@ -161,21 +164,26 @@ def main(argv=None) -> int:
     ap.add_argument("--replica-scale", type=float, default=None, help="replica size factor (engine default when unset)")
     ap.add_argument("--text", default=TEXT)
     ap.add_argument("--json", default=None, help="also write every request's figures here")
+    ap.add_argument("--replica-generation", default=None, metavar="JSON",
+                    help='generation arguments for the replica\'s requests, e.g. \'{"max_mel_tokens": 64, '
+                         '"num_beams": 1}\' (a shorter request where a full one takes too long)')
     args = ap.parse_args(argv)
     if args.pairs < 2:
         ap.error("--pairs must be at least 2")
     if os.geteuid() != 0:
         print("note: not root; the traced side may run in schedstat mode", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="tracing-overhead-") as tmp:
-        results = [measure(e, args.pairs, args.replica_scale if e == "replica" else None, args.text, Path(tmp))
-                   for e in args.engines.split(",")]
+        rgen = json.loads(args.replica_generation) if args.replica_generation else {}
+        results = [measure(e, args.pairs, args.replica_scale if e == "replica" else None, args.text, Path(tmp),
+                           rgen if e == "replica" else {}) for e in args.engines.split(",")]
     for r in results:
         a2b = r["audio_to_breakdown_s"]
         print(f"{r['engine']} ({r['pairs']} pairs, trace mode {r['mode']}, {r['updates']} updates per traced request):")
         print(f"  time-to-audio ratio {_ci(r['to_audio_ratio'])}   "
               f"(medians {r['to_audio_on_s'] * 1000:.0f} ms traced / {r['to_audio_off_s'] * 1000:.0f} ms untraced)")
         print(f"  synthesis-only ratio {_ci(r['wall_ratio'])}   "
-              f"(medians {r['wall_on_s'] * 1000:.0f} / {r['wall_off_s'] * 1000:.0f} ms)")
+              f"(medians {r['wall_on_s'] * 1000:.0f} / {r['wall_off_s'] * 1000:.0f} ms; "
+              f"{r['events_per_s']:.0f} events/s traced, {r['lost']} lost)")
         if a2b:
             print(f"  audio to breakdown {a2b[0] * 1000:.0f} ms [{a2b[1] * 1000:.0f}, {a2b[2] * 1000:.0f}]   "
                   f"(submit to last update, traced: {r['total_on_s'] * 1000:.0f} ms)")
