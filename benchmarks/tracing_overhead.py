@@ -137,8 +137,12 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
     a2b = [r["audio_to_breakdown_s"] for r in on if r["audio_to_breakdown_s"] is not None]
     return {
         "engine": engine, "pairs": pairs, "scale": scale, "mode": on[0]["mode"],
-        "to_audio_ratio": bootstrap_median([a["to_audio_s"] / b["to_audio_s"] for a, b in zip(on, off)]),
-        "wall_ratio": bootstrap_median([a["wall_s"] / b["wall_s"] for a, b in zip(on, off)]),
+        "to_audio_ratio": bootstrap_median(ta := [a["to_audio_s"] / b["to_audio_s"] for a, b in zip(on, off)]),
+        "wall_ratio": bootstrap_median(wa := [a["wall_s"] / b["wall_s"] for a, b in zip(on, off)]),
+        "to_audio_balanced": balanced(ta), "wall_balanced": balanced(wa),
+        # per order: which request of the pair ran first
+        "to_audio_traced_first": float(np.median(ta[0::2])), "to_audio_untraced_first": float(np.median(ta[1::2])),
+        "wall_traced_first": float(np.median(wa[0::2])), "wall_untraced_first": float(np.median(wa[1::2])),
         "to_audio_on_s": float(np.median([r["to_audio_s"] for r in on])),
         "to_audio_off_s": float(np.median([r["to_audio_s"] for r in off])),
         "wall_on_s": float(np.median([r["wall_s"] for r in on])),
@@ -149,6 +153,14 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
         "events_per_s": float(np.median([r["events"] / r["wall_s"] for r in on if r["events"]] or [0])),
         "lost": sum(r["lost"] or 0 for r in on),
     }
+
+
+def balanced(ratios) -> tuple[float, float, float]:
+    """Median ratio over quads of two consecutive pairs (one traced-first, one untraced-first):
+    sqrt(r_i * r_i+1). A cost that falls on whichever request of a pair runs first (or second)
+    multiplies one order's ratios and divides the other's, and cancels here."""
+    quads = [(ratios[i] * ratios[i + 1]) ** 0.5 for i in range(0, len(ratios) - 1, 2)]
+    return bootstrap_median(quads)
 
 
 def _ci(t) -> str:
@@ -184,6 +196,10 @@ def main(argv=None) -> int:
         print(f"  synthesis-only ratio {_ci(r['wall_ratio'])}   "
               f"(medians {r['wall_on_s'] * 1000:.0f} / {r['wall_off_s'] * 1000:.0f} ms; "
               f"{r['events_per_s']:.0f} events/s traced, {r['lost']} lost)")
+        print(f"  order-balanced (quads of a traced-first and an untraced-first pair): time-to-audio "
+              f"{_ci(r['to_audio_balanced'])}, synthesis-only {_ci(r['wall_balanced'])}; per order, traced-first / "
+              f"untraced-first: time-to-audio {r['to_audio_traced_first']:.3f} / {r['to_audio_untraced_first']:.3f}, "
+              f"synthesis {r['wall_traced_first']:.3f} / {r['wall_untraced_first']:.3f}")
         if a2b:
             print(f"  audio to breakdown {a2b[0] * 1000:.0f} ms [{a2b[1] * 1000:.0f}, {a2b[2] * 1000:.0f}]   "
                   f"(submit to last update, traced: {r['total_on_s'] * 1000:.0f} ms)")
