@@ -1,17 +1,25 @@
 """The per-request hook: preset -> trace window -> engine with stage markers -> analysis -> clip.
 
-No Gradio here: webui.py, the CLI snapshot and the tests all call Service.synthesize().
+No Gradio here: the UI, the CLI snapshot and the tests call Service.start() (the clip as soon as
+its audio exists, then its analysis) or Service.synthesize() (the complete clip).
 
 Order matters and is the product's promise:
 1. the scheduling preset is in force on every thread (tuner.ensure / request_scope) BEFORE the
    window opens, so the window's tracing_cpumask matches the CPUs synthesis may use;
 2. only the engine runs inside the window (stage markers written by the sink);
-3. reading the buffer, analysis, the timeline picture and the attachment happen after the window
-   closed, on the aux worker thread, which the tuner runs at SCHED_BATCH off the synthesis CPUs
-   when the preset leaves any free (not SCHED_IDLE: the request waits for it, and under a CPU hog
-   an idle-class thread starved for seconds per request).
+3. the audio is written and handed back (Job.record) as soon as the engine returns; reading the
+   buffer, analysis, the timeline picture and the attachment follow on the aux worker thread,
+   which the tuner runs at SCHED_BATCH off the synthesis CPUs when the preset leaves any free
+   (not SCHED_IDLE: the request waits for it, and under a CPU hog an idle-class thread starved
+   for seconds per request): Job.analysed() when the breakdown and findings are in,
+   Job.result() when all is saved.
 One synthesis at a time per process: IndexTTS2's caches are not thread-safe, and a request-scoped
-preset must not be undone under another request's feet.
+preset must not be undone under another request's feet. The lock covers the synthesis; the
+post-processing is queued on the aux thread before the lock is released, and the next request
+waits for that queue to drain before its preset is applied or its window opens, so the tracing
+work of one request never runs inside the next one's synthesis.
+A failure while post-processing never loses the clip: it keeps its audio, is saved, and its notes
+say what failed.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable
@@ -99,6 +107,26 @@ class ClipRecord:
         return dict(self.__dict__)
 
 
+class Job:
+    """One request after its synthesis: `record` has the audio, id, engine and preset in force;
+    the analysis runs on the service's aux thread. Post-processing failures end up in
+    record.notes, never as exceptions here."""
+
+    def __init__(self, record: "ClipRecord", analysed: Future, done: Future):
+        self.record = record
+        self._analysed, self._done = analysed, done
+
+    def analysed(self, timeout: float | None = None) -> "ClipRecord":
+        """The record with its breakdown and findings (or a note saying why there are none)."""
+        self._analysed.result(timeout)
+        return self.record
+
+    def result(self, timeout: float | None = None) -> "ClipRecord":
+        """The complete record: timeline, attachment, saved in the store, listeners told."""
+        self._done.result(timeout)
+        return self.record
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "kernel": platform.release()}
     for pkg in ("torch", "gradio", "numpy"):
@@ -132,6 +160,7 @@ class Service:
         self.requests = 0
         self.failures = 0
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
+        self._last_done: Future | None = None  # the latest request's post-processing
         # The next request's trace window, created and configured ahead of time on the aux thread
         # (mkdir + buffer allocation + event enables cost ~40 ms), so that opening the window on
         # the synthesis path is one write to tracing_on.
@@ -152,14 +181,18 @@ class Service:
 
     def _take_window(self) -> TraceWindow:
         """The prepared window when it still covers the CPUs the process may use now (a preset
-        may have changed them), else a fresh one. Called under self._lock."""
-        self._aux.submit(lambda: None).result()  # a preparation in flight has finished
+        may have changed them), else a fresh one. Called under self._lock, after _settle()."""
         w, self._next_window = self._next_window, None
         if w is not None and w.cpus == process_cpus(os.getpid()):
             return w
         if w is not None:
             self._aux.submit(w.discard)
         return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
+
+    def _settle(self) -> None:
+        """Wait until the aux thread is idle: the previous request's post-processing and the
+        preparation of this request's window are finished."""
+        self._aux.submit(lambda: None).result()
 
     def _place_aux(self) -> None:
         self.roles.name_current(TRACE_AUX)
@@ -172,7 +205,7 @@ class Service:
     def busy(self) -> bool:
         """A request holds the service (synthesis, or its analysis); periodic snapshot probes wait
         for this to clear (app/periodic.py, itts_service_busy at /metrics)."""
-        return self._lock.locked()
+        return self._lock.locked() or (self._last_done is not None and not self._last_done.done())
 
     def close(self) -> None:
         self._dat.shutdown(wait=True)
@@ -184,8 +217,17 @@ class Service:
 
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
                    trace: bool | None = None, progress: Progress | None = None) -> ClipRecord:
-        """Run one request. Raises InputError (bad input), TuningError (preset refused; nothing
-        changed) or ServiceError (engine failed; window closed, preset restored)."""
+        """Run one request to the end (start() then Job.result()): the complete clip."""
+        job = self.start(req, preset, scope, trace, progress)
+        if progress and job.record.tracing:
+            progress(0.97, "analysing the trace")
+        return job.result()
+
+    def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
+              trace: bool | None = None, progress: Progress | None = None) -> Job:
+        """Synthesize; return as soon as the audio is written, with the post-processing queued.
+        Raises InputError (bad input), TuningError (preset refused; nothing changed) or
+        ServiceError (engine failed; window closed, preset restored)."""
         req.validate()
         if scope not in ("service", "request"):
             raise InputError(f"Unknown preset scope {scope!r}: use 'service' or 'request'.")
@@ -197,13 +239,21 @@ class Service:
             rid = new_request_id()
             clip_dir = self.store.new_dir(rid)
             try:
-                return self._run(rid, clip_dir, req, preset, scope, trace, progress)
+                record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress)
             except BaseException:
                 self.failures += 1
                 shutil.rmtree(clip_dir, ignore_errors=True)  # nothing half-written stays in history
                 raise
+            # queued before the lock is released: the next request's _settle() waits for them
+            post: dict = {}  # what _analyse hands to _complete (the trace.dat job)
+            analysed = self._aux.submit(self._analyse, record, window, clip_dir, post)
+            done = self._last_done = self._aux.submit(self._complete, record, window, clip_dir, post)
+            if trace:
+                self._aux.submit(self._prepare_next)  # the next request's window gets ready
+        return Job(record, analysed, done)
 
-    def _run(self, rid, clip_dir, req, preset, scope, trace, progress) -> ClipRecord:
+    def _run(self, rid, clip_dir, req, preset, scope, trace, progress) -> tuple[ClipRecord, TraceWindow | None]:
+        self._settle()  # the previous request's tracing work is over before this one starts
         if scope == "request" and preset:
             scope_cm = self.tuner.request_scope(preset)
         else:
@@ -232,69 +282,90 @@ class Service:
                 raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
             wall = time.monotonic() - t0
         try:
-            return self._finish(rid, clip_dir, req, result, wall, in_force, trace, window, progress, roles)
-        finally:
+            return self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles), window
+        except BaseException:
             if window is not None:
-                window.discard()  # normally collected already; never leave an instance behind
-            if trace:
-                self._aux.submit(self._prepare_next)  # the next request's window gets ready
+                window.discard()  # never leave an instance behind
+            raise
 
-    def _finish(self, rid, clip_dir, req, result, wall, in_force, trace, window, progress, roles) -> ClipRecord:
-        if progress:
-            progress(0.97, "analysing the trace")
+    def _audio(self, rid, clip_dir, req, result, wall, in_force, trace, roles) -> ClipRecord:
+        """Write the audio; the record as the first update shows it."""
         audio_path = clip_dir / "audio.wav"
         sf.write(audio_path, result.audio, result.sample_rate, subtype="PCM_16")
-        record = ClipRecord(
+        return ClipRecord(
             id=rid, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             engine=self.engine.name, engine_label=self.engine.label, text=req.text,
             audio_path=str(audio_path), duration_s=round(result.duration_s, 3), wall_s=round(wall, 4),
             rtf=round(wall / result.duration_s, 4) if result.duration_s else 0.0,
             preset=in_force, params=req.to_dict(), tracing=trace,
             stages=list(self.engine.stages), engine_info=_jsonable(result.info), roles=dict(roles))
-        # analysis off the synthesis path, on the aux thread
-        self._aux.submit(self._postprocess, record, window, clip_dir).result()
-        self.store.save_record(record.to_dict())
+
+    # -- post-processing, on the aux thread, in this order -------------------------------------
+    def _analyse(self, record: ClipRecord, window: TraceWindow | None, clip_dir, post: dict) -> None:
+        """Breakdown and findings (trace.dat starts on the second aux thread meanwhile). The
+        instance is kept (read, stopped) until _complete(): its removal frees the ring buffers,
+        which takes longer than the analysis of a short clip."""
+        if window is None:
+            record.notes.append("Tracing was off for this request: no kernel breakdown.")
+            return
+        try:
+            cap = window.collect(release=False)
+            if cap.mode == "full" and cap.ring is not None and tracedat.trace_cmd():
+                # trace.dat from the same pages, on the second aux thread while this one analyses
+                post["dat_job"] = self._dat.submit(tracedat.write_trace_dat, clip_dir / ".trace.dat", cap.pages,
+                                                   cap.capabilities.get("root"), cap.ring.page_size)
+            bd = window.analyze(release=False).to_dict()
+            for t in bd.get("threads") or []:
+                t["role"] = record.roles.get(t.get("tid"))
+            record.findings = make_findings(bd, {"preset": record.preset, "roles": record.roles})
+            record.breakdown = bd
+        except Exception as e:
+            log.exception("analysis failed on request %s", record.id)
+            record.notes.append(f"The kernel trace could not be analysed ({type(e).__name__}: {e}); "
+                                "the audio is fine.")
+
+    def _complete(self, record: ClipRecord, window: TraceWindow | None, clip_dir, post: dict) -> None:
+        """Timeline picture, attachment, the record saved, listeners told. Each step that fails
+        adds a note and the next still runs: reporting never undoes collection."""
+        dat_job = post.get("dat_job")
+        try:
+            self._attach(record, window, clip_dir, dat_job)
+        finally:
+            if window is not None:
+                window.discard()  # never leave an instance behind
+            if dat_job is not None:
+                dat_job.exception()  # finished, whatever happened, before the clip dir is kept
+                (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
+        try:
+            self.store.save_record(record.to_dict())
+        except Exception as e:
+            log.exception("could not save the record of request %s", record.id)
+            record.notes.append(f"The clip could not be saved to the history ({e}).")
         for fn in self.listeners:
             try:
                 fn(record.to_dict())
             except Exception:
                 log.exception("listener failed")
-        return record
 
-    def _postprocess(self, record: ClipRecord, window: TraceWindow | None, clip_dir) -> None:
-        dat_job = None
-        if window is not None:
-            cap = window.collect()
-            if cap.mode == "full" and cap.ring is not None and tracedat.trace_cmd():
-                # trace.dat from the same pages, on the second aux thread while this one analyses
-                dat_job = self._dat.submit(tracedat.write_trace_dat, clip_dir / ".trace.dat", cap.pages,
-                                           cap.capabilities.get("root"), cap.ring.page_size)
-        try:
-            self._analyse_and_attach(record, window, clip_dir, dat_job)
-        finally:
-            if dat_job is not None:
-                dat_job.exception()  # finished, whatever happened, before the clip dir is kept or removed
-                (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
-
-    def _analyse_and_attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job) -> None:
-        raw = None
-        if window is not None:
-            bd = window.analyze().to_dict()
-            for t in bd.get("threads") or []:
-                t["role"] = record.roles.get(t.get("tid"))
-            record.breakdown = bd
-            record.findings = make_findings(bd, {"preset": record.preset, "roles": record.roles})
-            raw = window.capture.raw_text or None
-            png = render_timeline(bd, None)
-            (clip_dir / "timeline.png").write_bytes(png)
-            record.timeline_path = str(clip_dir / "timeline.png")
-        else:
-            png = None
-            record.notes.append("Tracing was off for this request: no kernel breakdown.")
+    def _attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job) -> None:
+        raw = png = None
+        if window is not None and window.collected is not None:
+            raw = window.collected.raw_text or None
+        if record.breakdown is not None:
+            try:
+                png = render_timeline(record.breakdown, None)
+                (clip_dir / "timeline.png").write_bytes(png)
+                record.timeline_path = str(clip_dir / "timeline.png")
+            except Exception as e:
+                log.exception("timeline failed on request %s", record.id)
+                record.notes.append(f"The timeline picture could not be drawn ({type(e).__name__}: {e}).")
+                png = None
         meta = {"request_id": record.id, "created": record.created, "engine": record.engine_label,
                 "preset": record.preset, "wall_s": record.wall_s, "duration_s": record.duration_s}
-        report = render_report(record.breakdown or {}, record.findings, meta) if window is not None \
-            else "Tracing was off for this request.\n"
+        if record.breakdown is not None:
+            report = render_report(record.breakdown, record.findings, meta)
+        else:
+            report = "Tracing was off for this request.\n" if window is None else "\n".join(record.notes) + "\n"
         summary = {"request_id": record.id, "created": record.created, "engine": record.engine,
                    "engine_label": record.engine_label, "engine_info": record.engine_info,
                    "preset": record.preset, "request": record.params, "wall_s": record.wall_s,
@@ -307,8 +378,12 @@ class Service:
             except Exception as e:  # reporting never undoes collection: the clip keeps the rest
                 log.warning("no trace.dat for request %s: %s", record.id, e)
                 record.notes.append(f"No trace.dat in the attachment: {e}")
-        build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
-        record.attachment_path = str(clip_dir / "trace.zip")
+        try:
+            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
+            record.attachment_path = str(clip_dir / "trace.zip")
+        except Exception as e:
+            log.exception("attachment failed on request %s", record.id)
+            record.notes.append(f"The trace attachment could not be written ({type(e).__name__}: {e}).")
 
 
 def _jsonable(obj):

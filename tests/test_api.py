@@ -96,3 +96,32 @@ def test_bad_input_is_a_clear_error_and_server_keeps_serving(client, server, bad
 def test_server_still_serves_after_bad_inputs(client):
     audio = synth(client, "Still here.")[0]
     assert sf.info(audio).duration > 0.3
+
+
+def test_streamed_synthesis_audio_first_then_breakdown_then_complete_clip(client, server):
+    """submit() sees the audio (with its request id) before the breakdown, all for the same
+    request, and the last update is what predict() returns: the complete clip."""
+    job = client.submit(text="Streamed: the audio first. 先听到声音。", api_name="/synthesize")
+    updates = list(job)
+    final = job.result()
+    first = updates[0]
+    rid = first[1]
+    assert rid and Path(first[0]).is_file() and sf.info(first[0]).frames > 1000
+    assert first[9]["pending"] == "analysis" and not first[9]["breakdown"] and not first[3]["data"]
+    assert first[7] is None and first[8] is None and "Analysing the kernel trace" in first[2]
+    assert all(u[1] == rid for u in updates)  # one request throughout
+    with_bd = [i for i, u in enumerate(updates) if u[9]["breakdown"]]
+    assert with_bd and with_bd[0] > 0  # the breakdown comes in a later update than the audio
+    assert final[1] == rid and "pending" not in final[9]
+    assert final[9]["breakdown"]["totals"]["on_cpu_s"] > 0 and final[3]["data"]
+    assert Path(final[8]).name.endswith(".zip") and final[7]
+    assert (server.outputs / "clips" / rid / "record.json").is_file()
+
+
+def test_streamed_untraced_clip_has_two_updates(client):
+    job = client.submit(text="No trace, still streamed.", trace=False, api_name="/synthesize")
+    updates = list(job)
+    final = job.result()
+    assert updates[0][0] and updates[0][9]["pending"] == "analysis" and updates[0][8] is None
+    assert "Tracing was off" in updates[0][2] and "Analysing" not in updates[0][2]
+    assert final[1] == updates[0][1] and final[8] and not final[9]["breakdown"]

@@ -109,3 +109,52 @@ def test_refused_preset_changes_nothing(svc):
         svc.synthesize(SynthesisRequest(text="rt please"), preset="realtime")  # no --allow-realtime
     assert _same(svc.tuner.readback(), before)
     assert settled_instances(os.getpid()) == []
+
+
+def test_start_hands_back_the_audio_then_post_processing_ends_before_the_next_window(svc):
+    """Job.record has the audio when start() returns; the analysis, timeline and attachment
+    follow on the aux thread, and the next request's trace window opens only after they end."""
+    import time
+    done = []
+    svc.listeners.append(lambda rec: done.append((rec["id"], time.monotonic())))
+    job1 = svc.start(SynthesisRequest(text="First of two. 第一个。"))
+    returned = time.monotonic()
+    assert os.path.getsize(job1.record.audio_path) > 1000 and job1.record.tracing
+    job2 = svc.start(SynthesisRequest(text="Second of two. 第二个。"))
+    rec1, rec2 = job1.result(), job2.result()
+    assert [i for i, _ in done] == [rec1.id, rec2.id]
+    t_done1 = done[0][1]
+    assert returned < t_done1  # start() did not wait for the post-processing
+    assert rec1.breakdown["mode"] == "full" and rec1.attachment_path and rec1.timeline_path
+    # request 2's window opened after request 1's post-processing had finished
+    assert rec2.breakdown["window"]["start_s"] > t_done1
+    assert job2.analysed() is rec2 and svc.store.get(rec2.id)["breakdown"]["mode"] == "full"
+
+
+def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkeypatch):
+    import app.service as service_mod
+
+    def broken(bd, path=None):
+        raise RuntimeError("no fonts left")
+    monkeypatch.setattr(service_mod, "render_timeline", broken)
+    rec = svc.synthesize(SynthesisRequest(text="The picture fails. 图片失败。"))
+    assert os.path.getsize(rec.audio_path) > 1000 and rec.breakdown["mode"] == "full"
+    assert rec.timeline_path is None
+    assert any("timeline picture could not be drawn" in n and "no fonts left" in n for n in rec.notes)
+    with zipfile.ZipFile(rec.attachment_path) as z:  # the rest of the attachment is there
+        names = set(z.namelist())
+        assert {"trace.txt", "summary.json", "report.txt"} <= names and "timeline.png" not in names
+    saved = svc.store.get(rec.id)
+    assert saved["notes"] == rec.notes and saved["audio_path"] == rec.audio_path
+
+    def no_analysis(*a, **k):
+        raise ValueError("unreadable pages")
+    monkeypatch.setattr(service_mod, "make_findings", no_analysis)
+    rec = svc.synthesize(SynthesisRequest(text="The analysis fails. 分析失败。"))
+    assert os.path.getsize(rec.audio_path) > 1000 and rec.breakdown is None
+    assert any("could not be analysed" in n and "unreadable pages" in n for n in rec.notes)
+    with zipfile.ZipFile(rec.attachment_path) as z:  # the raw trace is kept for the user
+        assert z.read("trace.txt").startswith(b"# tracer:")
+        assert "unreadable pages" in z.read("report.txt").decode()
+    assert svc.store.get(rec.id)["breakdown"] is None
+    assert settled_instances(os.getpid()) == []  # nothing left behind by the failures

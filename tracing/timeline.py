@@ -43,6 +43,9 @@ MAX_ANNOTATIONS = 6    # blocker labels on the longest runnable-because-blocked 
 DPI = 100
 _CHAR_PX = 5.4         # mean glyph width of the 7 pt label font at DPI, for overlap checks
 WIDTH_IN = 12.0
+MAX_LABEL_CHARS = 24   # lane labels ("<comm> <tid>") are cut to this: the left margin is fixed
+LEFT_IN = 1.2          # room for MAX_LABEL_CHARS at 8 pt
+BOTTOM_IN = 0.75       # tick labels, "ms from window start", the legend row
 
 
 def render_timeline(breakdown: dict, path_or_none=None, max_lanes: int = MAX_LANES) -> bytes:
@@ -62,6 +65,14 @@ def render_timeline(breakdown: dict, path_or_none=None, max_lanes: int = MAX_LAN
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def _margins(height_in: float, top_in: float = 0.35) -> dict:
+    """Fixed margins in inches (lane labels left; title on top; axis label and legend below).
+    Matplotlib's constrained layout measured every text to find them: ~40% of the render time,
+    for margins that only change with the lane-label width, which MAX_LABEL_CHARS bounds."""
+    return {"left": LEFT_IN / WIDTH_IN, "right": 1 - 0.15 / WIDTH_IN,
+            "top": 1 - top_in / height_in, "bottom": BOTTOM_IN / height_in}
+
 
 def _num(d, key) -> float:
     v = d.get(key) if isinstance(d, dict) else None
@@ -94,10 +105,14 @@ def _lanes(bd: dict, max_lanes: int):
         head, tail = threads, []
     else:
         head, tail = threads[:max_lanes - 1], threads[max_lanes - 1:]
-    lanes = [(f"{t.get('comm', '?')} {t.get('tid')}", {t.get("tid")}) for t in head]
+    lanes = [(_cut(f"{t.get('comm', '?')} {t.get('tid')}"), {t.get("tid")}) for t in head]
     if tail:
         lanes.append((f"{len(tail)} other threads", {t.get("tid") for t in tail}))
     return lanes
+
+
+def _cut(label: str) -> str:
+    return label if len(label) <= MAX_LABEL_CHARS else label[:MAX_LABEL_CHARS - 1] + "…"
 
 
 def _origin(bd: dict) -> float:
@@ -132,8 +147,9 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
                   1e-3)
 
     height = 1.5 + 0.3 + 0.42 * n
-    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
-    gs = fig.add_gridspec(2, 1, height_ratios=[0.3, 0.42 * n])
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
+    gs = fig.add_gridspec(2, 1, height_ratios=[0.3, 0.42 * n], hspace=0.08 * 4 / (0.3 + 0.42 * n),
+                          **_margins(height))
     ax_st = fig.add_subplot(gs[0])
     ax = fig.add_subplot(gs[1], sharex=ax_st)
     fig.suptitle("Request timeline — " + _title(bd), fontsize=9.5, x=0.01, ha="left")
@@ -222,7 +238,7 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
 
     handles = [Patch(facecolor=STATE_COLORS[k], label=STATE_LABELS[k]) for k in
                ("running", "runnable", "runnable_blocked", "blocked_io", "sleep")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
     return fig
 
 
@@ -231,8 +247,9 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
 def _schedstat_figure(bd: dict) -> Figure:
     threads = sorted(bd.get("threads") or [], key=lambda t: -_busy(t))[:MAX_LANES * 2]
     n = max(1, len(threads))
-    fig = Figure(figsize=(WIDTH_IN, 1.6 + 0.34 * n), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    height = 1.6 + 0.34 * n
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
+    ax = fig.add_subplot(fig.add_gridspec(1, 1, **_margins(height, top_in=0.55))[0])
     fig.suptitle("Request summary (schedstat mode) — " + _title(bd).split(", blocked I/O")[0], fontsize=9.5,
                  x=0.01, ha="left")
     labels = []
@@ -244,7 +261,7 @@ def _schedstat_figure(bd: dict) -> Figure:
         ax.barh(y, on, color=STATE_COLORS["running"], height=0.6)
         ax.barh(y, rq, left=on, color=STATE_COLORS["runnable"], height=0.6)
         ax.barh(y, off, left=on + rq, color=STATE_COLORS["sleep"], height=0.6)
-        labels.append(f"{t.get('comm', '?')} {t.get('tid')}")
+        labels.append(_cut(f"{t.get('comm', '?')} {t.get('tid')}"))
     ax.set_yticks(range(n), list(reversed(labels)) if labels else [""], fontsize=8)
     ax.set_xlabel("ms (totals per thread over the window, not a timeline)", fontsize=8.5)
     ax.tick_params(axis="x", labelsize=8)
@@ -255,5 +272,5 @@ def _schedstat_figure(bd: dict) -> Figure:
     handles = [Patch(facecolor=STATE_COLORS["running"], label="on CPU"),
                Patch(facecolor=STATE_COLORS["runnable"], label="run-queue wait"),
                Patch(facecolor=STATE_COLORS["sleep"], label="off CPU (sleep or I/O, not separable)")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     return fig

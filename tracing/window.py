@@ -226,10 +226,14 @@ class TraceWindow:
             self.collect()
         return False
 
-    def collect(self) -> "Capture":
-        """Read the stopped window (lost-event counters, raw text), remove the instance, and
-        build the Capture. Idempotent; also removes a prepared window that was never entered."""
+    def collect(self, release: bool = True) -> "Capture":
+        """Read the stopped window (lost-event counters, raw text, pages), remove the instance, and
+        build the Capture. Idempotent; also removes a prepared window that was never entered.
+        release=False keeps the (read, stopped) instance until discard(): removing it frees the
+        ring buffers, ~25 ms that the service spends after the breakdown has been shown."""
         if self._capture is not None:
+            if release:
+                self._teardown()
             return self._capture
         if self._t1 is None:  # prepared but never used: just discard it
             self._teardown()
@@ -249,7 +253,10 @@ class TraceWindow:
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
                     tgids = tracefs.read_saved_tgids(root)
-            finally:
+            except BaseException:
+                self._teardown()
+                raise
+            if release:
                 self._teardown()
             self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
                                     end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
@@ -259,6 +266,11 @@ class TraceWindow:
             self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
                                     start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
                                     capabilities=caps, duration=t1 - t0, tids=tids)
+        return self._capture
+
+    @property
+    def collected(self) -> "Capture | None":
+        """The capture if collect() has succeeded, else None (never reads)."""
         return self._capture
 
     @property
@@ -310,10 +322,11 @@ class TraceWindow:
             self.marker(f"E|{tgid}")
 
     # -- results -------------------------------------------------------------------------------
-    def analyze(self) -> analysis.Breakdown:
+    def analyze(self, release: bool = True) -> analysis.Breakdown:
+        """The window's Breakdown (collects first; release as in collect())."""
         if self._t1 is None:
             raise RuntimeError("analyze() is available after the window has closed")
-        c = self.collect()
+        c = self.collect(release)
         if c.mode != "full":
             before, after = self._snap
             return schedstat.breakdown(c.pid, before, after, c.start_ts, c.end_ts)

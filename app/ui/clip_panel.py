@@ -1,6 +1,11 @@
 """The clip panel (audio, request id, head line, breakdown, stages, blockers, findings, timeline,
 attachment, JSON): one builder for the Synthesize and History tabs, one function turning a stored
-clip record into its values (generate, history and the API return the same tuple)."""
+clip record into its values (generate, history and the API return the same tuple).
+
+A request's panel arrives in steps (Synthesize streams them): the audio with its request id and
+engine/preset line as soon as synthesis ends (pending="analysis"), then the breakdown, findings,
+stages, blockers and the timeline plot (pending="attachment"), then the complete clip (attachment).
+The complete clip's values are what history and predict() return."""
 from __future__ import annotations
 
 import gradio as gr
@@ -38,9 +43,19 @@ def build_clip_panel(prefix: str = "") -> list:
     return [out_audio, clip_id, head, bd_table, stage_table, blk_table, findings_md, timeline, attach, bd_json]
 
 
-def clip_outputs(rec: dict):
-    """A stored clip record -> the values of the clip panel (shared by generate, history, API)."""
-    bd = rec.get("breakdown") or {}
+PENDING = ("analysis", "attachment")
+
+
+def clip_outputs(rec: dict, pending: str | None = None):
+    """A clip record -> the values of the clip panel (shared by generate, history, API).
+    pending: None for the complete clip; "analysis" shows only what synthesis gave (audio, id,
+    engine/preset line) and says the trace is being analysed; "attachment" adds the breakdown,
+    findings, stages, blockers and timeline. Fields the step does not show are empty whatever the record
+    holds meanwhile (the service fills it in on another thread)."""
+    if pending not in (None, *PENDING):
+        raise ValueError(f"pending must be one of {PENDING} or None, not {pending!r}")
+    analysing = pending == "analysis" and rec.get("tracing")
+    bd = {} if pending == "analysis" else (rec.get("breakdown") or {})
     preset = rec.get("preset") or {}
     head = (f"**Request** `{rec['id']}` · **Engine:** {rec['engine_label']} · "
             f"**Preset in force:** {preset.get('preset', '?')} ({preset_line(preset)}) · "
@@ -48,7 +63,9 @@ def clip_outputs(rec: dict):
             f"(RTF {rec['rtf']:.2f})")
     if not rec.get("tracing"):
         head += "\n\n_Tracing was off for this request._"
-    else:
+    elif analysing:
+        head += "\n\n_Analysing the kernel trace of this request…_"
+    elif bd:
         mode = bd.get("mode", "?")
         lost = bd.get("lost_events") or {}
         src = {"pages": " (decoded from the ring-buffer pages)", "text": " (parsed from the text trace)"}.get(
@@ -65,10 +82,17 @@ def clip_outputs(rec: dict):
             head += f"  \n**Events not recorded:** {missing_events_text(bd)}"
         if bd.get("latency"):
             head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
-    findings = rec.get("findings") or []
-    fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or "_No findings._"
+    notes = [] if pending else [n for n in rec.get("notes") or [] if not n.startswith("Tracing was off")]
+    if notes:  # what failed after synthesis: the clip keeps its audio
+        head += "\n\n" + "  \n".join(f"**Note:** {n}" for n in notes)
+    findings = [] if pending == "analysis" else (rec.get("findings") or [])
+    fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or (
+        "_Analysing the trace…_" if analysing else "_No findings._")
+    json_out = {"breakdown": bd, "findings": findings, "preset": preset, "engine": rec["engine"],
+                "request_id": rec["id"]}
+    if pending:
+        json_out["pending"] = pending  # only in the steps before the complete clip
     return (rec["audio_path"], rec["id"], head,
             format_breakdown_rows(bd) if bd else [], stage_rows(bd) if bd else [],
             blocker_rows(bd) if bd else [], fmd, timeline_figure(bd) if bd else None,
-            rec.get("attachment_path"), {"breakdown": bd, "findings": findings, "preset": preset,
-                                         "engine": rec["engine"], "request_id": rec["id"]})
+            None if pending else rec.get("attachment_path"), json_out)

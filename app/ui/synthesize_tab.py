@@ -26,7 +26,10 @@ EMO_LABELS = ["喜 Happy", "怒 Angry", "哀 Sad", "惧 Afraid", "厌恶 Disgust
 
 def make_run_request(ctx):
     """The /synthesize handler. Every argument after text defaults to None (= the UI's default) so
-    API clients may pass only what they change, by name: client.predict(text=..., api_name="/synthesize")."""
+    API clients may pass only what they change, by name: client.predict(text=..., api_name="/synthesize").
+    A generator: the audio goes out the moment synthesis ends, the breakdown when the trace is
+    analysed, the complete clip (timeline, attachment) last; predict() returns that last one,
+    submit() sees each (clip_panel.clip_outputs says what each step holds)."""
     svc = ctx.service
 
     def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
@@ -67,12 +70,17 @@ def make_run_request(ctx):
                                               "repetition_penalty"),
                     "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))},
                 **v25)
-            rec = svc.synthesize(req, preset=preset or None,
-                                 scope="request" if scope == SCOPES[1] else "service",
-                                 trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc))
+            job = svc.start(req, preset=preset or None,
+                            scope="request" if scope == SCOPES[1] else "service",
+                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc))
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
-        return clip_outputs(rec.to_dict())
+        yield clip_outputs(job.record.to_dict(), pending="analysis")
+        if job.record.tracing:
+            progress(0.97, desc="analysing the trace")
+            yield clip_outputs(job.analysed().to_dict(), pending="attachment")
+            progress(0.99, desc="drawing the timeline, packing the attachment")
+        yield clip_outputs(job.result().to_dict())
 
     return run_request
 

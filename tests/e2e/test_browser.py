@@ -37,6 +37,8 @@ def generate(page, text):
         """(before) => { const e = document.querySelector('#clip_id textarea, #clip_id input');
                         return e && e.value && e.value !== before; }""", arg=before, timeout=180_000)
     page.wait_for_selector("#out_audio audio, #out_audio [data-testid='waveform-controls'], #out_audio button")
+    # the panel streams (audio first, breakdown and attachment after): wait for the complete clip
+    page.wait_for_selector("#attachment a", timeout=180_000)
     return page.locator("#clip_id textarea, #clip_id input").first.input_value()
 
 
