@@ -12,6 +12,8 @@ from typing import ContextManager, Protocol
 
 import numpy as np
 
+from models.limits import MAX_EMO_TEXT_CHARS, MAX_TEXT_CHARS  # noqa: F401 (re-exported)
+
 SAMPLE_RATE = 22050  # IndexTTS2 writes 22050 Hz int16
 
 # IndexTTS2's emotion-vector order (webui sliders vec1..vec8).
@@ -23,8 +25,6 @@ EMO_MODES = ("same_as_speaker", "emotion_audio", "emotion_vector", "emotion_text
 # IndexTTS-2.5's language dropdown (upstream webui.py, main); infer() lower-cases the code.
 LANGUAGES_25 = ("ZH", "EN", "JA", "AR", "ES")
 DURATION_FACTOR_RANGE = (0.5, 2.0)  # IndexTTS-2.5's duration slider (1.0 = unchanged, > 1 slower)
-
-MAX_TEXT_CHARS = 2000  # documented limit (README); longer text is refused, not truncated
 
 DEFAULT_GENERATION = {
     "do_sample": True,
@@ -82,6 +82,12 @@ class SynthesisRequest:
             raise InputError(
                 f"Text is {len(self.text)} characters; the limit is {MAX_TEXT_CHARS}. Split it into several requests."
             )
+        if self.emo_text is not None and not isinstance(self.emo_text, str):
+            raise InputError("Emotion description must be a string.")
+        if self.emo_text is not None and len(self.emo_text) > MAX_EMO_TEXT_CHARS:
+            # checked in every mode: mode 0 ignores it, but the request is stored with the clip
+            raise InputError(f"Emotion description is {len(self.emo_text)} characters; the limit is "
+                             f"{MAX_EMO_TEXT_CHARS}. Describe the emotion in a sentence.")
         if isinstance(self.emo_control_method, bool) or not isinstance(self.emo_control_method, int) \
                 or not 0 <= self.emo_control_method < len(EMO_MODES):
             raise InputError(

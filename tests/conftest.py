@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,8 @@ class Server:
         try:
             urllib.request.urlopen(self.url + "config", timeout=2)
             return True
+        except urllib.error.HTTPError as e:
+            return e.code in (401, 403)  # up, behind --auth (or a token)
         except OSError:
             return False
 
@@ -130,6 +133,15 @@ def server(tmp_path_factory):
     pid = srv.proc.pid
     srv.stop()
     assert our_instances(pid, standby_ok=False) == [], "the server left tracefs instances behind"
+
+
+@pytest.fixture
+def servers():
+    """Servers a test starts; stopped (SIGTERM) at the end even when the test fails."""
+    started: list[Server] = []
+    yield started
+    for s in started:
+        s.stop()
 
 
 @pytest.fixture(scope="session")

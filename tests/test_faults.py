@@ -53,15 +53,6 @@ def dead_pid() -> int:
     return p.pid
 
 
-@pytest.fixture
-def servers():
-    """Servers a test starts; stopped (SIGTERM) at the end even when the test fails."""
-    started: list[Server] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 # ---------------------------------------------------------------- tracefs absent / read-only ----
 def test_tracefs_absent_degrades_to_schedstat(tmp_path, servers):
     srv = Server(tmp_path, "--no-warmup", "--tracefs", str(tmp_path / "no-tracefs-here"))

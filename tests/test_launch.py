@@ -79,7 +79,8 @@ presets = load_presets()
 launched = apply_launch(args, presets)
 late = [threading.Thread(target=ev.wait, daemon=True) for _ in range(2)]
 for t in late: t.start()
-rows = lambda: [{k: r[k] for k in ("cpus", "nice", "policy", "rt_priority")} for r in kernel.read_proc_all(os.getpid())]
+rows = lambda skip=None: [{k: r[k] for k in ("cpus", "nice", "policy", "rt_priority")}
+                          for r in kernel.read_proc_all(os.getpid()) if r["tid"] != skip]
 out = {"rows": rows(), "launched": launched.name if launched else None,
        "late_tids": [t.native_id for t in late]}
 from tuning.apply import Tuner
@@ -87,7 +88,7 @@ tuner = Tuner(presets, allow_realtime=args.allow_realtime)
 if launched is not None:
     tuner.adopt(launched)
 out["fixed"] = tuner.ensure()
-out["rows_after_ensure"] = rows()
+out["rows_after_ensure"] = rows(tuner._watchdog_tid)  # the SIGXCPU watchdog is not a synthesis thread
 out["rrt"] = os.sched_getscheduler(0) & os.SCHED_RESET_ON_FORK
 if args.torch:
     import torch

@@ -258,8 +258,12 @@ def test_realtime_refused_when_rt_throttling_off(restore_process, tmp_path):
     sysctl = tmp_path / "sched_rt_runtime_us"
     sysctl.write_text("-1\n")
     before = _states()
-    with pytest.raises(TuningError, match="throttling is off"):
-        Tuner(load_presets(), allow_realtime=True, rt_runtime_path=str(sysctl)).apply("realtime")
+    t = Tuner(load_presets(), allow_realtime=True, rt_runtime_path=str(sysctl))
+    try:
+        with pytest.raises(TuningError, match="throttling is off"):
+            t.apply("realtime")
+    finally:
+        t.close()
     assert _unchanged(before)
 
 
@@ -273,6 +277,7 @@ def test_realtime_forced_when_throttling_off(restore_process, tmp_path):
         assert kernel.read_proc(os.getpid(), os.getpid())["policy"] == "fifo"
     finally:
         t.apply("default")
+        t.close()
 
 
 @needs_root
@@ -286,9 +291,12 @@ def test_realtime_allowed_reads_back_with_reset_on_fork_and_rttime(restore_proce
         rb = t.readback()
         child = subprocess.run(["cat", "/proc/self/stat"], capture_output=True, text=True, timeout=10).stdout
         rl = resource.getrlimit(resource.RLIMIT_RTTIME)
+        dog = t._watchdog_tid  # the SIGXCPU watchdog keeps its own (top) RT priority
     finally:
         t.apply("default")
+        t.close()
     assert rb["matches"], rb["mismatches"]
+    assert dog is not None and rows.pop(dog)["policy"] == "fifo"
     for tid, r in rows.items():
         assert (r["policy"], r["rt_priority"]) == ("fifo", 10), r
         assert states[tid].reset_on_fork
@@ -371,15 +379,22 @@ def test_unprivileged_offline_cpu_is_refused():
 @needs_root
 def test_sigxcpu_demotes_instead_of_killing(restore_process, extra_threads):
     import signal
+    import time
     t = Tuner(load_presets(), allow_realtime=True)
     try:
         t.apply("realtime")
-        assert signal.getsignal(signal.SIGXCPU) == t._on_xcpu
+        assert signal.getsignal(signal.SIGXCPU) == t._on_xcpu and t._watchdog.is_alive()
         os.kill(os.getpid(), signal.SIGXCPU)  # what the kernel sends at the RLIMIT_RTTIME soft limit
+        deadline = time.monotonic() + 5  # the watchdog thread takes it (pytest's main thread blocks it)
+        while not t.rt_demoted and time.monotonic() < deadline:
+            time.sleep(0.01)
         rows = _rows()
-        assert t.rt_demoted and all(r["policy"] == "other" for r in rows.values())
+        dog = rows.pop(t._watchdog_tid)
+        assert t.rt_demoted and all(r["policy"] == "other" for r in rows.values()) and dog["policy"] == "fifo"
         assert t.readback()["rt_demoted"] and t.ensure() == len(rows)  # next request: real-time again
         assert all(r["policy"] == "fifo" for r in _rows().values())
     finally:
         t.apply("default")
+        t.close()
     assert signal.getsignal(signal.SIGXCPU) == signal.SIG_DFL
+    assert signal.SIGXCPU not in signal.pthread_sigmask(signal.SIG_BLOCK, set())

@@ -32,12 +32,28 @@ from .presets import Preset, resolve_cpus
 
 # RLIMIT_RTTIME: CPU time (us) a real-time thread may use without a blocking syscall (the count
 # survives switching policy back and forth; only sleeping resets it). At the soft limit the kernel
-# sends SIGXCPU, whose default action kills the process with a core dump. The tuner installs a
-# handler (when it runs in the main thread and nobody else handles SIGXCPU) that instead demotes
-# every real-time thread to SCHED_OTHER and sets `rt_demoted`: the runaway loses its grip on the
-# CPU and the service lives; the next ensure() (next request) goes real-time again. A loop that
-# holds the GIL in C code never lets the handler run; RT throttling (sched_rt_runtime_us) is then
-# what keeps 5% of each CPU for everyone else.
+# sends SIGXCPU, whose default action kills the process with a core dump.
+# What happens to that signal decides whether the service lives, so, step by step: it is
+# process-directed, and the kernel hands it to the runaway thread itself when that thread does not
+# block it -- a worker (UI and synthesis threads are), never the main thread. Python can install a
+# handler only from the main thread, and that handler's C part, run on the worker, merely flags the
+# signal; the Python part runs in the main thread, and only once the main thread next notices the
+# flag (measured: not before the spinning thread itself came back to Python, i.e. too late). So:
+#   - the Tuner, created on the main thread with real-time allowed (webui.py does this before any
+#     worker thread exists), blocks SIGXCPU in that thread, so every thread created afterwards
+#     inherits the block, and starts a small watchdog thread that waits for it with sigwait(): a
+#     blocked process-directed signal stays pending until the watchdog takes it, whichever thread
+#     ran out of RT time. The watchdog is left out of apply/ensure and runs at the top real-time
+#     priority, so it gets a CPU even when the runaway holds every CPU the preset allows;
+#   - a Python handler is installed too, for threads that existed before (they did not inherit
+#     the block): it demotes the same way when the main thread gets to it, and never kills;
+#   - arming real-time from a thread when neither is in place (a tuner built off the main thread,
+#     SIGXCPU ignored) refuses real-time with a sentence, instead of leaving the default to kill.
+# The demotion moves every real-time thread to SCHED_OTHER and sets `rt_demoted`: the runaway loses
+# its grip on the CPU and the service lives; the next ensure() (next request) goes real-time again.
+# RT throttling (sched_rt_runtime_us) still keeps 5% of each CPU for everyone else meanwhile. A
+# SIGXCPU from RLIMIT_CPU (unset unless the operator sets it) is treated the same while this is
+# installed: logged, not fatal, until RLIMIT_CPU's hard limit.
 RTTIME_SOFT_US = 2_000_000
 
 
@@ -97,6 +113,26 @@ class Tuner:
         base = presets.get("default") if hasattr(presets, "get") else None
         self._current: Preset = base or Preset(name="default", description="inherit everything")
         self._target = self._resolve(self._current)
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_tid: int | None = None
+        self._closing = False
+        if allow_realtime:
+            self._install_xcpu()
+
+    def close(self) -> None:
+        """Stop the SIGXCPU watchdog and give SIGXCPU back its previous disposition and mask
+        (main thread only; see RTTIME_SOFT_US)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._watchdog is not None:
+            self._closing = True
+            signal.pthread_kill(self._watchdog.ident, signal.SIGXCPU)
+            self._watchdog.join(5)
+            self._watchdog = self._watchdog_tid = None
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGXCPU})
+        if self._xcpu_prev is not None:
+            signal.signal(signal.SIGXCPU, self._xcpu_prev)
+            self._xcpu_prev = None
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -189,7 +225,7 @@ class Tuner:
                 "policy": POLICY_NAMES.get(t.policy, str(t.policy)), "rt_priority": t.rt_priority}
         mismatches = []
         for r in rows:
-            r["aux"] = r["tid"] in aux
+            r["aux"] = r["tid"] in aux or r["tid"] == self._watchdog_tid  # not synthesis threads
             if r["aux"]:
                 continue
             for k, v in want.items():
@@ -266,7 +302,7 @@ class Tuner:
     # -- transitions ------------------------------------------------------------------------------
 
     def _worker_tids(self) -> list[int]:
-        return [t for t in kernel.list_threads(self.pid) if t not in self._aux]
+        return [t for t in kernel.list_threads(self.pid) if t not in self._aux and t != self._watchdog_tid]
 
     def _switch(self, preset: Preset, target: Target, desired: dict[int, ThreadState]) -> None:
         """Move threads to `desired` and make `preset` current, with the RT net and torch count."""
@@ -497,7 +533,9 @@ class Tuner:
             resource.prlimit(self.pid, resource.RLIMIT_RTTIME, lim)
 
     def _arm_rttime(self) -> None:
-        """Before going real-time: soft limit so a runaway RT loop gets SIGXCPU (see top)."""
+        """Before going real-time: soft limit so a runaway RT loop gets SIGXCPU (see top), and
+        the handler that turns that signal into a demotion must be in place."""
+        self._check_xcpu_net()
         cur = self._get_rttime()
         if cur is None:
             raise TuningError("Cannot set RLIMIT_RTTIME (the real-time safety net); refusing real-time.")
@@ -512,27 +550,67 @@ class Tuner:
             except (OSError, ValueError) as e:
                 raise TuningError(f"Cannot set RLIMIT_RTTIME ({e}); refusing real-time.") from None
         self.rt_demoted = False
-        if (self._is_self and self._xcpu_prev is None and threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGXCPU) == signal.SIG_DFL):
-            self._xcpu_prev = signal.signal(signal.SIGXCPU, self._on_xcpu)
+
+    def _install_xcpu(self) -> None:
+        """Block SIGXCPU for threads created from now on and start the watchdog that takes it,
+        plus the fallback handler (see RTTIME_SOFT_US). Only from the main thread, only when
+        nobody else handles SIGXCPU."""
+        if (not self._is_self or self._watchdog is not None or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGXCPU) != signal.SIG_DFL):
+            return
+        self._xcpu_prev = signal.signal(signal.SIGXCPU, self._on_xcpu)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXCPU})
+        ready = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch_xcpu, args=(ready,), name="rt-watchdog", daemon=True)
+        self._watchdog.start()
+        ready.wait(5)
+
+    def _watch_xcpu(self, ready: threading.Event) -> None:
+        self._watchdog_tid = kernel.current_tid()
+        with contextlib.suppress(OSError):  # without CAP_SYS_NICE it stays SCHED_OTHER (then no RT
+            # preset can be applied either, so no runaway to outrun)
+            kernel.set_policy(self._watchdog_tid, os.SCHED_FIFO, os.sched_get_priority_max(os.SCHED_FIFO))
+        ready.set()
+        while not self._closing:
+            signal.sigwait({signal.SIGXCPU})
+            if not self._closing:
+                self._demote()
+
+    def _check_xcpu_net(self) -> None:
+        """Refuse real-time unless SIGXCPU will be handled (see RTTIME_SOFT_US): at the soft limit
+        the kernel's default action would kill the whole service."""
+        if not self._is_self:
+            return  # tuning another process: its own SIGXCPU disposition is its business
+        self._install_xcpu()  # a no-op unless on the main thread with SIGXCPU at its default
+        h = signal.getsignal(signal.SIGXCPU)
+        if self._watchdog is None and not callable(h):
+            why = ("ignored" if h == signal.SIG_IGN else "not handled: the tuner was created off the main "
+                   "thread, where Python cannot install signal handlers")
+            raise TuningError("Real-time refused: SIGXCPU (sent at the RLIMIT_RTTIME safety limit) is "
+                              f"{why}, so a runaway real-time thread would kill the service or never be "
+                              "demoted. Create the tuner on the main thread with real-time allowed.")
 
     def _disarm_rttime(self) -> None:
         if self._rttime_saved is not None:
             self._set_rttime(self._rttime_saved)
             self._rttime_saved = None
-        if self._xcpu_prev is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGXCPU, self._xcpu_prev)
-            self._xcpu_prev = None
 
     def _on_xcpu(self, signum, frame) -> None:
-        """SIGXCPU from RLIMIT_RTTIME: drop every real-time thread to SCHED_OTHER. No lock: this
-        runs in the main thread, which may hold it mid-transition."""
+        """The fallback handler (threads that do not block SIGXCPU; see RTTIME_SOFT_US)."""
+        self._demote()
+
+    def _demote(self) -> None:
+        """SIGXCPU from RLIMIT_RTTIME: drop every real-time thread to SCHED_OTHER (the watchdog
+        keeps its own priority). No lock: a thread may hold it mid-transition."""
         for tid in kernel.list_threads(self.pid):
+            if tid == self._watchdog_tid:
+                continue
             with contextlib.suppress(OSError):
                 if kernel.get_state(tid).policy in RT_POLICIES:
                     kernel.set_policy(tid, os.SCHED_OTHER)
         self.rt_demoted = True
-        sys.stderr.write("tuning: RLIMIT_RTTIME reached (a real-time thread ran 2 s without blocking); "
+        sys.stderr.write(f"tuning: RLIMIT_RTTIME reached (a real-time thread ran {self._rttime_soft_us / 1e6:g} s "
+                         "without blocking); "
                          "all threads demoted to SCHED_OTHER until the next request\n")
 
 

@@ -95,4 +95,5 @@ def apply_launch(args, presets) -> Preset | None:
     tuner = Tuner({preset.name: preset}, allow_realtime=getattr(args, "allow_realtime", False),
                   force_realtime=getattr(args, "force_realtime", False))
     tuner.apply(preset.name)
+    tuner.close()  # the service's own Tuner installs the SIGXCPU handler it reports through
     return preset
