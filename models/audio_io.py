@@ -14,7 +14,8 @@ import numpy as np
 
 from models.base import SAMPLE_RATE, InputError
 
-MAX_PROMPT_S = 60.0  # documented limit: longer prompts are refused (IndexTTS2 uses a few seconds)
+from models.limits import (MAX_AUDIO_CHANNELS, MAX_AUDIO_RATE_HZ, MAX_DECODED_SAMPLES, MAX_PROMPT_S,
+                           MIN_AUDIO_RATE_HZ)
 SILENCE_RMS = 1e-3  # below -60 dBFS RMS a prompt carries no voice to imitate
 
 
@@ -23,7 +24,10 @@ def load_audio(path: str, what: str = "Audio prompt", target_sr: int = SAMPLE_RA
     """Read `path`, downmix to mono, resample to `target_sr`; float32 in [-1, 1].
 
     Raises InputError (naming `what`) when the file is missing, not audio, empty, longer than
-    `max_s`, contains NaN/inf, or is silent (RMS < SILENCE_RMS).
+    `max_s`, contains NaN/inf, or is silent (RMS < SILENCE_RMS). What decoding will cost is
+    checked from the header first (models.limits): sample rate within MIN/MAX_AUDIO_RATE_HZ,
+    at most MAX_AUDIO_CHANNELS, channels x frames at most MAX_DECODED_SAMPLES; decoding then
+    reads no more frames than the header announced, so a lying header cannot grow the buffer.
     """
     import soundfile as sf
 
@@ -34,13 +38,11 @@ def load_audio(path: str, what: str = "Audio prompt", target_sr: int = SAMPLE_RA
         info = sf.info(path)
     except Exception:  # libsndfile raises its own error types for every unreadable format
         raise InputError(f"{what}: {name!r} is not an audio file that can be read (use WAV, FLAC, OGG or MP3).")
-    if info.frames <= 0 or info.samplerate <= 0:
+    if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
         raise InputError(f"{what}: {name!r} is empty (0 samples).")
-    dur = info.frames / info.samplerate
-    if dur > max_s:
-        raise InputError(f"{what}: {name!r} is {dur:.1f} s long; the limit is {max_s:.0f} s. Trim it to a few seconds.")
+    _check_decoded_size(what, name, info.samplerate, info.channels, info.frames, max_s)
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        data, sr = sf.read(path, dtype="float32", always_2d=True, frames=info.frames)
     except Exception:
         raise InputError(f"{what}: {name!r} could not be decoded; the file may be damaged.")
     if data.shape[0] == 0:
@@ -58,6 +60,23 @@ def load_audio(path: str, what: str = "Audio prompt", target_sr: int = SAMPLE_RA
     return mono
 
 
+def _check_decoded_size(what: str, name: str, rate: int, channels: int, frames: int, max_s: float) -> None:
+    """Refuse, from the header alone, a file whose decoding would be too big or unresampleable."""
+    if not MIN_AUDIO_RATE_HZ <= rate <= MAX_AUDIO_RATE_HZ:
+        raise InputError(f"{what}: {name!r} has a sample rate of {rate} Hz; supported rates are "
+                         f"{MIN_AUDIO_RATE_HZ}-{MAX_AUDIO_RATE_HZ} Hz. Re-export it at 16, 22.05, 44.1 or 48 kHz.")
+    if channels > MAX_AUDIO_CHANNELS:
+        raise InputError(f"{what}: {name!r} has {channels} channels; the limit is {MAX_AUDIO_CHANNELS}. "
+                         "Export it as mono or stereo.")
+    dur = frames / rate
+    if dur > max_s:
+        raise InputError(f"{what}: {name!r} is {dur:.1f} s long; the limit is {max_s:.0f} s. Trim it to a few seconds.")
+    if channels * frames > MAX_DECODED_SAMPLES:
+        raise InputError(f"{what}: {name!r} would decode to {channels * frames / 1e6:.1f} M samples "
+                         f"({channels} channels x {rate} Hz x {dur:.1f} s); the limit is "
+                         f"{MAX_DECODED_SAMPLES / 1e6:.0f} M. Use mono or stereo at 48 kHz or less.")
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Band-limited rational resampling (polyphase FIR)."""
     from scipy.signal import resample_poly
@@ -65,6 +84,8 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return np.asarray(x)
     f = Fraction(int(sr_out), int(sr_in)).limit_denominator(1000)
+    if f.numerator == 0:  # a ratio beyond the approximation (load_audio refuses such rates first)
+        raise ValueError(f"cannot resample {sr_in} Hz to {sr_out} Hz")
     return resample_poly(np.asarray(x, dtype=np.float64), f.numerator, f.denominator)
 
 
