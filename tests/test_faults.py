@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,21 +83,27 @@ def test_tracefs_read_only_degrades_to_schedstat(tmp_path, servers):
 @needs_tracefs
 def test_stale_instance_removed_at_start_and_overrun_reported(tmp_path, servers):
     """A leftover instance of a dead process (still recording, events on) is removed at start; a
-    live process's instance with our prefix is left alone. Then, with a tiny ring buffer and
-    stress-ng context switching on every CPU, the breakdown reports the lost events."""
+    live launcher's instance with our prefix (held open by its owner, which runs in a pid
+    namespace of its own: its pid means nothing here) is left alone, not even quiesced. Then,
+    with a tiny ring buffer and stress-ng context switching on every CPU, the breakdown reports
+    the lost events."""
     inst = TRACEFS / "instances"
     stale = inst / f"ittsw-{dead_pid()}-7"
-    holder = subprocess.Popen(["sleep", "120"])
-    live = inst / f"ittsw-{holder.pid}-0"
-    stress = None
+    live = inst / f"ittsw-{dead_pid()}-12345-0"
+    holder = stress = None
     try:
         for d in (stale, live):
             d.mkdir()
-            (d / "events/sched/sched_switch/enable").write_text("1")  # busy: rmdir needs it off
+            (d / "events/sched/sched_switch/enable").write_text("1")
+        holder = subprocess.Popen([sys.executable, "-c", "import os, sys, time; os.open(sys.argv[1], os.O_WRONLY); "
+                                   "print('held', flush=True); time.sleep(120)", str(live / "trace_marker")],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
         srv = Server(tmp_path, "--no-warmup", "--trace-buffer-kb", "8")
         servers.append(srv.start())
         assert f"Removed stale trace instances: {stale.name}" in srv.output()
         assert not stale.exists() and live.exists()
+        assert (live / "events/sched/sched_switch/enable").read_text().strip() == "1"  # untouched
 
         client = Client(srv.url, verbose=False)
         # one pair of context-switching tasks at nice 19: millions of sched events per second
@@ -114,8 +121,9 @@ def test_stale_instance_removed_at_start_and_overrun_reported(tmp_path, servers)
         if stress:
             stress.terminate()
             stress.wait(10)
-        holder.kill()
-        holder.wait()
+        if holder:
+            holder.kill()
+            holder.wait()
         for d in (stale, live):
             if d.exists():
                 subprocess.run(["rmdir", str(d)], check=False)  # quiesced below if still busy

@@ -42,14 +42,14 @@ def test_cleanup_stale_removes_dead_pid_instance():
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     inst = TR / "instances" / f"ittswtest-{dead}-0"
-    live = TR / "instances" / f"ittswtest-{os.getpid()}-0"
+    live = TR / "instances" / f"ittswtest-{tracefs.owner_token()}-0"
     try:
         os.mkdir(inst)
         os.mkdir(live)
-        (inst / "events/sched/sched_switch/enable").write_text("1")  # busy: rmdir would get EBUSY
+        (inst / "events/sched/sched_switch/enable").write_text("1")  # removable as it is (no quiesce)
         removed = tracefs.cleanup_stale("ittswtest")
         assert inst.name in removed and not inst.exists()
-        assert live.exists()  # our own pid is alive: kept
+        assert live.exists()  # our own pid and start time: its owner runs, kept
     finally:
         for p in (inst, live):
             if p.exists():

@@ -94,6 +94,7 @@ class LatencyProbe:
         self.name_fn = name_fn  # () -> a fresh instance name
         self.insts: dict[str, tuple[str, Path]] = {}  # family -> (tracer, instance)
         self.status: dict = {}
+        self._held: dict[Path, int | None] = {}  # instance -> its open trace_marker (the claim)
 
     def prepare(self) -> "LatencyProbe":
         try:
@@ -110,6 +111,7 @@ class LatencyProbe:
             except OSError as e:
                 self.status[fam] = f"could not create an instance: {e.strerror}"
                 continue
+            self._held[inst] = tracefs.hold(inst)  # other launchers' clean-up leaves it alone
             try:
                 # the tracer's init zeroes tracing_max_latency and resets the buffer itself
                 for f, v in (("tracing_on", "0"), ("tracing_cpumask", self.cpumask),
@@ -162,8 +164,10 @@ class LatencyProbe:
             self._remove(inst)
         self.insts.clear()
 
-    @staticmethod
-    def _remove(inst: Path) -> None:
+    def _remove(self, inst: Path) -> None:
+        fd = self._held.pop(inst, None)
+        if fd is not None:
+            os.close(fd)
         try:
             (inst / "current_tracer").write_text("nop")  # releases the family's singleton
         except OSError:

@@ -139,17 +139,47 @@ def probe(root=None) -> Capabilities:
     return cap
 
 
-INSTANCE_RE = re.compile(r"^(?P<prefix>.+)-(?P<pid>\d+)-(?P<n>\d+)$")
+# Instance names: <prefix>-<pid>-<start>-<n>, start = the owner's start time (clock ticks since
+# boot, /proc/<pid>/stat field 22). The pid alone does not identify a process: in containers the
+# launcher is pid 1 after every restart, and a launcher in another pid namespace has a pid that
+# means nothing (or another process) here. Names without <start> come from older versions.
+INSTANCE_RE = re.compile(r"^(?P<prefix>.+?)-(?P<pid>\d+)-(?:(?P<start>\d+)-)?(?P<n>\d+)$")
 
 
-def _pid_alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])  # field 22; comm may contain spaces and ")"
+
+
+def owner_token(pid: int | None = None) -> str:
+    """<pid>-<start> of this (or another) process: the owner part of an instance name."""
+    pid = pid or os.getpid()
+    return f"{pid}-{process_start(pid) or 0}"
+
+
+def create_instance(root: Path, name_fn, tries: int = 16) -> tuple[Path, int]:
+    """mkdir a fresh instance and claim it at once by opening its trace_marker: while any file of
+    an instance is open, the kernel refuses to remove it (EBUSY), so no other launcher's
+    clean-up can take it from us, whatever pid namespace it runs in. Returns (path, the open
+    trace_marker fd: keep it open for the instance's life). A name already taken (a leftover, or
+    another process's) is never reused or touched: the next name from `name_fn` is tried."""
+    last: OSError | None = None
+    for _ in range(tries):
+        inst = Path(root) / "instances" / name_fn()
+        try:
+            os.mkdir(inst)
+        except FileExistsError as e:
+            last = e
+            continue
+        try:
+            return inst, os.open(inst / "trace_marker", os.O_WRONLY)
+        except FileNotFoundError as e:  # removed between our mkdir and open: take another name
+            last = e
+    raise OSError(errno.EEXIST, f"no free instance name after {tries} tries ({last})")
 
 
 def quiesce_and_remove(inst: Path) -> bool:
@@ -176,18 +206,41 @@ def quiesce_and_remove(inst: Path) -> bool:
     return False
 
 
+def hold(inst: Path) -> int | None:
+    """Claim an instance made with a plain mkdir (see create_instance): its trace_marker fd, or
+    None where there is none (a stand-in directory in tests)."""
+    try:
+        return os.open(inst / "trace_marker", os.O_WRONLY)
+    except OSError:
+        return None
+
+
 def cleanup_stale(prefix: str = "ittsw", root=None) -> list[str]:
-    """Remove instances named <prefix>-<pid>-<n> whose pid is dead; returns the names removed."""
+    """Remove instances named <prefix>-<pid>[-<start>]-<n> left by processes that are gone;
+    returns the names removed.
+
+    Nothing of a live owner's instance is touched, not even its events or tracing_on: an
+    instance whose <pid>-<start> is a running process here is skipped outright; any other one is
+    removed with a bare rmdir, which the kernel refuses (EBUSY) while a live owner holds it open
+    (create_instance), so owners in other pid namespaces, or ours under a reused pid, keep theirs.
+    An unheld instance with events on and tracing on is removable as it is (no quiescing needed)."""
     r = find_tracefs(root, mount=False)
     if r is None or not (r / "instances").is_dir():
         return []
     removed = []
     for d in (r / "instances").iterdir():
         m = INSTANCE_RE.match(d.name)
-        if not m or m["prefix"] != prefix or _pid_alive(int(m["pid"])):
+        if not m or m["prefix"] != prefix:
             continue
-        if quiesce_and_remove(d):
-            removed.append(d.name)
+        if m["start"] is not None and process_start(int(m["pid"])) == int(m["start"]):
+            continue  # its owner runs (this process included)
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue  # its owner removed it meanwhile
+        except OSError:
+            continue  # EBUSY: held open by a live owner (or a reader such as trace-cmd): not stale
+        removed.append(d.name)
     return removed
 
 

@@ -155,8 +155,8 @@ class TraceWindow:
         return self
 
     def _instance_name(self) -> str:
-        # <prefix>-<pid>-<n>: what cleanup_stale recognises after a kill -9
-        return f"{self.prefix}-{os.getpid()}-{next(_counter)}"
+        # <prefix>-<pid>-<start>-<n>: what cleanup_stale recognises after a kill -9 (see tracefs)
+        return f"{self.prefix}-{tracefs.owner_token()}-{next(_counter)}"
 
     def __enter__(self):
         self.prepare()
@@ -172,8 +172,9 @@ class TraceWindow:
 
     def _open_instance(self):
         root = Path(self.caps.root)
-        inst = root / "instances" / self._instance_name()
-        os.mkdir(inst)
+        # claimed from the start: the open trace_marker (our marker fd) keeps other launchers'
+        # clean-up off it, and a leftover holding our next name costs a name, never the window
+        inst, self._fd = tracefs.create_instance(root, self._instance_name)
         self.inst = inst
         with _lock:
             _open[str(inst)] = self
@@ -202,7 +203,6 @@ class TraceWindow:
                 self.events_enabled.append(ev)
             except OSError as e:  # the breakdown says so (a missing sched_switch empties it)
                 self.events_missing[ev] = f"failed to enable: {e.strerror or e}"
-        self._fd = os.open(inst / "trace_marker", os.O_WRONLY)
 
     def _enable_event(self, inst: Path, ev: str) -> None:
         (inst / "events" / ev / "enable").write_text("1")
