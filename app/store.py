@@ -4,9 +4,16 @@ Each directory holds audio.wav, record.json (what the UI/API show), trace.zip (t
 timeline.png. Clips are found only by their request id (tracing.ids.REQUEST_ID_RE); no path from a
 client ever reaches the filesystem. Retention keeps the newest clips within a count and a byte
 budget that the operator sets (--keep-clips, --keep-mb).
+
+Several launchers may share one outputs directory. A clip in flight has no record yet; it is
+marked by an flock held on its `.inflight` file from the moment its directory appears (created
+under a dot-name with the lock inside, then renamed into place) until its record is written, and
+the kernel drops the lock if the process dies. So start-up clean-up removes only directories
+nobody holds (a request killed mid-way), never another launcher's request in flight.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +25,7 @@ from tracing.attachment import ATTACHMENT_NAME
 from tracing.ids import REQUEST_ID_RE
 
 RECORD = "record.json"
+INFLIGHT = ".inflight"  # flock held while the clip's request runs
 FILES = {"audio": "audio.wav", "attachment": ATTACHMENT_NAME, "timeline": "timeline.png", "record": RECORD}
 
 
@@ -36,6 +44,8 @@ class ClipStore:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._last_ns = 0
+        self._inflight: dict[str, int] = {}  # request id -> fd holding the flock
+        self.on_remove: list = []  # callables(clip_dir) run before retention deletes a clip
 
     def _dir(self, request_id: str) -> Path:
         if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
@@ -46,9 +56,27 @@ class ClipStore:
         return d
 
     def new_dir(self, request_id: str) -> Path:
+        """The clip's directory, claimed (see the module docstring) until release()/save_record()."""
         d = self._dir(request_id)
-        d.mkdir(parents=True, exist_ok=False)
+        if d.exists():
+            raise FileExistsError(f"clip {request_id} exists")
+        tmp = self.clips / f".{request_id}.new"
+        tmp.mkdir()
+        fd = os.open(tmp / INFLIGHT, os.O_CREAT | os.O_WRONLY, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, d)  # appears with its lock already held
+        self._inflight[request_id] = fd
         return d
+
+    def release(self, request_id: str) -> None:
+        """The request is over (record written, or the directory removed): drop the claim."""
+        fd = self._inflight.pop(request_id, None)
+        if fd is not None:
+            try:
+                os.unlink(self._dir(request_id) / INFLIGHT)
+            except OSError:
+                pass
+            os.close(fd)
 
     def path(self, request_id: str, kind: str) -> Path:
         """Path of one artefact of an existing clip; ClipNotFound when it does not exist."""
@@ -67,6 +95,7 @@ class ClipStore:
         with self._lock:  # the record's mtime orders the history: make it strictly increasing,
             self._last_ns = max(time.time_ns(), self._last_ns + 1)  # finer than the fs clock tick
             os.utime(d / RECORD, ns=(self._last_ns, self._last_ns))
+        self.release(record["id"])
         self.enforce_retention()
 
     def get(self, request_id: str) -> dict:
@@ -95,12 +124,14 @@ class ClipStore:
         return out
 
     def remove_incomplete(self) -> int:
-        """Drop directories without a record (a request killed mid-way). Returns how many."""
+        """Drop directories without a record that no process holds (a request killed mid-way);
+        another launcher's request in flight holds its lock and is left alone. Returns how many."""
         n = 0
         for p in self.clips.iterdir():
-            if p.is_dir() and not (p / RECORD).is_file():
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
+            if not p.is_dir() or (p / RECORD).is_file() or not _unclaimed(p):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
         return n
 
     def enforce_retention(self) -> list[str]:
@@ -114,6 +145,30 @@ class ClipStore:
                 total += sizes[rid]
                 # the newest clip is always kept, even when it alone is over the byte budget
                 if i > 0 and (i >= self.max_clips or total > self.max_bytes):
+                    for fn in self.on_remove:  # e.g. the UI's cached copies of its files
+                        try:
+                            fn(self.clips / rid)
+                        except Exception:
+                            pass  # a clean-up hook must not keep a clip on disk
                     shutil.rmtree(self.clips / rid, ignore_errors=True)
                     removed.append(rid)
             return removed
+
+
+def _unclaimed(d: Path) -> bool:
+    """True unless a live process holds the directory's in-flight lock. A directory without the
+    lock file was left by a request whose process died before the claim went away (or by an older
+    version): unclaimed."""
+    try:
+        fd = os.open(d / INFLIGHT, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
