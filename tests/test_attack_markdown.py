@@ -4,6 +4,7 @@ element, no link, no image, no line break. Rendered with markdown-it-py (CommonM
 the same grammar as marked in the browser; tests/e2e covers Gradio's own rendering."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -44,3 +45,57 @@ def test_escaped_name_renders_as_itself(comm, context):
 def test_unescaped_names_do_form_elements():
     """The check above can fail: the same names unescaped do make tags, links and images."""
     assert "<b>" in render("<b>x</b>**y**") and "href" in render("[x](//host)") and "<img" in render("![](//host)")
+
+
+# ------------------------------------------------------------ through the real server ----
+HOG_NAMED = r"""
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+with open("/proc/self/comm", "wb") as f:
+    f.write(sys.argv[2].encode()[:15])
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:        # bounded: 10 ms of CPU, 30 ms asleep
+    t = time.monotonic() + 0.01
+    while time.monotonic() < t:
+        pass
+    time.sleep(0.03)
+"""
+HOSTILE = [["<b>x</b>**y**", "[x](//h.co)"], ["![](//h.co)", "http://e.co/x"], ["<img src=x>", "`x`|a\nb"]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for SCHED_FIFO")
+def test_hostile_process_names_reach_the_panel_escaped(tmp_path, servers):
+    """Processes with hostile names preempt synthesis (SCHED_FIFO, on its CPU) so they become
+    blockers and are named by findings; every Markdown view of the clip shows them as text."""
+    import subprocess
+    import sys
+
+    from gradio_client import Client
+    from tests.conftest import Server
+
+    cpu = max(os.sched_getaffinity(0))
+    srv = Server(tmp_path, "--no-warmup", "--cpus", str(cpu))
+    servers.append(srv.start())
+    c = Client(srv.url, verbose=False)
+    named = 0
+    for names in HOSTILE:
+        hogs = [subprocess.Popen([sys.executable, "-c", HOG_NAMED, str(cpu), n, "20"], stdout=subprocess.PIPE,
+                                 text=True) for n in names]
+        try:
+            assert all(h.stdout.readline().strip() == "ready" for h in hogs)
+            out = c.predict(text="Hostile names around. " * 6, api_name="/synthesize")
+        finally:
+            for h in hogs:
+                h.kill()
+                h.wait()
+        hist = c.predict(out[1], api_name="/clip")
+        comms = {b["comm"] for b in out[9]["breakdown"]["blockers"]} & {n.encode()[:15].decode() for n in names}
+        for md in (out[2], out[6], hist[2], hist[6]):
+            html = render(md)
+            assert not re.search(r"<a\s|href=|<img|<b>|<code>", html), html
+            for comm in comms:
+                assert comm not in md or comm.isalnum()
+                named += md_text(comm) in md
+    assert named, "no hostile name reached a Markdown view: the case was not tried"
