@@ -5,6 +5,7 @@ launch preset is applied before gradio/torch are imported, so every thread the p
 inherits it (taskset/nice/chrt semantics).
 """
 import argparse
+import os
 import platform
 import signal
 import sys
@@ -63,9 +64,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the Snapshots tab plots them and /metrics exports the latest verdict "
                         "(default: <outputs>/snapshot-series)")
     s = p.add_argument_group("security")
-    s.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (Gradio auth)")
+    s.add_argument("--auth", default=None, metavar="USER:PASS",
+                   help="require this login (Gradio auth); logged-in users may switch presets and download traces")
+    s.add_argument("--operator-token-file", default=None, metavar="PATH",
+                   help="API calls carrying this file's token in the X-Operator-Token header may switch presets "
+                        "and download traces (also: ITTS_OPERATOR_TOKEN)")
     s.add_argument("--i-know-this-is-open", action="store_true",
-                   help="allow preset switching on a non-loopback host without --auth")
+                   help="let everyone who can reach the port switch presets and download traces (loopback "
+                        "is not trusted by itself: every local user can reach it)")
     add_launch_args(p)
     args = p.parse_args(argv)
     args.version = getattr(args, "version", None)  # None: not given (see --engine auto)
@@ -76,6 +82,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes") and not args.auth:
+        print("error: GRADIO_SHARE would publish this UI on a public link; that needs --auth USER:PASS",
+              file=sys.stderr)
+        return 2
+    # Gradio's file cache (uploads, served clip files) under --outputs, where retention bounds it
+    # (app/ui/gradio_cache.py); set before gradio is imported
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(os.path.abspath(args.outputs), "gradio-cache")
     # SIGTERM (systemd stop, docker stop) exits cleanly: SystemExit unwinds the main thread, and
     # trace windows still open are removed by their own chained handler first.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -101,13 +114,19 @@ def main(argv=None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     print(f"* Engine: {ctx.engine.label}", flush=True)
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
-    app.queue(default_concurrency_limit=1)
+    from starlette.middleware import Middleware
+
+    from app.login_guard import LoginPageNoSchema, LoginRateLimit
     from app.ui.compat import GRADIO_VERSION, launch_kwargs
     from app.ui.common import CSS
+    from models.limits import MAX_QUEUED, MAX_UPLOAD_MB
+    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)  # beyond: "queue is full" at once
     print(f"* UI: Gradio {GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
-    fastapi_app, _, _ = app.launch(**launch_kwargs(server_name=args.host, server_port=args.port, auth=auth,
-                                                   show_error=True, footer_links=["api", "gradio", "settings"],
-                                                   prevent_thread_lock=True, css=CSS))
+    fastapi_app, _, _ = app.launch(**launch_kwargs(
+        server_name=args.host, server_port=args.port, auth=auth, show_error=True, share=None if auth else False,
+        footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        app_kwargs={"middleware": [Middleware(LoginRateLimit), Middleware(LoginPageNoSchema)]}))
     from app import metrics
     metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)
@@ -121,7 +140,8 @@ def main(argv=None) -> int:
 def build_app(ctx):
     """The page: header, then the tabs in order; each tab module builds its own gr.Tab."""
     import gradio as gr
-    from app.ui import compare_tab, compat, history_tab, scheduling_tab, snapshots_tab, synthesize_tab, system_tab
+    from app.ui import (compare_tab, compat, gradio_cache, history_tab, scheduling_tab, snapshots_tab,
+                        synthesize_tab, system_tab)
     from app.ui.common import CSS
     from app.ui.compat import PRIVATE
     compat.install()  # refuses an unsupported Gradio; REST error text on Gradio 5
@@ -133,6 +153,7 @@ def build_app(ctx):
                     f"**Engine serving:** {ctx.engine.label}" + (f"  \n_{note}_" if note else "")
                     + (f"  \n_{gen_note}_" if gen_note else "")
                     + f"  \n**Tracing:** {ctx.capabilities.get('mode')} mode")
+        gradio_cache.tie_to(ctx)  # Gradio's copies of clip files follow the clips' retention
         synth = synthesize_tab.build(ctx)
         sched_state, sched_outputs = scheduling_tab.build(ctx, synth)
         compare_tab.build(ctx)

@@ -5,25 +5,16 @@ the UI tabs (app/ui/) and metrics read from it. No Gradio here.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 
+from app.access import AccessPolicy
 from app.service import Service
 from app.store import ClipStore
 from models.base import NullStages, SynthesisRequest
 from models.registry import create_engine
 from tracing.tracefs import cleanup_stale, find_tracefs, probe
 from tuning.apply import Tuner
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Context:
@@ -53,10 +44,8 @@ class Context:
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
                                trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb)
-        self.switching_allowed = is_loopback(args.host) or bool(args.auth) or args.i_know_this_is_open
-        if not self.switching_allowed:
-            print("* Preset switching is disabled: the UI is exposed on a non-loopback host without "
-                  "--auth (pass --auth USER:PASS, or --i-know-this-is-open).", flush=True)
+        self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces
+        print(f"* {self.access.describe()}", flush=True)
         if not args.no_warmup:
             self.warmup()
 

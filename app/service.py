@@ -28,7 +28,6 @@ import datetime as dt
 import logging
 import os
 import platform
-import shutil
 import sys
 import threading
 import time
@@ -216,15 +215,19 @@ class Service:
         self.roles.restore()  # threads get their own names back
 
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
-                   trace: bool | None = None, progress: Progress | None = None) -> ClipRecord:
-        """Run one request to the end (start() then Job.result()): the complete clip."""
-        job = self.start(req, preset, scope, trace, progress)
+                   trace: bool | None = None, progress: Progress | None = None,
+                   history: bool = True) -> ClipRecord:
+        """Run one request to the end (start() then Job.result()): the complete clip.
+        `history=False`: the clip's files go to a scratch directory, not the history (no record, no
+        retention: nothing of the user's is pushed out); the caller removes it with
+        store.discard(record.id) once it has taken what it needs."""
+        job = self.start(req, preset, scope, trace, progress, history)
         if progress and job.record.tracing:
             progress(0.97, "analysing the trace")
         return job.result()
 
     def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
-              trace: bool | None = None, progress: Progress | None = None) -> Job:
+              trace: bool | None = None, progress: Progress | None = None, history: bool = True) -> Job:
         """Synthesize; return as soon as the audio is written, with the post-processing queued.
         Raises InputError (bad input), TuningError (preset refused; nothing changed) or
         ServiceError (engine failed; window closed, preset restored)."""
@@ -237,15 +240,15 @@ class Service:
         with self._lock:
             self.requests += 1
             rid = new_request_id()
-            clip_dir = self.store.new_dir(rid)
+            clip_dir = self.store.new_dir(rid, scratch=not history)
             try:
                 record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress)
             except BaseException:
                 self.failures += 1
-                shutil.rmtree(clip_dir, ignore_errors=True)  # nothing half-written stays in history
+                self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
                 raise
             # queued before the lock is released: the next request's _settle() waits for them
-            post: dict = {}  # what _analyse hands to _complete (the trace.dat job)
+            post: dict = {"history": history}  # what _analyse hands to _complete (the trace.dat job)
             analysed = self._aux.submit(self._analyse, record, window, clip_dir, post)
             done = self._last_done = self._aux.submit(self._complete, record, window, clip_dir, post)
             if trace:
@@ -337,7 +340,8 @@ class Service:
                 dat_job.exception()  # finished, whatever happened, before the clip dir is kept
                 (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
         try:
-            self.store.save_record(record.to_dict())
+            if post.get("history", True):  # a snapshot's requests are not clips (see synthesize)
+                self.store.save_record(record.to_dict())
         except Exception as e:
             log.exception("could not save the record of request %s", record.id)
             record.notes.append(f"The clip could not be saved to the history ({e}).")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from app.access import TOKEN_ENV, TOKEN_HEADER
 from app.periodic import IdleGate, metrics_busy, snapshot_into_series
 from app.service import Service
 from app.store import ClipStore
+from models import limits
 from models.base import NullStages, SynthesisRequest
 from tracing import diff as D
 from tracing import stats
@@ -36,6 +39,19 @@ def _order(presets: list[str], n: int) -> list[tuple[str, int]]:
     return [(p, i) for i in range(n) for p in presets]
 
 
+def plan(presets: list[str], n, max_n: int | None = None) -> tuple[list[str], int]:
+    """The presets to run (a name repeated counts once, in first-seen order) and N, checked
+    against models.limits: N per preset and the total presets x N. SnapshotError otherwise."""
+    n = _check_n(n, max_n)
+    folded = list(dict.fromkeys(presets))
+    if not folded:
+        raise SnapshotError("Pick at least one preset.")
+    if len(folded) * n > limits.MAX_SNAPSHOT_REQUESTS:
+        raise SnapshotError(f"{len(folded)} presets x N={n} is {len(folded) * n} requests; the limit is "
+                            f"{limits.MAX_SNAPSHOT_REQUESTS} per snapshot. Use fewer presets or a smaller N.")
+    return folded, n
+
+
 def run_in_process(dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, engine: str = "auto",
                    model_dir: str = "./checkpoints", presets_file: str | None = None, label: str = "",
                    warmup: bool = True, workdir: str | None = None, progress: Progress | None = None) -> Snapshot:
@@ -45,7 +61,7 @@ def run_in_process(dest, presets: list[str], n: int, text: str = DEFAULT_TEXT, e
     # Imported here: building an engine pulls in torch, which `diff` and `--url` do not need.
     from models.registry import create_engine
 
-    n = _check_n(n)
+    presets, n = plan(presets, n, max_n=1000)  # the CLI's own N limit; the UI's is MAX_SNAPSHOT_N
     preset_table = load_presets(presets_file)
     unknown = [p for p in presets if p not in preset_table]
     if unknown:
@@ -71,28 +87,40 @@ def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT,
                 warmup: bool = True, progress: Progress | None = None, gate=None) -> Snapshot:
     """Run the snapshot on an existing app.service.Service (the web UI's, or run_in_process's).
     gate: an app.periodic.IdleGate whose wait() runs before each request (probe only when idle);
-    what it waited is kept in the manifest (`idle`)."""
-    n = _check_n(n)
+    what it waited is kept in the manifest (`idle`). Its requests are not kept as clips
+    (history=False): a snapshot never pushes the user's clips out of retention. A snapshot that
+    stops half-way is removed, not left incomplete."""
+    presets, n = plan(presets, n, max_n=1000)
     unknown = [p for p in presets if p not in svc.tuner.presets]
     if unknown:
         raise SnapshotError(f"Unknown preset(s) {', '.join(unknown)}; available: {', '.join(svc.tuner.presets)}.")
+    SynthesisRequest(text=text).validate()  # bad text: refused before anything is created
+    existed = Path(dest).exists()
     writer = SnapshotWriter(dest, new_manifest(source, presets, n, text, label, engine=svc.engine.name,
                                                capabilities=capabilities, latency_tracers=latency_tracers))
-    if warmup:  # first-request costs (library load, torch kernels) are not what we measure
-        if progress:
-            progress(0.0, "warm-up")
-        _wait(gate, writer)
-        svc.engine.synthesize(SynthesisRequest(text=text), NullStages())
-    order = _order(presets, n)
-    for k, (p, i) in enumerate(order):
-        if progress:
-            progress(k / len(order), f"{p} {i + 1}/{n}")
-        _wait(gate, writer)
-        rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True)
-        summary = summary_from_attachment(rec.attachment_path)
-        summary["preset_requested"] = p
-        writer.add(p, summary, rec.attachment_path)
-    writer.close()
+    try:
+        if warmup:  # first-request costs (library load, torch kernels) are not what we measure
+            if progress:
+                progress(0.0, "warm-up")
+            _wait(gate, writer)
+            svc.engine.synthesize(SynthesisRequest(text=text), NullStages())
+        order = _order(presets, n)
+        for k, (p, i) in enumerate(order):
+            if progress:
+                progress(k / len(order), f"{p} {i + 1}/{n}")
+            _wait(gate, writer)
+            rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True, history=False)
+            try:
+                summary = summary_from_attachment(rec.attachment_path)
+                summary["preset_requested"] = p
+                writer.add(p, summary, rec.attachment_path)
+            finally:
+                svc.store.discard(rec.id)
+        writer.close()
+    except BaseException:
+        if not existed:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
     return load_snapshot(dest)
 
 
@@ -105,8 +133,10 @@ def run_remote(dest, url: str, presets: list[str], n: int, text: str = DEFAULT_T
 
     from gradio_client import Client
 
-    n = _check_n(n)
-    client = Client(url, verbose=False)
+    presets, n = plan(presets, n, max_n=1000)
+    # the attachment and request-scoped presets are operator actions (app/access.py)
+    token = os.environ.get(TOKEN_ENV)
+    client = Client(url, verbose=False, headers={TOKEN_HEADER: token} if token else None)
     host = urlparse(url).hostname or ""
     local = host in ("127.0.0.1", "localhost", "::1")
     # the server's kernel is ours only when it runs on this host
@@ -128,6 +158,9 @@ def run_remote(dest, url: str, presets: list[str], n: int, text: str = DEFAULT_T
         _wait(gate, writer)
         out = client.predict(text=text, preset=p, scope="this request only", trace=True, api_name="/synthesize")
         attachment = out[8]
+        if not attachment:
+            raise SnapshotError(f"{url} hands out no trace attachments to this client (an operator action): "
+                                f"set {TOKEN_ENV} to its operator token, or run it with --i-know-this-is-open.")
         summary = summary_from_attachment(attachment)
         summary["preset_requested"] = p
         if not local and k == 0:  # the server's own kernel and versions, from its attachment
@@ -144,10 +177,11 @@ def _wait(gate, writer: SnapshotWriter) -> None:
         writer.manifest["idle"] = {**gate.to_dict(), "note": gate.note()}
 
 
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
-        raise SnapshotError(f"N must be an integer between 1 and 1000, got {n!r}.")
-    return n
+def _check_n(n, max_n: int | None = None) -> int:
+    max_n = max_n or limits.MAX_SNAPSHOT_N
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or not 1 <= n <= max_n:
+        raise SnapshotError(f"N must be a whole number between 1 and {max_n}, got {n!r}.")
+    return int(n)
 
 
 # ---------------------------------------------------------------------------------- CLI ----

@@ -39,6 +39,7 @@ class ClipStore:
             raise ValueError("retention limits must be positive")
         self.root = Path(root).resolve()
         self.clips = self.root / "clips"
+        self.scratch = self.root / ".scratch"
         self.clips.mkdir(parents=True, exist_ok=True)
         self.max_clips = max_clips
         self.max_bytes = max_bytes
@@ -55,28 +56,40 @@ class ClipStore:
             raise ClipNotFound(f"{request_id!r} is not a request id.")
         return d
 
-    def new_dir(self, request_id: str) -> Path:
-        """The clip's directory, claimed (see the module docstring) until release()/save_record()."""
+    def new_dir(self, request_id: str, scratch: bool = False) -> Path:
+        """The clip's directory, claimed (see the module docstring) until release()/save_record().
+        `scratch`: outside the history (under .scratch/, never listed, never counted by retention):
+        for requests whose files only pass through, like a snapshot's; discard() removes it."""
         d = self._dir(request_id)
+        if scratch:
+            d = self.scratch / request_id
+            self.scratch.mkdir(exist_ok=True)
         if d.exists():
             raise FileExistsError(f"clip {request_id} exists")
-        tmp = self.clips / f".{request_id}.new"
+        tmp = d.parent / f".{request_id}.new"
         tmp.mkdir()
         fd = os.open(tmp / INFLIGHT, os.O_CREAT | os.O_WRONLY, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(tmp, d)  # appears with its lock already held
-        self._inflight[request_id] = fd
+        self._inflight[request_id] = (fd, d)
         return d
 
     def release(self, request_id: str) -> None:
         """The request is over (record written, or the directory removed): drop the claim."""
-        fd = self._inflight.pop(request_id, None)
+        fd, d = self._inflight.pop(request_id, (None, None))
         if fd is not None:
             try:
-                os.unlink(self._dir(request_id) / INFLIGHT)
+                os.unlink(d / INFLIGHT)
             except OSError:
                 pass
             os.close(fd)
+
+    def discard(self, request_id: str) -> None:
+        """Remove a request's directory (failed, or scratch) and drop its claim."""
+        d = self._inflight.get(request_id, (None, None))[1]
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
+        self.release(request_id)
 
     def path(self, request_id: str, kind: str) -> Path:
         """Path of one artefact of an existing clip; ClipNotFound when it does not exist."""
@@ -127,8 +140,9 @@ class ClipStore:
         """Drop directories without a record that no process holds (a request killed mid-way);
         another launcher's request in flight holds its lock and is left alone. Returns how many."""
         n = 0
-        for p in self.clips.iterdir():
-            if not p.is_dir() or (p / RECORD).is_file() or not _unclaimed(p):
+        scratch = list(self.scratch.iterdir()) if self.scratch.is_dir() else []
+        for p in [*self.clips.iterdir(), *scratch]:
+            if not p.is_dir() or (p.parent == self.clips and (p / RECORD).is_file()) or not _unclaimed(p):
                 continue
             shutil.rmtree(p, ignore_errors=True)
             n += 1

@@ -128,7 +128,8 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("srv")).start()
+    # the suite is the operator: switching presets and downloading traces are open to it
+    srv = Server(tmp_path_factory.mktemp("srv"), "--i-know-this-is-open").start()
     yield srv
     pid = srv.proc.pid
     srv.stop()

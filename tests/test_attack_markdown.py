@@ -92,9 +92,10 @@ def test_hostile_process_names_reach_the_panel_escaped(tmp_path, servers):
                 h.wait()
         hist = c.predict(out[1], api_name="/clip")
         comms = {b["comm"] for b in out[9]["breakdown"]["blockers"]} & {n.encode()[:15].decode() for n in names}
-        for md in (out[2], out[6], hist[2], hist[6]):
+        for md, own_code in ((out[2], 1), (out[6], 0), (hist[2], 1), (hist[6], 0)):
             html = render(md)
-            assert not re.search(r"<a\s|href=|<img|<b>|<code>", html), html
+            assert not re.search(r"<a\s|href=|<img|<b>", html), html
+            assert html.count("<code>") == own_code, html  # the head's request id only
             for comm in comms:
                 assert comm not in md or comm.isalnum()
                 named += md_text(comm) in md

@@ -187,7 +187,7 @@ def test_engine_raising_mid_synthesis_closes_window_and_restores_preset(tmp_path
 @needs_tracefs
 @pytest.mark.slow
 def test_kill9_mid_request_then_restart_cleans_up_and_sigterm_exits_cleanly(tmp_path, servers):
-    srv = Server(tmp_path, "--no-warmup")
+    srv = Server(tmp_path, "--no-warmup", "--i-know-this-is-open")
     servers.append(srv.start())
     pid = srv.proc.pid
     client = Client(srv.url, verbose=False)
@@ -201,7 +201,7 @@ def test_kill9_mid_request_then_restart_cleans_up_and_sigterm_exits_cleanly(tmp_
     with pytest.raises(Exception):
         job.result(timeout=30)
 
-    again = Server(tmp_path, "--no-warmup")  # same outputs dir
+    again = Server(tmp_path, "--no-warmup", "--i-know-this-is-open")  # same outputs dir
     servers.append(again.start())
     log = again.output()
     assert "Removed stale trace instances:" in log and all(n in log for n in left)

@@ -49,7 +49,7 @@ def test_incomplete_clip_dirs_are_removed(tmp_path):
     s = ClipStore(tmp_path)
     rid = new_request_id()
     s.new_dir(rid)  # a request killed before its record was written...
-    os.close(s._inflight.pop(rid))  # ...its process gone: the kernel dropped its lock
+    os.close(s._inflight.pop(rid)[0])  # ...its process gone: the kernel dropped its lock
     keep = _clip(s)
     assert s.remove_incomplete() == 1
     assert s.ids() == [keep]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.ui.common import preset_line
+from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
                             format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
 from tracing.timeline_plot import timeline_figure
@@ -46,12 +47,18 @@ def build_clip_panel(prefix: str = "") -> list:
 PENDING = ("analysis", "attachment")
 
 
-def clip_outputs(rec: dict, pending: str | None = None):
+_KEEP = object()
+
+
+def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
     """A clip record -> the values of the clip panel (shared by generate, history, API).
     pending: None for the complete clip; "analysis" shows only what synthesis gave (audio, id,
     engine/preset line) and says the trace is being analysed; "attachment" adds the breakdown,
     findings, stages, blockers and timeline. Fields the step does not show are empty whatever the record
-    holds meanwhile (the service fills it in on another thread)."""
+    holds meanwhile (the service fills it in on another thread). `attachment`: the trace attachment
+    to hand out (None for callers who may not have it, see app/access.py). Findings carry names from
+    the kernel (any local user names a process): they reach the Markdown view through md_text,
+    never raw. (The latency-tracer line holds no task name.)"""
     if pending not in (None, *PENDING):
         raise ValueError(f"pending must be one of {PENDING} or None, not {pending!r}")
     analysing = pending == "analysis" and rec.get("tracing")
@@ -86,7 +93,7 @@ def clip_outputs(rec: dict, pending: str | None = None):
     if notes:  # what failed after synthesis: the clip keeps its audio
         head += "\n\n" + "  \n".join(f"**Note:** {n}" for n in notes)
     findings = [] if pending == "analysis" else (rec.get("findings") or [])
-    fmd = "\n".join(f"- **{f['severity'].upper()}** {f['message']}" for f in findings) or (
+    fmd = "\n".join(f"- **{md_text(str(f['severity']).upper())}** {md_text(f['message'])}" for f in findings) or (
         "_Analysing the trace…_" if analysing else "_No findings._")
     json_out = {"breakdown": bd, "findings": findings, "preset": preset, "engine": rec["engine"],
                 "request_id": rec["id"]}
@@ -95,4 +102,4 @@ def clip_outputs(rec: dict, pending: str | None = None):
     return (rec["audio_path"], rec["id"], head,
             format_breakdown_rows(bd) if bd else [], stage_rows(bd) if bd else [],
             blocker_rows(bd) if bd else [], fmd, timeline_figure(bd) if bd else None,
-            None if pending else rec.get("attachment_path"), json_out)
+            None if pending else (rec.get("attachment_path") if attachment is _KEEP else attachment), json_out)

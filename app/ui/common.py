@@ -1,10 +1,12 @@
-"""What every tab shares: the preset gate, the user-facing error, number checks, preset wording."""
+"""What every tab shares: the preset and operator gates, the user-facing error, number checks,
+preset wording."""
 from __future__ import annotations
 
 import math
 
 import gradio as gr
 
+from app.access import SWITCHING, TRACE_DOWNLOAD, AccessDenied
 from models.base import InputError
 
 SCOPES = ["service-wide", "this request only"]
@@ -14,7 +16,11 @@ CSS = """
 .itts-timeline .js-plotly-plot { height: 460px; }
 .itts-timeline-pair .js-plotly-plot { height: 680px; }
 """
-SWITCHING_OFF = "Preset switching is disabled on this server (exposed without --auth)."
+# The Synthesize tab's preset choice that names none: the request runs under the preset in force.
+# It is the dropdown's default, so a client that does not name a preset (gradio_client fills the
+# endpoint's defaults, an older page sends what it was built with) keeps the service's preset,
+# whatever it is ("launch" from raw launch flags included), instead of switching it back.
+KEEP = "(keep the preset in force)"
 
 
 def user_error(e: Exception) -> gr.Error:
@@ -22,14 +28,37 @@ def user_error(e: Exception) -> gr.Error:
     return gr.Error(str(e), duration=None)
 
 
-def check_preset(ctx, name, switching: bool = True) -> None:
+def named_preset(name) -> str | None:
+    """A client's preset value -> the preset it names, or None for "keep the one in force"."""
+    return None if name in (None, "", KEEP) else name
+
+
+def require_operator(ctx, what: str, request) -> None:
+    """The one gate for operator actions (app/access.py decides; this turns a refusal into the
+    UI's error)."""
+    try:
+        ctx.access.require(what, request)
+    except AccessDenied as e:
+        raise gr.Error(str(e))
+
+
+def check_preset(ctx, name, request=None, switching: bool = True) -> None:
     """The one gate for a preset named by a client: it must be allowed, and choosing one other
-    than the preset in force needs switching to be allowed on this server (`switching=False`
-    for callers that only queue a choice, like "next request only", which is gated when used)."""
-    if switching and name != ctx.tuner.current.name and not ctx.switching_allowed:
-        raise gr.Error(SWITCHING_OFF)
+    than the preset in force is an operator action (`switching=False` for callers that only
+    queue a choice, like "next request only", which is gated when used)."""
+    if switching and name != ctx.tuner.current.name:
+        require_operator(ctx, SWITCHING, request)
     if name not in ctx.tuner.allowed:
         raise gr.Error(f"Unknown or not allowed preset {name!r}. Allowed: {', '.join(ctx.tuner.allowed)}.")
+
+
+def attachment_for(ctx, path, request):
+    """A clip's trace attachment for this caller: the owner's data, so operators only (None)."""
+    return ctx.access.attachment(path, request)
+
+
+def require_download(ctx, request) -> None:
+    require_operator(ctx, TRACE_DOWNLOAD, request)
 
 
 def num(v, what: str):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from app.service import ServiceError
-from app.ui.common import SWITCHING_OFF, check_preset, user_error
+from app.access import SWITCHING
+from app.ui.common import attachment_for, check_preset, require_operator, user_error
 from models.base import InputError, SynthesisRequest
 from tracing.compare import compare_rows
 from tracing.timeline_plot import compare_figure
@@ -16,11 +17,10 @@ def build(ctx) -> None:
     svc = ctx.service
     allowed = list(ctx.tuner.allowed)
 
-    def compare(text, spk=None, preset_a=None, preset_b=None, progress=gr.Progress()):
-        if not ctx.switching_allowed:
-            raise gr.Error(SWITCHING_OFF)
+    def compare(text, spk=None, preset_a=None, preset_b=None, request: gr.Request = None, progress=gr.Progress()):
+        require_operator(ctx, SWITCHING, request)  # two request-scoped presets
         for name in (preset_a, preset_b):
-            check_preset(ctx, name, switching=False)
+            check_preset(ctx, name, request, switching=False)
         outs = []
         for i, name in enumerate((preset_a, preset_b)):
             try:
@@ -34,7 +34,8 @@ def build(ctx) -> None:
         fig = compare_figure(a["breakdown"] or {}, b["breakdown"] or {}, f"A: {preset_a} ({a['id']})",
                              f"B: {preset_b} ({b['id']})")
         return (a["audio_path"], b["audio_path"], compare_rows(a["breakdown"], b["breakdown"], preset_a, preset_b),
-                fig, a["attachment_path"], b["attachment_path"], a["id"], b["id"])
+                fig, attachment_for(ctx, a["attachment_path"], request),
+                attachment_for(ctx, b["attachment_path"], request), a["id"], b["id"])
 
     with gr.Tab("对比 / Compare"):
         gr.Markdown("Synthesize the same input under two presets back to back (each applied for its "

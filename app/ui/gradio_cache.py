@@ -66,3 +66,11 @@ def prune(max_bytes: int) -> list[str]:
         total -= size
         removed.append(d.name)
     return removed
+
+
+def tie_to(ctx) -> None:
+    """Wire both into the running service: clips removed by retention take their cached copies
+    with them; after each request the cache is pruned to the history's byte budget."""
+    ctx.store.on_remove.append(forget_clip)
+    budget = ctx.store.max_bytes
+    ctx.service.listeners.append(lambda _record: prune(budget))

@@ -6,7 +6,7 @@ import gradio as gr
 
 from app.store import ClipNotFound
 from app.ui.clip_panel import build_clip_panel, clip_outputs
-from app.ui.common import user_error
+from app.ui.common import attachment_for, require_download, user_error
 from models.base import drop_surrogates
 from app.ui.compat import PRIVATE
 
@@ -26,13 +26,15 @@ def build(ctx) -> tuple:
                          drop_surrogates(r["text"])[:60]])  # records written before the input rule
         return rows
 
-    def load_clip(request_id):
+    def load_clip(request_id, request: gr.Request):
         try:
-            return clip_outputs(store.get((request_id or "").strip()))
+            rec = store.get((request_id or "").strip())
         except ClipNotFound as e:
             raise user_error(e)
+        return clip_outputs(rec, attachment=attachment_for(ctx, rec.get("attachment_path"), request))
 
-    def download(request_id):
+    def download(request_id, request: gr.Request):
+        require_download(ctx, request)
         try:
             return str(store.path((request_id or "").strip(), "attachment"))
         except ClipNotFound as e:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.ui.common import SCOPES, SWITCHING_OFF, check_preset, preset_line, user_error
+from app.access import SWITCHING
+from app.ui.common import KEEP, SCOPES, check_preset, preset_line, require_operator, user_error
 from tuning.apply import TuningError
 
 THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
@@ -36,18 +37,17 @@ def build(ctx, synth: dict) -> tuple:
     def state():
         return scheduling_state(ctx)
 
-    def apply_service(name):
-        if not ctx.switching_allowed:  # even re-applying the preset in force re-sets every thread
-            raise gr.Error(SWITCHING_OFF)
-        check_preset(ctx, name, switching=False)
+    def apply_service(name, request: gr.Request):
+        require_operator(ctx, SWITCHING, request)  # even re-applying the one in force re-sets every thread
+        check_preset(ctx, name, request, switching=False)
         try:
             tuner.apply(name)
         except TuningError as e:
             raise user_error(e)
-        return (*state(), name, SCOPES[0])
+        return (*state(), KEEP, SCOPES[0])  # the Synthesize tab then keeps what is now in force
 
-    def apply_request_only(name):
-        check_preset(ctx, name, switching=False)
+    def apply_request_only(name, request: gr.Request):
+        check_preset(ctx, name, request, switching=False)
         gr.Info(f"The next request will run under '{name}' and then restore the service preset.")
         return name, SCOPES[1]
 
@@ -55,11 +55,11 @@ def build(ctx, synth: dict) -> tuple:
         gr.Markdown("Presets set CPU affinity, nice and scheduling policy on **every thread** of the "
                     "service (like `taskset`, `nice`, `chrt`). What is shown is read back from the kernel.")
         with gr.Row():
-            sched_preset = gr.Dropdown(allowed, value=tuner.current.name, label="Preset",
-                                       elem_id="sched_preset", interactive=ctx.switching_allowed)
-            apply_btn = gr.Button("Apply service-wide", elem_id="apply_service", interactive=ctx.switching_allowed)
-            once_btn = gr.Button("Use for the next request only", elem_id="apply_request",
-                                 interactive=ctx.switching_allowed)
+            open_ = ctx.access.anyone  # browsers send no operator token: controls for --auth / opened
+            sched_preset = gr.Dropdown(allowed, value=tuner.current.name if tuner.current.name in allowed
+                                       else allowed[0], label="Preset", elem_id="sched_preset", interactive=open_)
+            apply_btn = gr.Button("Apply service-wide", elem_id="apply_service", interactive=open_)
+            once_btn = gr.Button("Use for the next request only", elem_id="apply_request", interactive=open_)
             refresh_btn = gr.Button("Refresh", elem_id="refresh_sched")
         gr.Markdown("\n".join(f"- **{n}**: {tuner.presets[n].description}" for n in allowed))
         sched_md = gr.Markdown(elem_id="sched_state")

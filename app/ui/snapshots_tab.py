@@ -10,15 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import shutil
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
 from app.periodic import series_dir
-from app.snapshot_runs import DEFAULT_N, run_service
+from app.snapshot_runs import DEFAULT_N, plan, run_service
 from app.ui.common import check_preset
 from app.ui.compat import PRIVATE
+from models import limits
 from tracing import diff as D
 from tracing import plots
 from tracing.series import DIFF_FILE, format_series, latest, load_series
@@ -26,7 +28,7 @@ from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_
                               load_snapshot, summary_table)
 
 SNAP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-MAX_N = 50  # the UI's cap; the CLI allows more
+MAX_N = limits.MAX_SNAPSHOT_N  # the UI's cap; the CLI allows more
 
 
 def snapshots_dir(ctx) -> Path:
@@ -47,6 +49,20 @@ def _resolve(ctx, name: str) -> Path:
     return snapshots_dir(ctx) / name
 
 
+def enforce_retention(ctx) -> list[str]:
+    """Keep the newest limits.MAX_SNAPSHOTS_KEPT snapshots under <outputs>/snapshots (by the
+    directory's time; names start with a UTC timestamp). Returns the names removed."""
+    d = snapshots_dir(ctx)
+    if not d.is_dir():
+        return []
+    snaps = sorted((p for p in d.iterdir() if p.is_dir() and SNAP_NAME_RE.fullmatch(p.name)),
+                   key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    gone = snaps[limits.MAX_SNAPSHOTS_KEPT:]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return [p.name for p in gone]
+
+
 def build(ctx) -> None:
     svc, tuner = ctx.service, ctx.tuner
     allowed = list(tuner.allowed)
@@ -55,14 +71,13 @@ def build(ctx) -> None:
         path.write_bytes(png)
         return str(path)
 
-    def run(presets, n, text, label, progress=gr.Progress()):
-        presets = [p for p in (presets or []) if p]
-        if not presets:
-            raise gr.Error("Pick at least one preset.")
+    def run(presets, n, text, label, request: gr.Request = None, progress=gr.Progress()):
+        try:  # every limit before anything is created: a refusal leaves no directory
+            presets, n = plan([p for p in (presets or []) if p], n, max_n=MAX_N)
+        except SnapshotError as e:
+            raise gr.Error(str(e))
         for p in presets:
-            check_preset(ctx, p)  # only the preset in force when switching is off
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not 1 <= n <= MAX_N or int(n) != n:
-            raise gr.Error(f"N must be a whole number between 1 and {MAX_N}.")
+            check_preset(ctx, p, request)  # only the preset in force for a non-operator
         label = (label or "").strip()
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:40].strip("-.")
         name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + (f"-{slug}" if slug else "")
@@ -78,6 +93,7 @@ def build(ctx) -> None:
         except Exception as e:  # InputError/TuningError/ServiceError: a sentence for the user
             raise gr.Error(f"Snapshot stopped: {e}")
         img = out_png(dest / "summary.png", plots.summary_png(snap))
+        enforce_retention(ctx)
         names = list_snapshots(ctx)
         return (format_summary(snap), summary_table(snap), img,
                 gr.update(choices=names), gr.update(choices=names, value=name))

@@ -7,7 +7,7 @@ import gradio as gr
 
 from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
-from app.ui.common import SCOPES, check_preset, num, user_error
+from app.ui.common import KEEP, SCOPES, attachment_for, check_preset, named_preset, num, user_error
 from app.ui.compat import PRIVATE
 from models.base import DEFAULT_GENERATION, DURATION_FACTOR_RANGE, LANGUAGES_25, InputError, SynthesisRequest
 from tuning.apply import TuningError
@@ -37,7 +37,7 @@ def make_run_request(ctx):
                     use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
                     length_penalty=None, num_beams=None, repetition_penalty=None,
                     max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
-                    lang=None, duration_factor=None, progress=gr.Progress()):
+                    lang=None, duration_factor=None, request: gr.Request = None, progress=gr.Progress()):
         d = DEFAULT_GENERATION
 
         def dflt(v, default):
@@ -46,8 +46,9 @@ def make_run_request(ctx):
         trace = svc.tracing_enabled if trace is None else trace
         if scope not in (None, *SCOPES):
             raise gr.Error(f"Unknown scope {scope!r}: use one of {SCOPES}.")
+        preset = named_preset(preset)  # not naming one keeps what is in force
         if preset:
-            check_preset(ctx, preset)
+            check_preset(ctx, preset, request)
         try:
             v25 = v25_fields(ctx.engine, lang=lang, duration_factor=duration_factor)
             req = SynthesisRequest(
@@ -80,7 +81,8 @@ def make_run_request(ctx):
             progress(0.97, desc="analysing the trace")
             yield clip_outputs(job.analysed().to_dict(), pending="attachment")
             progress(0.99, desc="drawing the timeline, packing the attachment")
-        yield clip_outputs(job.result().to_dict())
+        rec = job.result()
+        yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec.attachment_path, request))
 
     return run_request
 
@@ -132,8 +134,8 @@ def build(ctx) -> dict:
                                      label="时长系数 / Duration factor (快 faster ← 1.0 → 慢 slower)",
                                      elem_id="duration_factor", visible="duration_factor" in reads)
                 with gr.Row():
-                    preset = gr.Dropdown(allowed, value=tuner.current.name, label="调度预设 / Scheduling preset",
-                                         elem_id="preset", interactive=ctx.switching_allowed)
+                    preset = gr.Dropdown([KEEP, *allowed], value=KEEP, label="调度预设 / Scheduling preset",
+                                         elem_id="preset", interactive=ctx.access.anyone)
                     scope = gr.Radio(SCOPES, value=SCOPES[0], label="预设范围 / Preset scope", elem_id="scope")
                     trace = gr.Checkbox(value=svc.tracing_enabled, label="内核追踪 / Kernel trace", elem_id="trace")
                 gen = gr.Button("生成语音 / Synthesize", variant="primary", elem_id="generate")
