@@ -131,7 +131,7 @@ def test_operator_presets_realtime_flag_and_retention(tmp_path, servers):
     info = json.loads(urllib.request.urlopen(srv.url + "gradio_api/info", timeout=20).read())
     preset_param = next(p for p in info["named_endpoints"]["/synthesize"]["parameters"]
                         if p["parameter_name"] == "preset")
-    assert set(preset_param["type"]["enum"]) == {"default", "studio", "realtime"}
+    assert set(preset_param["type"]["enum"]) == {"(keep the preset in force)", "default", "studio", "realtime"}
     with pytest.raises(AppError, match="priority"):
         synth(client, preset="priority")  # shipped, but not in the operator's allowed list
     out = synth(client, preset="studio", scope="this request only")

@@ -294,6 +294,7 @@ def test_realtime_allowed_reads_back_with_reset_on_fork_and_rttime(restore_proce
         dog = t._watchdog_tid  # the SIGXCPU watchdog keeps its own (top) RT priority
     finally:
         t.apply("default")
+        dog_after = kernel.get_state(t._watchdog_tid).policy  # real-time only while RT is in force
         t.close()
     assert rb["matches"], rb["mismatches"]
     assert dog is not None and rows.pop(dog)["policy"] == "fifo"
@@ -304,6 +305,7 @@ def test_realtime_allowed_reads_back_with_reset_on_fork_and_rttime(restore_proce
     assert child_policy == os.SCHED_OTHER  # reset-on-fork: children do not inherit RT
     assert rl[0] == 2_000_000 and rb["rlimit_rttime_us"] == 2_000_000
     assert resource.getrlimit(resource.RLIMIT_RTTIME) == rl0  # removed when leaving RT
+    assert dog_after == os.SCHED_OTHER
     assert all(s.policy == os.SCHED_OTHER and not s.reset_on_fork for s in _states().values())
 
 
@@ -391,6 +393,7 @@ def test_sigxcpu_demotes_instead_of_killing(restore_process, extra_threads):
         rows = _rows()
         dog = rows.pop(t._watchdog_tid)
         assert t.rt_demoted and all(r["policy"] == "other" for r in rows.values()) and dog["policy"] == "fifo"
+        assert dog["comm"] == "rt-watchdog"
         assert t.readback()["rt_demoted"] and t.ensure() == len(rows)  # next request: real-time again
         assert all(r["policy"] == "fifo" for r in _rows().values())
     finally:

@@ -321,6 +321,7 @@ class Tuner:
                 if ag_before is not None and kernel.get_autogroup_nice(self.pid) != ag_before:
                     kernel.set_autogroup_nice(self.pid, ag_before)
             self._rttime_saved = saved_before
+            self._watchdog_rt(self._target.policy in RT_POLICIES)  # as it was before this switch
             raise
         if not going_rt:
             self._disarm_rttime()
@@ -463,6 +464,7 @@ class Tuner:
             self._current, self._target = s.current, s.target
             self._set_rttime(s.rttime)
             self._rttime_saved = s.rttime_saved
+            self._watchdog_rt(s.target.policy in RT_POLICIES)
             if s.torch_threads:
                 self._set_torch_threads(s.torch_threads)
             self._place_all_aux()
@@ -550,6 +552,7 @@ class Tuner:
             except (OSError, ValueError) as e:
                 raise TuningError(f"Cannot set RLIMIT_RTTIME ({e}); refusing real-time.") from None
         self.rt_demoted = False
+        self._watchdog_rt(True)
 
     def _install_xcpu(self) -> None:
         """Block SIGXCPU for threads created from now on and start the watchdog that takes it,
@@ -567,9 +570,9 @@ class Tuner:
 
     def _watch_xcpu(self, ready: threading.Event) -> None:
         self._watchdog_tid = kernel.current_tid()
-        with contextlib.suppress(OSError):  # without CAP_SYS_NICE it stays SCHED_OTHER (then no RT
-            # preset can be applied either, so no runaway to outrun)
-            kernel.set_policy(self._watchdog_tid, os.SCHED_FIFO, os.sched_get_priority_max(os.SCHED_FIFO))
+        with contextlib.suppress(OSError):  # its name in top/ps and the Scheduling tab
+            with open(f"/proc/self/task/{self._watchdog_tid}/comm", "w") as f:
+                f.write("rt-watchdog")
         ready.set()
         while not self._closing:
             signal.sigwait({signal.SIGXCPU})
@@ -594,6 +597,21 @@ class Tuner:
         if self._rttime_saved is not None:
             self._set_rttime(self._rttime_saved)
             self._rttime_saved = None
+        self._watchdog_rt(False)
+
+    def _watchdog_rt(self, on: bool) -> None:
+        """While real-time is in force the watchdog runs at the top RT priority, so it gets a CPU
+        even when a runaway holds every CPU the preset allows; otherwise it is an ordinary thread
+        like the launch baseline (nothing real-time is left behind)."""
+        tid = self._watchdog_tid
+        if tid is None:
+            return
+        b = self._baseline
+        with contextlib.suppress(OSError):  # without CAP_SYS_NICE no RT preset applies either
+            if on:
+                kernel.set_policy(tid, os.SCHED_FIFO, os.sched_get_priority_max(os.SCHED_FIFO))
+            else:
+                kernel.set_policy(tid, b.policy, b.rt_priority, b.reset_on_fork)
 
     def _on_xcpu(self, signum, frame) -> None:
         """The fallback handler (threads that do not block SIGXCPU; see RTTIME_SOFT_US)."""
