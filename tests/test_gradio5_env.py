@@ -62,7 +62,8 @@ def g5_server(user_env, tmp_path_factory):
     assert _dists(user_env) == before  # the user's env is not changed
     added = set(_dists(user_env, *sites.split(":")))
     assert added == ADDED, f"overlay {ov} holds {added}, expected only {ADDED}"
-    srv = Server(tmp_path_factory.mktemp("g5"), "--version", "2", launcher=[ROOT / "start_app.sh"],
+    # opened: the attachment it checks is an operator action (app/access.py)
+    srv = Server(tmp_path_factory.mktemp("g5"), "--version", "2", "--i-know-this-is-open", launcher=[ROOT / "start_app.sh"],
                  env={"PYTHON": str(user_env)}).start(timeout=300)
     yield srv
     assert srv.stop() == 0
