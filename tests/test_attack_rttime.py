@@ -108,7 +108,7 @@ def test_server_survives_sigxcpu_after_realtime_from_the_ui(tmp_path, servers):
     signal the kernel sends at the RLIMIT_RTTIME soft limit. The server lives, says it demoted,
     still serves, and its instance is not left behind."""
     from gradio_client import Client
-    from conftest import Server, settled_instances
+    from tests.conftest import Server, settled_instances
 
     srv = Server(tmp_path, "--no-warmup", "--allow-realtime", "--auth", "op:pw")
     servers.append(srv.start())
