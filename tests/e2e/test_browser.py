@@ -95,3 +95,9 @@ def test_user_journey(page, tmp_path):
     shot(page, "04-compare")
     table = page.locator("#cmp_table").inner_text()
     assert "pinned" in table and "default" in table
+    # leave the shared server as found: the service preset back to default (a later page that names
+    # no preset keeps what is in force, so it would otherwise run pinned)
+    page.get_by_role("tab", name="调度 / Scheduling").click()
+    pick(page, "sched_preset", "default")
+    page.locator("#apply_service").click()
+    page.wait_for_function("() => document.querySelector('#sched_state')?.innerText.includes('default')")
