@@ -22,7 +22,8 @@ from tests import userenvs
 
 pytestmark = [pytest.mark.gradio5, pytest.mark.slow]
 
-ADDED = {"espeakng-loader", "prometheus-client", "tomli"}  # what v2.0.0's env lacks of ours
+ADDED = {"espeakng-loader", "prometheus-client", "tomli", "plotly", "narwhals"}  # what v2.0.0's env lacks of ours
+# (plotly draws the per-clip timeline; narwhals is plotly's own dependency)
 
 
 @pytest.fixture(scope="module")

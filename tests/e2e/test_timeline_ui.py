@@ -47,7 +47,8 @@ def plot_shot(page, name, sel="#timeline_plot"):
 
 def test_hover_and_zoom_the_synthesis_thread(page):
     generate(page, "你好，时间线。Hover me, then zoom in.")
-    page.wait_for_selector(f"{PLOT} .barlayer .point")
+    # attached, not visible: the first bar may be a zero-width segment (a 0.0 ms switch)
+    page.wait_for_selector(f"{PLOT} .barlayer .point", state="attached")
     page.locator(PLOT).scroll_into_view_if_needed()
     lanes = page.evaluate(f"() => document.querySelector('{PLOT}')._fullLayout.yaxis.categoryarray")
     assert lanes[-1].startswith("tts-synth "), lanes  # the synthesis thread, named by role, on top
@@ -88,7 +89,7 @@ def test_compare_tab_draws_both_clips_on_one_axis(page):
     pick(page, "cmp_b", "default")
     page.locator("#compare").click()
     sel = "#cmp_timeline .js-plotly-plot"
-    page.wait_for_selector(f"{sel} .barlayer .point", timeout=240_000)
+    page.wait_for_selector(f"{sel} .barlayer .point", state="attached", timeout=240_000)
     lay = page.evaluate(f"() => {{ const l = document.querySelector('{sel}')._fullLayout;"
                         " return [l.xaxis.matches || null, l.xaxis2 ? l.xaxis2._id : null]; }")
     assert lay == ["x2", "x2"]  # two rows, one shared time axis
