@@ -152,6 +152,29 @@ def ignored_note(engine_label: str, ignored: tuple[str, ...]) -> str:
             f"no effect with this engine (it always samples).")
 
 
+def check_prompt_files(req: SynthesisRequest, model: str) -> None:
+    """IndexTTS needs a voice prompt; both prompts must exist as files (InputError otherwise)."""
+    if not req.spk_audio_prompt:
+        raise InputError(f"{model} needs a voice reference audio (speaker prompt): upload one.")
+    for what, path in (("Voice reference audio", req.spk_audio_prompt),
+                       ("Emotion reference audio", req.emo_audio_prompt if req.emo_control_method == 1 else None)):
+        if path and not os.path.isfile(path):
+            raise InputError(f"{what} file not found: {path}")
+
+
+def write_warmup_prompt(tmpdir: str) -> str:
+    """A 1.5 s synthetic voice prompt for the warm-up synthesis: a harmonic-rich 140 Hz buzz with
+    a syllable-rate envelope, voice-like enough to run the real pipeline. Returns its path."""
+    import soundfile as sf
+
+    t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
+    wav = 0.2 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) / 2.6
+    prompt = os.path.join(tmpdir, "prompt.wav")
+    sf.write(prompt, wav.astype(np.float32), SAMPLE_RATE)
+    return prompt
+
+
 def _resolve(root: Any, path: str) -> Any:
     """Follow a dotted attribute path; a segment that is not an attribute is tried as a key
     (s2mel.models is a dict/ModuleDict: `models.cfm` means models['cfm'])."""
@@ -279,28 +302,16 @@ class IndexTTS2Engine:
         """One short synthesis with a synthetic voice prompt, so the first user request does not
         pay for lazy initialisation (users report first-request stalls). The prompt cache it
         leaves is replaced by the first real prompt."""
-        import soundfile as sf
-
         tmpdir = tempfile.mkdtemp(prefix="itts2_warm_")
         try:
-            t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
-            # a harmonic-rich 140 Hz buzz with a syllable-rate envelope: voice-like enough to run
-            tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
-            wav = 0.2 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) / 2.6
-            prompt = os.path.join(tmpdir, "prompt.wav")
-            sf.write(prompt, wav.astype(np.float32), SAMPLE_RATE)
+            prompt = write_warmup_prompt(tmpdir)
             self.synthesize(SynthesisRequest(text="Hello.", spk_audio_prompt=prompt), NullStages())
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
         req.validate()
-        if not req.spk_audio_prompt:
-            raise InputError("IndexTTS2 needs a voice reference audio (speaker prompt): upload one.")
-        for what, path in (("Voice reference audio", req.spk_audio_prompt),
-                           ("Emotion reference audio", req.emo_audio_prompt if req.emo_control_method == 1 else None)):
-            if path and not os.path.isfile(path):
-                raise InputError(f"{what} file not found: {path}")
+        check_prompt_files(req, "IndexTTS2")
         normalize = getattr(self.tts, "normalize_emo_vec", normalize_emo_vec)
         tmpdir = tempfile.mkdtemp(prefix="itts2_")
         try:

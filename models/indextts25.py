@@ -37,14 +37,12 @@ import tempfile
 import threading
 from typing import Any
 
-import numpy as np
-
 from models.base import (
     SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest, SynthesisResult,
 )
 from models.indextts2 import (
     ModelDirError, StageHooks, _hf_cache_for, _read_wav_int16, generation_kwargs, ignored_generation_params,
-    ignored_note, normalize_emo_vec,
+    check_prompt_files, ignored_note, normalize_emo_vec, write_warmup_prompt,
 )
 
 TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
@@ -181,27 +179,16 @@ class IndexTTS25Engine:
 
     def warmup(self) -> None:
         """One short synthesis with a synthetic voice prompt (first-request stalls)."""
-        import soundfile as sf
-
         tmpdir = tempfile.mkdtemp(prefix="itts25_warm_")
         try:
-            t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
-            tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
-            wav = 0.2 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) / 2.6
-            prompt = os.path.join(tmpdir, "prompt.wav")
-            sf.write(prompt, wav.astype(np.float32), SAMPLE_RATE)
+            prompt = write_warmup_prompt(tmpdir)
             self.synthesize(SynthesisRequest(text="Hello.", spk_audio_prompt=prompt, lang="EN"), NullStages())
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
         req.validate()
-        if not req.spk_audio_prompt:
-            raise InputError("IndexTTS-2.5 needs a voice reference audio (speaker prompt): upload one.")
-        for what, path in (("Voice reference audio", req.spk_audio_prompt),
-                           ("Emotion reference audio", req.emo_audio_prompt if req.emo_control_method == 1 else None)):
-            if path and not os.path.isfile(path):
-                raise InputError(f"{what} file not found: {path}")
+        check_prompt_files(req, "IndexTTS-2.5")
         normalize = getattr(self.tts, "normalize_emo_vec", normalize_emo_vec)
         tmpdir = tempfile.mkdtemp(prefix="itts25_")
         try:
