@@ -152,7 +152,8 @@ def build_app(ctx):
         gr.Markdown(f"## IndexTTS2 launcher with per-request kernel latency breakdown\n"
                     f"**Engine serving:** {ctx.engine.label}" + (f"  \n_{note}_" if note else "")
                     + (f"  \n_{gen_note}_" if gen_note else "")
-                    + f"  \n**Tracing:** {ctx.capabilities.get('mode')} mode")
+                    + f"  \n**Tracing:** {ctx.capabilities.get('mode')} mode"
+                    + f"  \n**Access:** {ctx.access.describe()}")  # why a download or switch is refused
         gradio_cache.tie_to(ctx)  # Gradio's copies of clip files follow the clips' retention
         synth = synthesize_tab.build(ctx)
         sched_state, sched_outputs = scheduling_tab.build(ctx, synth)

@@ -77,7 +77,8 @@ def real(request, tmp_path_factory):
     md = weights(version, py, env)
     print(f"weights for {version}: {md} ({time.monotonic() - t:.1f} s)")
     srv = Server(tmp_path_factory.mktemp(f"real{version}"), "--version", version, "--model_dir", str(md),
-                 "--no-warmup", launcher=[ROOT / "start_app.sh"],
+                 "--no-warmup", "--i-know-this-is-open",  # trace attachments are operator data (README)
+                 launcher=[ROOT / "start_app.sh"],
                  env={"PYTHON": str(py), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     try:
         srv.start(timeout=900)
