@@ -24,3 +24,6 @@ def test_bad_text_shows_a_clear_error_then_a_normal_request_works(page, server, 
     page.wait_for_function(
         """(before) => { const e = document.querySelector('#clip_id textarea, #clip_id input');
                         return e && e.value && e.value !== before; }""", arg=before, timeout=120_000)
+    # the panel streams (audio, breakdown, then attachment): the next case starts on a finished
+    # request, or its click would wait behind this one's post-processing
+    page.wait_for_selector("#attachment a", timeout=120_000)
