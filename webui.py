@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
     from starlette.middleware import Middleware
 
+    from app.delivery import AudioDelivered
     from app.login_guard import LoginPageNoSchema, LoginRateLimit
     from app.ui.compat import GRADIO_VERSION, launch_kwargs
     from app.ui.common import CSS
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
         server_name=args.host, server_port=args.port, auth=auth, show_error=True, share=None if auth else False,
         footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        app_kwargs={"middleware": [Middleware(LoginRateLimit), Middleware(LoginPageNoSchema)]}))
+        app_kwargs={"middleware": [Middleware(LoginRateLimit), Middleware(LoginPageNoSchema),
+                                   Middleware(AudioDelivered, watch=ctx.delivery)]}))
     from app import metrics
     metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)

@@ -9,6 +9,7 @@ import logging
 import time
 
 from app.access import AccessPolicy
+from app.delivery import Watch
 from app.service import Service
 from app.store import ClipStore
 from models.base import NullStages, SynthesisRequest
@@ -44,6 +45,7 @@ class Context:
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
                                trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb)
+        self.delivery = Watch()  # punched when a clip's audio has been downloaded (app/delivery.py)
         self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces
         print(f"* {self.access.describe()}", flush=True)
         if not args.no_warmup:

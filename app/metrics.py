@@ -18,6 +18,10 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
       or "error" (Service.failures: bad input, refused preset, engine failure)
 - itts_service_busy                                   gauge: 1 while a request holds the service
       (synthesis or its analysis), else 0; periodic snapshot probes wait for 0 (app/periodic.py)
+- itts_audio_delivery_total{outcome}                  counter: Synthesize requests whose audio the
+      client fetched ("fetched") before the post-processing started, or not within
+      app.delivery.WAIT_S ("timeout": an API client that does not download files, or a proxy
+      that rewrites the /file= route; each such breakdown came WAIT_S late)
 Periodic snapshots (the launcher's --snapshot-series directory, read at each scrape; absent
 until the first snapshot is recorded; tracing/series.py, tracing/diff.py for the tests):
 - itts_snapshot_regression{kind}                      gauge 0/1: the latest snapshot against the
@@ -40,7 +44,7 @@ import logging
 import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from tracing.series import POINT_METRICS, latest, load_series
 
@@ -118,6 +122,20 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class DeliveryCollector:
+    """app.delivery.Watch's outcome counts, read at each scrape."""
+
+    def __init__(self, watch):
+        self.watch = watch
+
+    def collect(self):
+        c = CounterMetricFamily("itts_audio_delivery", "Synthesize requests by how their audio reached "
+                                "the client before post-processing (fetched, or timeout)", labels=["outcome"])
+        for outcome, n in sorted(self.watch.outcomes.items()):
+            c.add_metric([outcome], n)
+        yield c
 
 
 class SeriesCollector:
@@ -212,6 +230,8 @@ def install(ctx, fastapi_app) -> Metrics:
     busy = Gauge("itts_service_busy", "1 while a request holds the service (synthesis or its analysis)",
                  registry=m.registry)
     busy.set_function(lambda: 1.0 if svc.busy else 0.0)
+    if getattr(ctx, "delivery", None) is not None:
+        m.registry.register(DeliveryCollector(ctx.delivery))
     if getattr(ctx, "args", None) is not None:  # the launcher's; a bare service has no series
         from app.periodic import series_dir
         m.registry.register(SeriesCollector(series_dir(ctx.args)))

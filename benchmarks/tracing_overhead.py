@@ -130,6 +130,7 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
             rows.append({r["traced"]: r for r in (one_request(client, outputs, text, t, gen) for t in order)})
             print(f"  {engine} pair {i + 1}/{pairs}: to audio {rows[-1][True]['to_audio_s'] * 1000:.0f} / "
                   f"{rows[-1][False]['to_audio_s'] * 1000:.0f} ms", file=sys.stderr, flush=True)
+        delivery = scrape_delivery(srv.url)
     finally:
         srv.stop()
     on = [r[True] for r in rows]
@@ -149,10 +150,22 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
         "wall_off_s": float(np.median([r["wall_s"] for r in off])),
         "audio_to_breakdown_s": bootstrap_median(a2b) if a2b else None,
         "total_on_s": float(np.median([r["total_s"] for r in on])),
-        "updates": on[0]["updates"], "rows": rows,
+        "updates": on[0]["updates"], "rows": rows, "delivery": delivery,
         "events_per_s": float(np.median([r["events"] / r["wall_s"] for r in on if r["events"]] or [0])),
         "lost": sum(r["lost"] or 0 for r in on),
     }
+
+
+def scrape_delivery(url: str) -> dict:
+    """itts_audio_delivery_total by outcome from the server's /metrics (warm-up requests included):
+    whether the post-processing started on the client's download of the audio or on the timeout."""
+    text = urllib.request.urlopen(url + "metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("itts_audio_delivery_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 def balanced(ratios) -> tuple[float, float, float]:
@@ -200,6 +213,8 @@ def main(argv=None) -> int:
               f"{_ci(r['to_audio_balanced'])}, synthesis-only {_ci(r['wall_balanced'])}; per order, traced-first / "
               f"untraced-first: time-to-audio {r['to_audio_traced_first']:.3f} / {r['to_audio_untraced_first']:.3f}, "
               f"synthesis {r['wall_traced_first']:.3f} / {r['wall_untraced_first']:.3f}")
+        print(f"  post-processing started on the audio's download: {r['delivery'].get('fetched', '?')} requests, "
+              f"on the timeout: {r['delivery'].get('timeout', '?')}")
         if a2b:
             print(f"  audio to breakdown {a2b[0] * 1000:.0f} ms [{a2b[1] * 1000:.0f}, {a2b[2] * 1000:.0f}]   "
                   f"(submit to last update, traced: {r['total_on_s'] * 1000:.0f} ms)")

@@ -126,6 +126,13 @@ class Server:
         return self.proc.returncode if self.proc else None
 
 
+def delivery_counts(server) -> dict:
+    """itts_audio_delivery_total by outcome (app/delivery.py) from the server's /metrics."""
+    text = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
+    return {line.split('outcome="', 1)[1].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines() if line.startswith("itts_audio_delivery_total{")}
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     # the suite is the operator: switching presets and downloading traces are open to it

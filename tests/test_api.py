@@ -13,7 +13,7 @@ import soundfile as sf
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import our_instances
+from tests.conftest import delivery_counts, our_instances
 
 
 def synth(client, text, **kw):
@@ -116,6 +116,30 @@ def test_streamed_synthesis_audio_first_then_breakdown_then_complete_clip(client
     assert final[9]["breakdown"]["totals"]["on_cpu_s"] > 0 and final[3]["data"]
     assert Path(final[8]).name.endswith(".zip") and final[7]
     assert (server.outputs / "clips" / rid / "record.json").is_file()
+
+
+def test_post_processing_starts_when_the_client_has_fetched_the_audio(client, server):
+    """gradio_client downloads the wav of the first update: that download, not a timeout, lets
+    the analysis start (app/delivery.py); the breakdown update does not resend the audio."""
+    before = delivery_counts(server)
+    job = client.submit(text="The download starts the analysis. 下载之后再分析。", api_name="/synthesize")
+    updates = list(job)
+    after = delivery_counts(server)
+    assert after["fetched"] == before["fetched"] + 1 and after["timeout"] == before["timeout"]
+    middle = [u for u in updates if u[9].get("pending") == "attachment"]
+    assert middle and not (isinstance(middle[0][0], str) and middle[0][0].endswith(".wav"))
+    assert Path(job.result()[0]).is_file()  # the complete clip has its audio again (predict parity)
+
+
+def test_a_client_that_never_fetches_the_audio_still_gets_its_breakdown(server):
+    """download_files=False: nobody fetches the wav, the handler waits WAIT_S, then analyses."""
+    from gradio_client import Client
+    bare = Client(server.url, verbose=False, download_files=False)
+    before = delivery_counts(server)
+    final = bare.predict(text="Nobody downloads this one.", api_name="/synthesize")
+    assert final[9]["breakdown"]["totals"]["on_cpu_s"] > 0 and "pending" not in final[9]
+    after = delivery_counts(server)
+    assert after["timeout"] == before["timeout"] + 1 and after["fetched"] == before["fetched"]
 
 
 def test_streamed_untraced_clip_has_two_updates(client):

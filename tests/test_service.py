@@ -131,6 +131,37 @@ def test_start_hands_back_the_audio_then_post_processing_ends_before_the_next_wi
     assert job2.analysed() is rec2 and svc.store.get(rec2.id)["breakdown"]["mode"] == "full"
 
 
+def test_held_job_post_processes_only_as_far_as_released(svc):
+    """hold=True: nothing after the audio runs until release("analysis"); the timeline and the
+    attachment wait for release() (the Synthesize handler says when each update went out)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    job = svc.start(SynthesisRequest(text="Held until the audio is out. 等声音送到。"), hold=True)
+    assert os.path.getsize(job.record.audio_path) > 1000
+    with pytest.raises(FutureTimeout):
+        job.analysed(timeout=0.5)
+    assert job.record.breakdown is None and svc.busy  # held: the next request would wait for it
+    job.release("analysis")
+    assert job.analysed(timeout=30).breakdown["mode"] == "full"
+    with pytest.raises(FutureTimeout):
+        job.result(timeout=0.5)
+    assert job.record.attachment_path is None and job.record.timeline_path is None
+    job.release()
+    rec = job.result(timeout=30)
+    assert rec.attachment_path and rec.timeline_path and svc.store.get(rec.id)
+    assert settled_instances(os.getpid()) == []
+
+
+def test_a_job_never_released_still_completes_and_frees_the_service(svc, monkeypatch):
+    """A caller that never releases (a client gone) holds each step HOLD_MAX_S at most."""
+    import app.service as service_mod
+    monkeypatch.setattr(service_mod, "HOLD_MAX_S", 0.3)
+    job = svc.start(SynthesisRequest(text="Nobody says the audio went out."), hold=True)
+    rec = job.result(timeout=30)
+    assert rec.breakdown["mode"] == "full" and rec.attachment_path
+    assert svc.synthesize(SynthesisRequest(text="The next one runs.")).breakdown["mode"] == "full"
+    assert settled_instances(os.getpid()) == []
+
+
 def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkeypatch):
     import app.service as service_mod
 

@@ -73,16 +73,28 @@ def make_run_request(ctx):
                 **v25)
             job = svc.start(req, preset=preset or None,
                             scope="request" if scope == SCOPES[1] else "service",
-                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc))
+                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True)
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
-        yield clip_outputs(job.record.to_dict(), pending="analysis")
-        if job.record.tracing:
-            progress(0.97, desc="analysing the trace")
-            yield clip_outputs(job.analysed().to_dict(), pending="attachment")
-            progress(0.99, desc="drawing the timeline, packing the attachment")
-        rec = job.result()
-        yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec.attachment_path, request))
+        ticket = ctx.delivery.expect()  # before the yield: the download may beat our resumption
+        try:
+            yield clip_outputs(job.record.to_dict(), pending="analysis")
+            # Gradio resumes us when the update is queued, not delivered: the post-processing
+            # starts once the client has fetched the audio (app/delivery.py, Job)
+            ctx.delivery.wait(ticket)
+            if job.record.tracing:
+                job.release("analysis")
+                progress(0.97, desc="analysing the trace")
+                # the audio slot is skipped: resent, it would make every client fetch the wav
+                # again before it could show the breakdown
+                yield (gr.skip(), *clip_outputs(job.analysed().to_dict(), pending="attachment")[1:])
+                progress(0.99, desc="drawing the timeline, packing the attachment")
+            job.release()  # the breakdown went out: the timeline picture and the attachment
+            rec = job.result()
+            yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec.attachment_path, request))
+        finally:
+            ctx.delivery.drop(ticket)
+            job.release()  # a client gone (generator closed) or an error: never hold the next request
 
     return run_request
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, delivery_counts
 from tests.e2e.conftest import needs_chromium
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
@@ -31,7 +31,8 @@ WATCH = """(before) => {
 }"""
 
 
-def test_audio_shows_before_the_breakdown_of_the_same_request(page):
+def test_audio_shows_before_the_breakdown_of_the_same_request(page, server):
+    delivered = delivery_counts(server)
     before = page.locator("#clip_id textarea, #clip_id input").first.input_value()
     page.evaluate(WATCH, before)
     page.locator("#text textarea").fill("先听到声音，再看到分析。The audio comes first, then its breakdown.")
@@ -52,3 +53,6 @@ def test_audio_shows_before_the_breakdown_of_the_same_request(page):
     assert bd["audio_then"] is True  # the breakdown joins the audio, it does not replace it
     final_head = page.locator("#clip_head").inner_text()
     assert "Analysing" not in final_head and "Trace mode" in final_head
+    # the page's player fetched the wav at once: that download, not the timeout, started the analysis
+    after = delivery_counts(server)
+    assert after["fetched"] == delivered["fetched"] + 1 and after["timeout"] == delivered["timeout"]
