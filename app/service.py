@@ -260,7 +260,11 @@ class Service:
         with self._lock:
             self.requests += 1
             rid = new_request_id()
-            clip_dir = self.store.new_dir(rid, scratch=not history)
+            try:
+                clip_dir = self.store.new_dir(rid, scratch=not history)
+            except OSError as e:
+                self.failures += 1
+                raise ServiceError(_storage_error("create the clip's directory", self.store.root, e)) from e
             try:
                 record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress)
             except BaseException:
@@ -312,9 +316,11 @@ class Service:
             wall = time.monotonic() - t0
         try:
             return self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles), window
-        except BaseException:
+        except BaseException as e:
             if window is not None:
                 window.discard()  # never leave an instance behind
+            if isinstance(e, OSError):
+                raise ServiceError(_storage_error("write the clip's audio", self.store.root, e)) from e
             raise
 
     def _audio(self, rid, clip_dir, req, result, wall, in_force, trace, roles) -> ClipRecord:
@@ -414,6 +420,11 @@ class Service:
         except Exception as e:
             log.exception("attachment failed on request %s", record.id)
             record.notes.append(f"The trace attachment could not be written ({type(e).__name__}: {e}).")
+
+
+def _storage_error(what: str, root, e: OSError) -> str:
+    return (f"Could not {what} under {root}: {e.strerror or e}. Nothing was kept; check that the "
+            f"--outputs directory exists, is writable and has space, then try again.")
 
 
 def _hold(gate: threading.Event, step: str, rid: str) -> None:

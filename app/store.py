@@ -67,6 +67,7 @@ class ClipStore:
         if d.exists():
             raise FileExistsError(f"clip {request_id} exists")
         tmp = d.parent / f".{request_id}.new"
+        d.parent.mkdir(parents=True, exist_ok=True)  # outputs/clips removed under a running server
         tmp.mkdir()
         fd = os.open(tmp / INFLIGHT, os.O_CREAT | os.O_WRONLY, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)

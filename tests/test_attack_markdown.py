@@ -100,3 +100,15 @@ def test_hostile_process_names_reach_the_panel_escaped(tmp_path, servers):
                 assert comm not in md or comm.isalnum()
                 named += md_text(comm) in md
     assert named, "no hostile name reached a Markdown view: the case was not tried"
+
+
+def test_markdown_views_of_kernel_names_render_no_math(server):
+    """md_text's escapes are consumed by Markdown before the browser's KaTeX pass looks for "$$":
+    the views that show process names must have no math delimiters (app/ui/common.KERNEL_MD)."""
+    import json
+    import urllib.request
+    config = json.loads(urllib.request.urlopen(server.url + "config", timeout=10).read())
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c.get("type") == "markdown"}
+    for eid in ("clip_head", "findings", "hist_clip_head", "hist_findings", "sched_state"):
+        assert eid in props, sorted(k for k in props if k)
+        assert props[eid].get("latex_delimiters") == [], (eid, props[eid].get("latex_delimiters"))

@@ -162,6 +162,31 @@ def test_a_job_never_released_still_completes_and_frees_the_service(svc, monkeyp
     assert settled_instances(os.getpid()) == []
 
 
+def test_storage_failures_are_said_plainly_and_leave_nothing_behind(svc, monkeypatch):
+    """outputs/clips removed under a running service: recreated. Unusable (a file in its place) or
+    full: a ServiceError that names the directory and the cause; no instance, no half clip."""
+    import errno
+    import shutil
+
+    import app.service as service_mod
+    shutil.rmtree(svc.store.clips)
+    assert svc.synthesize(SynthesisRequest(text="The clips directory was removed.")).audio_path
+    shutil.rmtree(svc.store.clips)
+    svc.store.clips.write_text("not a directory")
+    with pytest.raises(ServiceError, match=r"create the clip's directory under .*--outputs"):
+        svc.synthesize(SynthesisRequest(text="Nowhere to put it."))
+    svc.store.clips.unlink()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(service_mod.sf, "write", full)
+    failures = svc.failures
+    with pytest.raises(ServiceError, match="write the clip's audio .*No space left on device"):
+        svc.synthesize(SynthesisRequest(text="The disk is full."))
+    assert svc.failures == failures + 1 and settled_instances(os.getpid()) == []
+    assert list(svc.store.clips.iterdir()) == []  # no half clip left
+
+
 def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkeypatch):
     import app.service as service_mod
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.ui.common import preset_line
+from app.ui.common import KERNEL_MD, preset_line
 from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
                             format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
@@ -30,10 +30,10 @@ def build_clip_panel(prefix: str = "") -> list:
     out_audio = gr.Audio(label="生成结果 / Generated audio", type="filepath", elem_id=eid("out_audio"),
                          interactive=False)
     clip_id = gr.Textbox(label="Request id", interactive=False, elem_id=eid("clip_id"))
-    head = gr.Markdown(elem_id=eid("clip_head"))
+    head = gr.Markdown(elem_id=eid("clip_head"), **KERNEL_MD)
     bd_table = gr.Dataframe(headers=BREAKDOWN_HEADERS, label="Kernel breakdown", elem_id=eid("breakdown"),
                             interactive=False)
-    findings_md = gr.Markdown(elem_id=eid("findings"))
+    findings_md = gr.Markdown(elem_id=eid("findings"), **KERNEL_MD)
     gr.Markdown(TIMELINE_LABEL)
     timeline = gr.Plot(show_label=False, elem_id=eid("timeline_plot"), elem_classes=["itts-timeline"])
     stage_table = gr.Dataframe(headers=STAGE_HEADERS, label="Per stage", interactive=False, elem_id=eid("stages"))

@@ -9,6 +9,12 @@ import gradio as gr
 from app.access import SWITCHING, TRACE_DOWNLOAD, AccessDenied
 from models.base import InputError
 
+# Markdown views that show names from the kernel (process and thread names any local user picks):
+# no KaTeX. md_text escapes every ASCII punctuation character, but the browser looks for Gradio's
+# default "$$" math delimiters in the text Markdown rendered, escapes consumed: a process named
+# `$$x$$` was drawn as math.
+KERNEL_MD = {"latex_delimiters": []}
+
 SCOPES = ["service-wide", "this request only"]
 # Gradio makes plotly figures responsive, and plotly then sizes them to their element (a figure's
 # own height is dropped when it sets no width): the timeline plots get their height here.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.access import SWITCHING
-from app.ui.common import KEEP, SCOPES, check_preset, preset_line, require_operator, user_error
+from app.ui.common import KEEP, KERNEL_MD, SCOPES, check_preset, preset_line, require_operator, user_error
 from tuning.apply import TuningError
 
 THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
@@ -62,7 +62,7 @@ def build(ctx, synth: dict) -> tuple:
             once_btn = gr.Button("Use for the next request only", elem_id="apply_request", interactive=open_)
             refresh_btn = gr.Button("Refresh", elem_id="refresh_sched")
         gr.Markdown("\n".join(f"- **{n}**: {tuner.presets[n].description}" for n in allowed))
-        sched_md = gr.Markdown(elem_id="sched_state")
+        sched_md = gr.Markdown(elem_id="sched_state", **KERNEL_MD)
         sched_rows = gr.Dataframe(headers=THREAD_HEADERS, label="Threads (read back from /proc)",
                                   interactive=False, elem_id="threads")
         sched_json = gr.JSON(visible=False)
