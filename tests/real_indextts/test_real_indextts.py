@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, delivery_counts
 from tests.real_indextts import envs
 from tests.userenvs import CACHE, Unavailable, registry_reachable
 
@@ -162,6 +162,14 @@ def test_breakdown_has_the_real_stage_slices(clip):
     if b["mode"] == "full":  # tracefs: per-stage on-CPU from the kernel's own switch events
         assert got["gpt_autoregressive"] > 0 and got["vocoder"] > 0, got
     assert b["totals"]["on_cpu_s"] > 0
+
+
+def test_analysis_started_on_the_audio_download(clip):
+    """Under the env's Gradio (5.45) and gradio_client, app/delivery.py sees the client fetch
+    each clip's wav, so no breakdown waited for the timeout (README, issue 15)."""
+    _, srv, _ = clip
+    counts = delivery_counts(srv)
+    assert counts.get("fetched", 0) >= 2 and counts.get("timeout") == 0, counts
 
 
 def test_attachment_downloads(clip):
