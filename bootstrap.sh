@@ -38,7 +38,9 @@ _overlay_install() {
     local py="$1" here="$2" req="$3" ov="$4" sites="$5"
     local pip; pip="$("$py" "$here/userenv.py" pip)"
     [ -n "$pip" ] || { echo "error: $py has neither pip nor ensurepip's bundled pip; install what requirements-userenv.txt lists yourself" >&2; return 1; }
-    local pp="$sites"  # pip sees the env and the overlay, so it installs only what both lack
+    # pip sees the env, the overlay and the user's own PYTHONPATH (kept at run time too, below),
+    # so it installs only what all of them lack
+    local pp="$sites${PYTHONPATH:+:$PYTHONPATH}"
     [ "$pip" = "-m pip" ] || pp="$pip:$sites"  # pip run from ensurepip's wheel
     local need; need="$(PYTHONPATH="$pp" "$py" "$here/userenv.py" missing "$req")" || return 1
     [ -n "$need" ] || return 0  # everything there: no pip run, no network

@@ -20,8 +20,9 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
       (synthesis or its analysis), else 0; periodic snapshot probes wait for 0 (app/periodic.py)
 - itts_audio_delivery_total{outcome}                  counter: Synthesize requests whose audio the
       client fetched ("fetched") before the post-processing started, or not within
-      app.delivery.WAIT_S ("timeout": an API client that does not download files, or a proxy
-      that rewrites the /file= route; each such breakdown came WAIT_S late)
+      --audio-wait-s ("timeout": an API client that does not download files, a proxy that
+      rewrites the /file= route, or updates that reach the client late; each such breakdown came
+      that much later)
 Periodic snapshots (the launcher's --snapshot-series directory, read at each scrape; absent
 until the first snapshot is recorded; tracing/series.py, tracing/diff.py for the tests):
 - itts_snapshot_regression{kind}                      gauge 0/1: the latest snapshot against the

@@ -52,14 +52,14 @@ def bootstrap_median(values, n=BOOT, seed=0) -> tuple[float, float, float]:
 
 
 class Server:
-    def __init__(self, outputs: Path, engine: str, scale: float | None):
+    def __init__(self, outputs: Path, engine: str, scale: float | None, extra: list[str] = ()):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.outputs = outputs
         args = [sys.executable, str(ROOT / "webui.py"), "--port", str(self.port), "--outputs", str(outputs),
-                "--engine", engine, "--keep-clips", "1000"]
+                "--engine", engine, "--keep-clips", "1000", *extra]
         if scale is not None:
             args += ["--replica-scale", str(scale)]
         self.log = open(outputs.parent / f"server-{engine}.log", "w")
@@ -68,7 +68,8 @@ class Server:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: see {self.log.name}")
+                self.log.flush()
+                raise RuntimeError(f"server exited; its log ends:\n{Path(self.log.name).read_text()[-3000:]}")
             try:
                 urllib.request.urlopen(self.url + "config", timeout=2)
                 return
@@ -116,10 +117,11 @@ def one_request(client, outputs: Path, text: str, traced: bool, gen: dict) -> di
             "wall_s": rec["wall_s"], "updates": updates, "mode": (last[-1].get("breakdown") or {}).get("mode")}
 
 
-def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, gen: dict) -> dict:
+def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, gen: dict,
+            server_args: list[str] = ()) -> dict:
     from gradio_client import Client
     outputs = tmp / f"outputs-{engine}"
-    srv = Server(outputs, engine, scale)
+    srv = Server(outputs, engine, scale, server_args)
     try:
         client = Client(srv.url, verbose=False)
         for traced in (True, False):  # warm both paths (first Gradio request, caches), untimed
@@ -189,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--replica-scale", type=float, default=None, help="replica size factor (engine default when unset)")
     ap.add_argument("--text", default=TEXT)
     ap.add_argument("--json", default=None, help="also write every request's figures here")
+    ap.add_argument("--server-args", default="", help='more webui.py flags, e.g. "--audio-wait-s 0" (A/B runs)')
     ap.add_argument("--replica-generation", default=None, metavar="JSON",
                     help='generation arguments for the replica\'s requests, e.g. \'{"max_mel_tokens": 64, '
                          '"num_beams": 1}\' (a shorter request where a full one takes too long)')
@@ -200,7 +203,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tracing-overhead-") as tmp:
         rgen = json.loads(args.replica_generation) if args.replica_generation else {}
         results = [measure(e, args.pairs, args.replica_scale if e == "replica" else None, args.text, Path(tmp),
-                           rgen if e == "replica" else {}) for e in args.engines.split(",")]
+                           rgen if e == "replica" else {}, args.server_args.split())
+                   for e in args.engines.split(",")]
     for r in results:
         a2b = r["audio_to_breakdown_s"]
         print(f"{r['engine']} ({r['pairs']} pairs, trace mode {r['mode']}, {r['updates']} updates per traced request):")

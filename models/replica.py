@@ -303,7 +303,9 @@ class ReplicaEngine:
         beams = max(1, int(gen_cfg.get("num_beams", 3)))
         top_k = int(gen_cfg.get("top_k", 30) or 0) or None
         temperature = float(gen_cfg.get("temperature", 0.8))
-        g = torch.Generator(device="cpu").manual_seed(1234)
+        g = torch.Generator(device="cpu").manual_seed(1234)  # inputs: the same on every device
+        # sampling runs where the logits are: a CPU generator is refused for CUDA tensors
+        gs = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(1234)
         rnd = lambda *shape: torch.randn(*shape, generator=g).to(dev)  # noqa: E731
         times: dict[str, float] = {}
         start_flops = self.flops.total
@@ -325,7 +327,7 @@ class ReplicaEngine:
             with timed("emotion_text"):
                 units = text_units(req.emo_text or req.text)
                 self.qwen.generate(self.qwen.emb(torch.randint(0, 32000, (1, units + 16), generator=g).to(dev)),
-                                   s.qwen_answer_tokens, g, top_k=None, temperature=1.0)
+                                   s.qwen_answer_tokens, gs, top_k=None, temperature=1.0)
 
         with timed("text"):
             n_text = max(1, text_units(req.text))
@@ -335,7 +337,7 @@ class ReplicaEngine:
         with timed("gpt_autoregressive"):
             cond_lat = self.cond_proj(cond[:, : s.gpt_cond_latents])
             prefix = torch.cat([cond_lat, self.text_emb(text_ids)], 1).expand(beams, -1, -1)
-            codes = self.gpt.generate(prefix, n_mel, g, top_k, temperature)[:1]
+            codes = self.gpt.generate(prefix, n_mel, gs, top_k, temperature)[:1]
 
         with timed("gpt_latents"):
             full = torch.cat([cond_lat, self.text_emb(text_ids), self.gpt.emb(codes)], 1)

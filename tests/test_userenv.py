@@ -38,3 +38,24 @@ def test_complete_env_needs_no_overlay_and_no_pip():
     assert f"PY={sys.executable}" in p.stdout
     assert "[setup] adding" not in p.stderr  # nothing missing: pip never ran
     assert _userenv("missing", str(ROOT / "requirements-userenv.txt")) == ""
+
+
+def test_packages_on_the_users_pythonpath_count_as_present(tmp_path):
+    """An env whose packages come from PYTHONPATH (a site dir outside the venv) needs no overlay:
+    the run-time PYTHONPATH keeps them, so the missing-check must see them too (it once did not,
+    and pip tried to install Gradio into the overlay of a machine with no network)."""
+    import shutil
+    import sysconfig
+    env = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
+    py = str(env / "bin" / "python")
+    ours = sysconfig.get_paths()["purelib"]  # this venv's site-packages: gradio, torch, ...
+    overlay = _userenv("overlay", py=py)
+    try:
+        p = subprocess.run(["bash", "-c", 'source ./bootstrap.sh && use_user_env "$0" && echo "PY=$LAUNCH_PY"', py],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ours})
+        assert p.returncode == 0, p.stderr
+        assert f"PY={py}" in p.stdout and "[setup] adding" not in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(overlay, ignore_errors=True)

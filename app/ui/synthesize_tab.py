@@ -81,7 +81,7 @@ def make_run_request(ctx):
             yield clip_outputs(job.record.to_dict(), pending="analysis")
             # Gradio resumes us when the update is queued, not delivered: the post-processing
             # starts once the client has fetched the audio (app/delivery.py, Job)
-            ctx.delivery.wait(ticket)
+            ctx.delivery.wait(ticket, ctx.args.audio_wait_s)
             if job.record.tracing:
                 job.release("analysis")
                 progress(0.97, desc="analysing the trace")
