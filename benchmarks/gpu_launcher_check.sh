@@ -34,7 +34,7 @@ for i in range(3):
     bd = rec.get("breakdown") or {}
     tot = bd.get("totals") or {}
     print(f"request {i}: round trip {rt * 1000:.0f} ms, synthesis wall {rec['wall_s'] * 1000:.0f} ms for "
-          f"{rec['duration_s']:.2f} s of audio, device {rec['engine_info'].get('device')}, trace mode "
+          f"{rec['duration_s']:.2f} s of audio, device {(rec['engine_info'].get('replica') or rec['engine_info']).get('device')}, trace mode "
           f"{bd.get('mode')}, {bd.get('events')} events, on-CPU {tot.get('on_cpu_s', 0) * 1000:.0f} ms, "
           f"run-queue wait {tot.get('runqueue_wait_s', 0) * 1000:.1f} ms, lost {(bd.get('lost_events') or {}).get('total')}")
 print("notes:", rec.get("notes"))
