@@ -79,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.version = getattr(args, "version", None)  # None: not given (see --engine auto)
     if args.auth is not None and ":" not in args.auth:
         p.error("--auth takes USER:PASS")
+    if not 0 <= args.audio_wait_s <= 2.0:  # app.delivery.MAX_WAIT_S, light to import here
+        p.error("--audio-wait-s takes 0 to 2 seconds")
     return args
 
 

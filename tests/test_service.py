@@ -214,3 +214,14 @@ def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkey
         assert "unreadable pages" in z.read("report.txt").decode()
     assert svc.store.get(rec.id)["breakdown"] is None
     assert settled_instances(os.getpid()) == []  # nothing left behind by the failures
+
+
+def test_the_longest_audio_wait_fits_inside_the_services_hold():
+    """--audio-wait-s is bounded by delivery.MAX_WAIT_S; a held step runs anyway after
+    HOLD_MAX_S, so a longer wait would no longer hold anything back."""
+    import webui
+    from app import delivery, service
+    assert delivery.WAIT_S <= delivery.MAX_WAIT_S <= service.HOLD_MAX_S
+    with pytest.raises(SystemExit):
+        webui.parse_args(["--audio-wait-s", str(delivery.MAX_WAIT_S + 0.5)])
+    assert webui.parse_args(["--audio-wait-s", "0"]).audio_wait_s == 0

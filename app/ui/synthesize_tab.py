@@ -89,7 +89,7 @@ def make_run_request(ctx):
                 # again before it could show the breakdown
                 yield (gr.skip(), *clip_outputs(job.analysed().to_dict(), pending="attachment")[1:])
                 progress(0.99, desc="drawing the timeline, packing the attachment")
-            job.release()  # the breakdown went out: the timeline picture and the attachment
+            job.release()  # the breakdown went out (or none was due): the timeline, the attachment
             rec = job.result()
             yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec.attachment_path, request))
         finally:
