@@ -136,7 +136,9 @@ def delivery_counts(server) -> dict:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     # the suite is the operator: switching presets and downloading traces are open to it
-    srv = Server(tmp_path_factory.mktemp("srv"), "--i-know-this-is-open").start()
+    # --audio-wait-s 2 (the bound): tests that count how the analysis started (fetched / timeout)
+    # assert the cause, not the speed; a busy CI machine may take over 0.5 s to fetch a wav
+    srv = Server(tmp_path_factory.mktemp("srv"), "--i-know-this-is-open", "--audio-wait-s", "2").start()
     yield srv
     pid = srv.proc.pid
     srv.stop()

@@ -132,7 +132,7 @@ def test_post_processing_starts_when_the_client_has_fetched_the_audio(client, se
 
 
 def test_a_client_that_never_fetches_the_audio_still_gets_its_breakdown(server):
-    """download_files=False: nobody fetches the wav, the handler waits WAIT_S, then analyses."""
+    """download_files=False: nobody fetches the wav, the handler waits --audio-wait-s, then analyses."""
     from gradio_client import Client
     bare = Client(server.url, verbose=False, download_files=False)
     before = delivery_counts(server)

@@ -78,6 +78,7 @@ def real(request, tmp_path_factory):
     print(f"weights for {version}: {md} ({time.monotonic() - t:.1f} s)")
     srv = Server(tmp_path_factory.mktemp(f"real{version}"), "--version", version, "--model_dir", str(md),
                  "--no-warmup", "--i-know-this-is-open",  # trace attachments are operator data (README)
+                 "--audio-wait-s", "2",  # the delivery test asserts the cause, not the speed
                  launcher=[ROOT / "start_app.sh"],
                  env={"PYTHON": str(py), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     try:
