@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, delivery_counts
 from tests import userenvs
 
 pytestmark = [pytest.mark.gradio5, pytest.mark.slow]
@@ -64,7 +64,9 @@ def g5_server(user_env, tmp_path_factory):
     added = set(_dists(user_env, *sites.split(":")))
     assert added == ADDED, f"overlay {ov} holds {added}, expected only {ADDED}"
     # opened: the attachment it checks is an operator action (app/access.py)
-    srv = Server(tmp_path_factory.mktemp("g5"), "--version", "2", "--i-know-this-is-open", launcher=[ROOT / "start_app.sh"],
+    # --audio-wait-s 2: the browser test counts how the analysis started (cause, not speed)
+    srv = Server(tmp_path_factory.mktemp("g5"), "--version", "2", "--i-know-this-is-open", "--audio-wait-s", "2",
+                 launcher=[ROOT / "start_app.sh"],
                  env={"PYTHON": str(user_env)}).start(timeout=300)
     yield srv
     assert srv.stop() == 0
@@ -158,3 +160,31 @@ def test_conflict_names_the_package_and_changes_nothing(tmp_path):
     assert "Running on" not in p.stdout
     assert _dists(py) == before
     assert not _dists(py, *sites.split(":"))  # nothing half-installed in the overlay
+
+
+def test_gradio5_page_fetches_the_audio_before_the_analysis_starts(g5_server):
+    """Gradio 5.45's own page in a real browser: the player fetches the clip's wav on the first
+    update, which (not the timeout) starts the analysis (app/delivery.py); the breakdown update,
+    whose audio slot is gr.skip(), keeps the player, and the clip ends complete."""
+    from tests.e2e.conftest import ARGS, CHROMIUM, needs_chromium
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    from playwright.sync_api import sync_playwright
+    before = delivery_counts(g5_server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.set_default_timeout(120_000)
+            page.goto(g5_server.url)
+            page.wait_for_selector("#generate")
+            page.locator("#text textarea").fill("Gradio five in a browser. 第五版。")
+            page.locator("#generate").click()
+            page.wait_for_function("""() => {
+                const h = document.querySelector('#clip_head')?.innerText || '';
+                return h.includes('Trace mode') && !h.includes('Analysing'); }""")
+            assert "audio.wav" in page.locator("#out_audio").inner_html()  # the player kept its clip
+        finally:
+            browser.close()
+    after = delivery_counts(g5_server)
+    assert after["fetched"] == before["fetched"] + 1 and after["timeout"] == before["timeout"], (before, after)
