@@ -12,7 +12,14 @@ THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
 
 
 def scheduling_state(ctx):
-    """(markdown line, per-thread rows, raw read-back) of what the kernel has in force now."""
+    """(markdown line, per-thread rows, raw read-back) of what the kernel has in force now.
+    Threads born since the preset was applied get it first, as the next synthesis would give them
+    (Gradio starts workers on demand, and RT presets set reset-on-fork, so a new worker started
+    at SCHED_OTHER and the page said "mixed" right after "realtime" was applied)."""
+    try:
+        ctx.tuner.ensure()
+    except TuningError:
+        pass  # nothing was changed (all-or-nothing): the read-back below shows the difference
     rb = ctx.tuner.readback()
     rows = [[t["tid"], t["comm"], t["cpus"], t["nice"], t["policy"], t["rt_priority"]]
             for t in rb.get("threads", [])]
