@@ -310,27 +310,38 @@ class IndexTTS2Engine:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
-        req.validate()
-        check_prompt_files(req, "IndexTTS2")
-        normalize = getattr(self.tts, "normalize_emo_vec", normalize_emo_vec)
-        tmpdir = tempfile.mkdtemp(prefix="itts2_")
-        try:
-            kwargs = infer_kwargs(req, os.path.join(tmpdir, "out.wav"), normalize, self.verbose)
-            with self._lock, self.hooks.use(stages or NullStages()):
-                out = self.tts.infer(**kwargs)
-            if not out or not os.path.isfile(str(out)):
-                raise RuntimeError(f"IndexTTS2 produced no audio (infer returned {out!r}).")
-            audio, sr = _read_wav_int16(str(out))
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        if sr != SAMPLE_RATE:
-            raise RuntimeError(f"IndexTTS2 wrote {sr} Hz audio; expected {SAMPLE_RATE}.")
+        audio, sr, kwargs = run_infer(self, req, stages, "IndexTTS2", "itts2_",
+                                      lambda out, normalize: infer_kwargs(req, out, normalize, self.verbose))
         info = {"engine": self.name, "model_dir": os.path.abspath(self.model_dir),
                 "emo_vector_sent": kwargs["emo_vector"], "use_emo_text": kwargs["use_emo_text"],
                 "generation": {k: kwargs[k] for k in generation_kwargs(None)},
                 "generation_ignored": list(self.ignored_generation),
                 "hooks_missing": list(self.hooks.missing)}
         return SynthesisResult(audio=audio, sample_rate=sr, info=info)
+
+
+def run_infer(engine, req: SynthesisRequest, stages: StageSink | None, label: str, prefix: str,
+              make_kwargs) -> tuple:
+    """One upstream infer() call, as both adapters (this module's and indextts25's) make it: the
+    request checked, make_kwargs(out_wav_path, normalize) -> infer's keywords, infer under the
+    engine's lock with its stage hooks, the wav read back (16-bit, SAMPLE_RATE). Returns
+    (audio, sample_rate, kwargs); `label` names the engine in errors."""
+    req.validate()
+    check_prompt_files(req, label)
+    normalize = getattr(engine.tts, "normalize_emo_vec", normalize_emo_vec)
+    tmpdir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        kwargs = make_kwargs(os.path.join(tmpdir, "out.wav"), normalize)
+        with engine._lock, engine.hooks.use(stages or NullStages()):
+            out = engine.tts.infer(**kwargs)
+        if not out or not os.path.isfile(str(out)):
+            raise RuntimeError(f"{label} produced no audio (infer returned {out!r}).")
+        audio, sr = _read_wav_int16(str(out))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    if sr != SAMPLE_RATE:
+        raise RuntimeError(f"{label} wrote {sr} Hz audio; expected {SAMPLE_RATE}.")
+    return audio, sr, kwargs
 
 
 @contextlib.contextmanager

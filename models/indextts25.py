@@ -41,8 +41,8 @@ from models.base import (
     SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest, SynthesisResult,
 )
 from models.indextts2 import (
-    ModelDirError, StageHooks, _hf_cache_for, _read_wav_int16, generation_kwargs, ignored_generation_params,
-    check_prompt_files, ignored_note, normalize_emo_vec, write_warmup_prompt,
+    ModelDirError, StageHooks, _hf_cache_for, generation_kwargs, ignored_generation_params, ignored_note,
+    run_infer, write_warmup_prompt,
 )
 
 TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
@@ -187,21 +187,9 @@ class IndexTTS25Engine:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
-        req.validate()
-        check_prompt_files(req, "IndexTTS-2.5")
-        normalize = getattr(self.tts, "normalize_emo_vec", normalize_emo_vec)
-        tmpdir = tempfile.mkdtemp(prefix="itts25_")
-        try:
-            kwargs = infer_kwargs_25(req, os.path.join(tmpdir, "out.wav"), normalize, self.accepted, self.verbose)
-            with self._lock, self.hooks.use(stages or NullStages()):
-                out = self.tts.infer(**kwargs)
-            if not out or not os.path.isfile(str(out)):
-                raise RuntimeError(f"IndexTTS-2.5 produced no audio (infer returned {out!r}).")
-            audio, sr = _read_wav_int16(str(out))
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        if sr != SAMPLE_RATE:
-            raise RuntimeError(f"IndexTTS-2.5 wrote {sr} Hz audio; expected {SAMPLE_RATE}.")
+        audio, sr, kwargs = run_infer(
+            self, req, stages, "IndexTTS-2.5", "itts25_",
+            lambda out, normalize: infer_kwargs_25(req, out, normalize, self.accepted, self.verbose))
         info = {"engine": self.name, "module": self.module, "model_dir": os.path.abspath(self.model_dir),
                 "lang": kwargs["lang"], "duration_factor": kwargs.get("duration_factor"),
                 "emo_vector_sent": kwargs.get("emo_vector"),
