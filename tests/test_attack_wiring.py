@@ -136,7 +136,9 @@ def test_second_launcher_leaves_the_first_ones_request_in_flight(tmp_path, serve
     job = ca.submit(text="A long request that is still running when the second launcher starts. " * 4,
                     api_name="/synthesize")
     deadline = time.monotonic() + 30
-    while not (mine := [d for d in clips.iterdir() if d != crashed and not (d / "record.json").exists()]):
+    # (a clip's directory is made as .<id>.new and renamed into place: wait for the real name)
+    while not (mine := [d for d in clips.iterdir()
+                        if d != crashed and not d.name.startswith(".") and not (d / "record.json").exists()]):
         assert time.monotonic() < deadline, "A's request never started"
         time.sleep(0.002)
     os.kill(a.proc.pid, signal.SIGSTOP)
