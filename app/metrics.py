@@ -139,6 +139,15 @@ class DeliveryCollector:
         yield c
 
 
+def delivery_outcomes(url: str, timeout: float = 10.0) -> dict[str, int]:
+    """itts_audio_delivery_total by outcome, scraped from a launcher's /metrics (benchmarks, tests)."""
+    import urllib.request
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
+        text = r.read().decode("utf-8", "replace")
+    return {line.split('outcome="', 1)[1].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines() if line.startswith("itts_audio_delivery_total{")}
+
+
 class SeriesCollector:
     """The periodic series' latest verdict as gauges, read from series.json at each scrape (the
     snapshot CLI writes it from another process: nothing to keep in sync here)."""

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from app.metrics import delivery_outcomes  # noqa: E402
 # about 5 s of speech from the builtin engine: the "~5 s sentence" of the goal
 TEXT = "The quick brown fox jumps over the lazy dog. 今天天气很好，我们去公园散步吧。"
 BOOT = 5000
@@ -132,7 +134,7 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
             rows.append({r["traced"]: r for r in (one_request(client, outputs, text, t, gen) for t in order)})
             print(f"  {engine} pair {i + 1}/{pairs}: to audio {rows[-1][True]['to_audio_s'] * 1000:.0f} / "
                   f"{rows[-1][False]['to_audio_s'] * 1000:.0f} ms", file=sys.stderr, flush=True)
-        delivery = scrape_delivery(srv.url)
+        delivery = delivery_outcomes(srv.url)  # did post-processing start on the download or the timeout
     finally:
         srv.stop()
     on = [r[True] for r in rows]
@@ -156,18 +158,6 @@ def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, 
         "events_per_s": float(np.median([r["events"] / r["wall_s"] for r in on if r["events"]] or [0])),
         "lost": sum(r["lost"] or 0 for r in on),
     }
-
-
-def scrape_delivery(url: str) -> dict:
-    """itts_audio_delivery_total by outcome from the server's /metrics (warm-up requests included):
-    whether the post-processing started on the client's download of the audio or on the timeout."""
-    text = urllib.request.urlopen(url + "metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("itts_audio_delivery_total{"):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            out[outcome] = int(float(line.rsplit(" ", 1)[1]))
-    return out
 
 
 def balanced(ratios) -> tuple[float, float, float]:

@@ -128,9 +128,8 @@ class Server:
 
 def delivery_counts(server) -> dict:
     """itts_audio_delivery_total by outcome (app/delivery.py) from the server's /metrics."""
-    text = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
-    return {line.split('outcome="', 1)[1].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
-            for line in text.splitlines() if line.startswith("itts_audio_delivery_total{")}
+    from app.metrics import delivery_outcomes
+    return delivery_outcomes(server.url)
 
 
 @pytest.fixture(scope="session")
