@@ -343,6 +343,7 @@ def test_login_page_carries_no_api_schema_and_logins_are_rate_limited(tmp_path, 
     assert status(login, "POST", form("right-password"), hdr)[0] == 429  # even right: wait it out
 
 
+@pytest.mark.slow  # MAX_QUEUED + 12 real requests: about a minute
 def test_queue_has_a_size_limit(tmp_path, servers):
     srv = start(servers, tmp_path)
     c = Client(srv.url, verbose=False)
