@@ -1,7 +1,7 @@
 # Sourced by start_app.sh and run_tests.sh: create .venv with Python 3.11 on first run and keep it
 # in step with the pinned requirements (re-installs only when the requirements file changes).
 # Or, with PYTHON= naming the interpreter of an existing environment (an IndexTTS venv), use that
-# environment as it is plus an overlay of what it lacks (use_user_env; README "Use IndexTTS's env").
+# environment as it is plus an overlay of what it lacks (use_user_env; docs/indextts.md).
 
 # True when $1 is an interpreter of an environment someone built (a venv, or one that already has
 # gradio or indextts) rather than a bare Python to create our .venv with.

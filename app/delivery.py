@@ -23,7 +23,7 @@ import threading
 # client that never fetches the audio pays on its breakdown (the browser fetches at once). Here the
 # download is served 75-125 ms after the update is queued; a slow link does not need more: the
 # analysis only competes with a download that is CPU-bound on this host. Kept short because on one
-# H200 machine updates reached the client 0.1-9 s late whatever we did (README, Benchmarks), and
+# H200 machine updates reached the client 0.1-9 s late whatever we did (docs/benchmarks.md), and
 # there every request paid the whole wait. The launcher's --audio-wait-s (0: no wait, for A/B runs).
 WAIT_S = 0.5
 MAX_WAIT_S = 2.0  # the flag's bound: the service runs a held step anyway after HOLD_MAX_S

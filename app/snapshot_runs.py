@@ -32,7 +32,7 @@ from tuning.apply import Tuner
 from tuning.presets import load_presets
 
 Progress = Callable[[float, str], None]
-DEFAULT_N = 20  # README "What N detects": the smallest N that catches the stress-ng tail
+DEFAULT_N = 20  # docs/snapshots.md "What N detects": the smallest N that catches the stress-ng tail
 
 
 def _order(presets: list[str], n: int) -> list[tuple[str, int]]:
@@ -194,7 +194,7 @@ def register_cli(sub) -> None:
                                           "with --series: leave out (a new directory of the series)")
     s.add_argument("--presets", default="default,pinned", help="comma-separated preset names")
     s.add_argument("-n", type=int, default=DEFAULT_N,
-                   help="requests per preset (README, 'What N detects': N = 20 catches a sustained 3x "
+                   help="requests per preset (docs/snapshots.md, 'What N detects': N = 20 catches a sustained 3x "
                         "CPU-pressure stall every time and a stall in one request of four about half the time)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--url", help="drive a running launcher, e.g. http://127.0.0.1:7860/")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The replica on a GPU, through the launcher, on a machine lent by the `device` tool (README,
-# "Benchmarks"). Not a test: nothing here runs in CI, and the project never needs a GPU.
+# The replica on a GPU, through the launcher, on a machine lent by the `device` tool (docs/benchmarks.md).
+# Not a test: nothing here runs in CI, and the project never needs a GPU.
 # That machine has Python 3.12 + CUDA torch and no network: what its Python lacks of the launcher's
-# requirements travels as cp312 wheels in .whl/ (git-ignored; README says how to fetch them).
+# requirements travels as cp312 wheels in .whl/ (git-ignored; docs/benchmarks.md says how to fetch them).
 #   1. ./start_app.sh with PYTHON= the machine's interpreter (the user-env route), 3 requests
 #      through gradio_client: round trip, synthesis wall, device, trace mode, events;
 #   2. benchmarks/tracing_overhead.py --pairs 30 --engines replica (traced vs untraced, CUDA).

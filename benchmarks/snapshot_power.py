@@ -17,7 +17,7 @@ pool size understates the spread a fresh snapshot would have; say the pool sizes
         [--ns 5,10,20,30] [--trials 300] [--intermittent 25]
 
 Also prints each pool's p50/p95 of wall and run-queue wait (ms), so the table says which
-effect it measured. Prints a Markdown table for the README.
+effect it measured. Prints a Markdown table for docs/snapshots.md.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ time-to-audio median <= 1.05 with the upper bound <= 1.10; audio to breakdown <=
     .venv/bin/python benchmarks/tracing_overhead.py [--pairs 30] [--engines builtin,replica]
         [--replica-scale 0.1] [--text "..."] [--json out.json]
 
-Example (the README's figures): `benchmarks/tracing_overhead.py --pairs 30`. Needs root for the
+Example (the figures in docs/benchmarks.md): `benchmarks/tracing_overhead.py --pairs 30`. Needs root for the
 traced side to run in full mode (else schedstat mode, and the ratio measures that).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bad-input limits, in one place. The service (models.base validation, models.audio_io), the
-web UI (upload size, snapshot form) and the snapshot runner read them from here, and the README's
-"Limits" table lists them. Each limit is refused with a sentence naming it, never truncated.
+web UI (upload size, snapshot form) and the snapshot runner read them from here, and the "Limits"
+table of docs/flags-and-engines.md lists them. Each limit is refused with a sentence naming it, never truncated.
 
 Why these numbers: IndexTTS2 reads a few seconds of prompt audio and a sentence of text; the
 limits leave room for real use while bounding what one request can cost in CPU, RAM and disk.

@@ -72,7 +72,7 @@ def test_periodic_series_waits_for_idle_exports_and_plots(server, client):
     assert data["baseline"] == data["entries"][-1]["name"] and data["entries"][-1]["idle"]["waits"] >= 1
 
     second = snapshot(server, series)
-    assert second.returncode == 0, second.stdout + second.stderr  # N = 3 cannot flag anything (README)
+    assert second.returncode == 0, second.stdout + second.stderr  # N = 3 cannot flag anything (docs/snapshots.md)
     assert "Against the baseline" in second.stdout and "idle before every probe" in second.stdout
     body = scrape(server)
     assert _value(body, "itts_snapshot_regression", kind="any") == 0

@@ -139,7 +139,7 @@ def _wait_for_workers(pid: int, n: int, timeout: float = 20.0) -> None:
     pytest.fail(f"stress-ng did not start {n} workers in {timeout} s")
 
 
-N_BASE, N_NEW = 20, 10  # baseline as the issue's; 10 new requests resolve this effect (README power table)
+N_BASE, N_NEW = 20, 10  # baseline as the issue's; 10 new requests resolve this effect (docs/snapshots.md power table)
 
 
 def test_default_gate_catches_stress_ng_and_passes_quiet(svc, tmp_path):

@@ -12,7 +12,7 @@ The regression test (`compare`), stated once here and used by `tracing/diff.py`:
    With 3 samples per side the smallest possible exact p is 1/C(6,3) = 0.05: only a complete
    separation (every new sample above every old one) is significant. Take N >= 5 (smallest p
    1/252) for anything finer; after the Holm step below N = 3 can flag nothing. The CLI default is
-   N = 20 (README, "What N detects").
+   N = 20 (docs/snapshots.md, "What N detects").
 2. Effect size, so that a significant but tiny shift (typical of a quiet box: 3 ms more run-queue
    wait in every sample) is not flagged: the ratio of medians new/old must be >= min_ratio
    (default 1.2, i.e. 20 % worse) AND the medians must differ by >= min_abs seconds (default
@@ -46,7 +46,7 @@ that leaves the median 1.19x but triples p95 is a regression to anyone who click
    1.5) AND >= tail_min_abs seconds above it (default 20 ms: a p95 is noisier than a median).
 Verdict "regression" when 1-3 hold, "same" otherwise, "n/a" with fewer than 2 samples a side.
 The smallest p with r = 1 is 1 / C(m + n, n): N = 5 a side can reach 0.004, but a p83 threshold
-and a 5-sample p95 say little about a tail; the README's power table says what N detects what.
+and a 5-sample p95 say little about a tail; docs/snapshots.md's power table says what N detects what.
 """
 from __future__ import annotations
 
