@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument("--i-know-this-is-open", action="store_true",
                    help="let everyone who can reach the port switch presets and download traces (loopback "
                         "is not trusted by itself: every local user can reach it)")
+    s.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                   help="more names (comma-separated; .example.org = it and its subdomains) in the Host header this "
+                        "launcher answers to, e.g. a reverse proxy's or a fleet's name; others get 403 (DNS rebinding)")
     add_launch_args(p)
     args = p.parse_args(argv)
     args.version = getattr(args, "version", None)  # None: not given (see --engine auto)
@@ -120,18 +123,22 @@ def main(argv=None) -> int:
     print(f"* Tracing: {ctx.capabilities.get('mode', '?')} mode", flush=True)
     from starlette.middleware import Middleware
 
+    from app.allowed_hosts import AllowedHosts, HostPolicy
     from app.delivery import AudioDelivered
     from app.login_guard import LoginPageNoSchema, LoginRateLimit
     from app.ui.compat import GRADIO_VERSION, launch_kwargs
     from app.ui.common import CSS
     from models.limits import MAX_QUEUED, MAX_UPLOAD_MB
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)  # beyond: "queue is full" at once
+    hosts = HostPolicy(args.host, args.allowed_hosts)
+    print(f"* {hosts.describe()}", flush=True)
     print(f"* UI: Gradio {GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
     fastapi_app, _, _ = app.launch(**launch_kwargs(
         server_name=args.host, server_port=args.port, auth=auth, show_error=True, share=None if auth else False,
         footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        app_kwargs={"middleware": [Middleware(LoginRateLimit), Middleware(LoginPageNoSchema),
+        app_kwargs={"middleware": [Middleware(AllowedHosts, policy=hosts), Middleware(LoginRateLimit),
+                                   Middleware(LoginPageNoSchema),
                                    Middleware(AudioDelivered, watch=ctx.delivery)]}))
     from app import metrics
     metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
