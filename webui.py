@@ -125,23 +125,25 @@ def main(argv=None) -> int:
 
     from app.allowed_hosts import AllowedHosts, HostPolicy
     from app.delivery import AudioDelivered
+    from app.queue_time import ArrivalStamp
     from app.login_guard import LoginPageNoSchema, LoginRateLimit
-    from app.ui.compat import GRADIO_VERSION, launch_kwargs
+    from app.ui.common import SERVICE_QUEUE
     from app.ui.common import CSS
     from models.limits import MAX_QUEUED, MAX_UPLOAD_MB
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)  # beyond: "queue is full" at once
     hosts = HostPolicy(args.host, args.allowed_hosts)
     print(f"* {hosts.describe()}", flush=True)
-    print(f"* UI: Gradio {GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
-    fastapi_app, _, _ = app.launch(**launch_kwargs(
+    print(f"* UI: Gradio {compat.GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
+    fastapi_app, _, _ = app.launch(**compat.launch_kwargs(
         server_name=args.host, server_port=args.port, auth=auth, show_error=True, share=None if auth else False,
         footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        app_kwargs={"middleware": [Middleware(AllowedHosts, policy=hosts), Middleware(LoginRateLimit),
+        app_kwargs={"middleware": [Middleware(ArrivalStamp), Middleware(AllowedHosts, policy=hosts),
+                                   Middleware(LoginRateLimit),
                                    Middleware(LoginPageNoSchema),
                                    Middleware(AudioDelivered, watch=ctx.delivery)]}))
     from app import metrics
-    metrics.install(ctx, fastapi_app)  # GET /metrics for Prometheus
+    metrics.install(ctx, fastapi_app, gradio_waiting=lambda: compat.queued(app, SERVICE_QUEUE))  # GET /metrics
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)
     try:
         app.block_thread()

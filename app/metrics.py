@@ -6,6 +6,9 @@ library registers leaks in and tests can build several side by side.
 
 Metrics (times in seconds; labels: preset = the preset in force as read back, engine = engine name):
 - itts_request_wall_seconds{preset,engine}            histogram: wall time of the synthesis window
+- itts_queue_seconds{preset,engine}                   histogram: queue time, from the request's
+      arrival at the server to its synthesis start, never part of the wall time (app/queue_time.py;
+      QUEUE_BUCKETS reach 300 s: MAX_QUEUED requests of several seconds each)
 - itts_breakdown_seconds{component,preset,engine}     histogram: the clip's breakdown totals,
       component in on_cpu, runqueue_wait, blocked_io, sleep, irq, softirq, reclaim (definitions:
       ARCHITECTURE.md; summed over the request's threads, so on_cpu can exceed wall)
@@ -16,6 +19,11 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
 - itts_requests_total{engine,status}                  counter: status "ok" (a clip was produced)
       or "error" (Service.failures: bad input, refused preset, engine failure)
+- itts_requests_running                               gauge: requests started and not yet done
+      (synthesis, or post-processing that later requests wait for)
+- itts_requests_waiting                               gauge: requests accepted and not started: in
+      Gradio's queue of the service's events (Synthesize, Compare, Apply preset) or waiting for the
+      service's lock and earlier post-processing
 - itts_service_busy                                   gauge: 1 while a request holds the service
       (synthesis or its analysis), else 0; periodic snapshot probes wait for 0 (app/periodic.py)
 - itts_audio_delivery_total{outcome}                  counter: Synthesize requests whose audio the
@@ -52,6 +60,7 @@ from tracing.series import POINT_METRICS, latest, load_series
 log = logging.getLogger("metrics")
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+QUEUE_BUCKETS = (*BUCKETS, 60.0, 120.0, 300.0)
 COMPONENTS = ("on_cpu", "runqueue_wait", "blocked_io", "sleep", "irq", "softirq", "reclaim")
 _MAX_LABEL = 64  # stage/kind names come from code, but a label must never grow without bound
 
@@ -73,6 +82,8 @@ class Metrics:
         r = self.registry
         self.wall = Histogram("itts_request_wall_seconds", "Wall time of the synthesis window per request",
                               ["preset", "engine"], buckets=BUCKETS, registry=r)
+        self.queue = Histogram("itts_queue_seconds", "Queue time: arrival at the server to synthesis start",
+                               ["preset", "engine"], buckets=QUEUE_BUCKETS, registry=r)
         self.breakdown = Histogram("itts_breakdown_seconds",
                                    "Per-request kernel breakdown totals (summed over the request's threads)",
                                    ["component", "preset", "engine"], buckets=BUCKETS, registry=r)
@@ -94,6 +105,9 @@ class Metrics:
         wall = _num(record.get("wall_s"))
         if wall is not None:
             self.wall.labels(preset, engine).observe(wall)
+        queue = _num(record.get("queue_s"))
+        if queue is not None:
+            self.queue.labels(preset, engine).observe(queue)
         bd = record.get("breakdown") or {}
         totals = bd.get("totals") or {}
         for c in COMPONENTS:
@@ -228,9 +242,10 @@ def mount_metrics(fastapi_app, metrics: Metrics, before_scrape=None, path: str =
     fastapi_app.router.routes.insert(0, Route(path, endpoint, methods=["GET"], name="prometheus_metrics"))
 
 
-def install(ctx, fastapi_app) -> Metrics:
+def install(ctx, fastapi_app, gradio_waiting=None) -> Metrics:
     """Wire metrics into the launcher: listener on ctx.service, GET /metrics on fastapi_app.
-    Returns the Metrics (also kept as ctx.metrics)."""
+    `gradio_waiting()`: requests in Gradio's queue for the service (app.ui.compat.queued), added to
+    the service's own waiting count. Returns the Metrics (also kept as ctx.metrics)."""
     svc = ctx.service
     m = Metrics()
     engine = getattr(svc.engine, "name", "unknown")
@@ -240,6 +255,10 @@ def install(ctx, fastapi_app) -> Metrics:
     busy = Gauge("itts_service_busy", "1 while a request holds the service (synthesis or its analysis)",
                  registry=m.registry)
     busy.set_function(lambda: 1.0 if svc.busy else 0.0)
+    Gauge("itts_requests_running", "Requests started and not yet done (synthesis or post-processing)",
+          registry=m.registry).set_function(lambda: float(svc.queue.running))
+    Gauge("itts_requests_waiting", "Requests accepted and not yet started (Gradio's queue or the service's)",
+          registry=m.registry).set_function(lambda: float(svc.queue.waiting + (gradio_waiting() if gradio_waiting else 0)))
     if getattr(ctx, "delivery", None) is not None:
         m.registry.register(DeliveryCollector(ctx.delivery))
     if getattr(ctx, "args", None) is not None:  # the launcher's; a bare service has no series

@@ -40,6 +40,7 @@ from typing import Callable
 import soundfile as sf
 
 from models.base import InputError, SynthesisRequest
+from app.queue_time import QueueClock
 from app.store import ClipStore
 from tracing import tracedat
 from tracing.attachment import build_attachment
@@ -102,6 +103,8 @@ class ClipRecord:
     engine_info: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     roles: dict = field(default_factory=dict)  # tid -> role kind (tuning.roles) when synthesis ran
+    queue_s: float | None = None  # arrival to synthesis start, apart from wall_s (app/queue_time.py)
+    queue_ahead: int | None = None  # requests served before this one that were in when it arrived
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -176,6 +179,7 @@ class Service:
             ex.submit(lambda: None).result()
         self.requests = 0
         self.failures = 0
+        self.queue = QueueClock()  # queue time and requests ahead; waiting/running counts
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
         self._last_done: Future | None = None  # the latest request's post-processing
         # The next request's trace window, created and configured ahead of time on the aux thread
@@ -246,9 +250,10 @@ class Service:
 
     def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
               trace: bool | None = None, progress: Progress | None = None, history: bool = True,
-              hold: bool = False) -> Job:
+              hold: bool = False, arrived: float | None = None) -> Job:
         """Synthesize; return as soon as the audio is written, with the post-processing queued
-        (hold=True: each step waits for Job.release(), see Job).
+        (hold=True: each step waits for Job.release(), see Job). `arrived`: when the request reached
+        the server (app.queue_time.arrival_of), for its queue time; default: now.
         Raises InputError (bad input), TuningError (preset refused; nothing changed) or
         ServiceError (engine failed; window closed, preset restored)."""
         req.validate()
@@ -257,6 +262,14 @@ class Service:
         if preset is not None and preset not in self.tuner.presets:
             raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
         trace = self.tracing_enabled if trace is None else bool(trace)
+        ticket = self.queue.arrive(arrived)
+        try:
+            return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold)
+        except BaseException:
+            self.queue.finish(ticket)
+            raise
+
+    def _start_locked(self, ticket, req, preset, scope, trace, progress, history, hold) -> Job:
         with self._lock:
             self.requests += 1
             rid = new_request_id()
@@ -266,7 +279,7 @@ class Service:
                 self.failures += 1
                 raise ServiceError(_storage_error("create the clip's directory", self.store.root, e)) from e
             try:
-                record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress)
+                record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket)
             except BaseException:
                 self.failures += 1
                 self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
@@ -281,11 +294,12 @@ class Service:
             analysed = self._aux.submit(self._analyse, record, window, clip_dir, post)
             self._aux.submit(_hold, gates["complete"], "complete", rid)
             done = self._last_done = self._aux.submit(self._complete, record, window, clip_dir, post)
+            done.add_done_callback(lambda _: self.queue.finish(ticket))  # later requests are free of it
             if trace:
                 self._aux.submit(self._prepare_next)  # the next request's window gets ready
         return Job(record, analysed, done, gates)
 
-    def _run(self, rid, clip_dir, req, preset, scope, trace, progress) -> tuple[ClipRecord, TraceWindow | None]:
+    def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket) -> tuple[ClipRecord, TraceWindow | None]:
         self._settle()  # the previous request's tracing work is over before this one starts
         if scope == "request" and preset:
             scope_cm = self.tuner.request_scope(preset)
@@ -302,6 +316,7 @@ class Service:
             in_force = self.tuner.readback()
             window = self._take_window() if trace else None  # before the clock: not synthesis
             t0 = time.monotonic()
+            queued = self.queue.start(ticket, t0)
             try:
                 if trace:
                     with window:
@@ -315,7 +330,9 @@ class Service:
                 raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
             wall = time.monotonic() - t0
         try:
-            return self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles), window
+            record = self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles)
+            record.queue_s, record.queue_ahead = round(queued[0], 4), queued[1]
+            return record, window
         except BaseException as e:
             if window is not None:
                 window.discard()  # never leave an instance behind

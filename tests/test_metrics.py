@@ -9,6 +9,7 @@ import pytest
 
 from breakdown_samples import contended, schedstat
 from app.metrics import Metrics, install
+from app.queue_time import QueueClock
 
 
 def _value(body: str, name: str, **labels) -> float | None:
@@ -47,7 +48,8 @@ def test_observe_fills_every_family():
 def test_install_on_a_running_gradio_app():
     """The wiring webui.py uses: launch(prevent_thread_lock=True), then install()."""
     import gradio as gr
-    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=1, listeners=[], busy=False)
+    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=1, listeners=[], busy=False,
+                                queue=QueueClock())
     ctx = types.SimpleNamespace(service=svc)
     with gr.Blocks() as demo:
         t = gr.Textbox()
@@ -56,11 +58,14 @@ def test_install_on_a_running_gradio_app():
     try:
         m = install(ctx, app)
         assert ctx.metrics is m and svc.listeners == [m.observe]
-        svc.listeners[0]({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.3, "breakdown": contended()})
+        svc.listeners[0]({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.3, "queue_s": 1.2,
+                          "breakdown": contended()})
         with urllib.request.urlopen(url + "metrics", timeout=10) as r:
             assert r.headers["Content-Type"].startswith("text/plain")
             body = r.read().decode()
         assert _value(body, "itts_request_wall_seconds_count", preset="default", engine="builtin") == 1
+        assert _value(body, "itts_queue_seconds_bucket", preset="default", engine="builtin", le="1.0") == 0
+        assert _value(body, "itts_queue_seconds_bucket", preset="default", engine="builtin", le="2.5") == 1
         assert _value(body, "itts_requests_total", status="error") == 1
         assert urllib.request.urlopen(url + "config", timeout=10).status == 200  # Gradio still serves
     finally:
@@ -115,10 +120,22 @@ def test_periodic_series_verdict_and_busy_gauges(tmp_path):
     (s.path / "series.json").write_text("{broken")  # a scrape survives a broken file
     assert "itts_snapshot_" not in m.exposition().decode()
 
-    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=0, listeners=[], busy=True)
+    svc = types.SimpleNamespace(engine=types.SimpleNamespace(name="builtin"), failures=0, listeners=[], busy=True,
+                                queue=QueueClock())
     ctx = types.SimpleNamespace(service=svc, args=types.SimpleNamespace(outputs=str(tmp_path), snapshot_series=None))
     fake_app = types.SimpleNamespace(router=types.SimpleNamespace(routes=[]))
-    mi = install(ctx, fake_app)
+    in_gradio = [3]  # requests Gradio holds in its queue (app.ui.compat.queued)
+    mi = install(ctx, fake_app, gradio_waiting=lambda: in_gradio[0])
     assert _plain(mi.exposition().decode(), "itts_service_busy") == 1
     svc.busy = False
     assert _plain(mi.exposition().decode(), "itts_service_busy") == 0
+    # running / waiting: the service's tickets plus Gradio's queue
+    a, b = svc.queue.arrive(), svc.queue.arrive()
+    svc.queue.start(a)
+    body = mi.exposition().decode()
+    assert _plain(body, "itts_requests_running") == 1 and _plain(body, "itts_requests_waiting") == 1 + 3
+    svc.queue.finish(a)
+    svc.queue.finish(b)
+    in_gradio[0] = 0
+    body = mi.exposition().decode()
+    assert _plain(body, "itts_requests_running") == 0 and _plain(body, "itts_requests_waiting") == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.queue_time import queue_text
 from app.ui.common import KERNEL_MD, preset_line
 from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
@@ -68,6 +69,8 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
             f"**Preset in force:** {preset.get('preset', '?')} ({preset_line(preset)}) · "
             f"**Wall** {rec['wall_s'] * 1000:.0f} ms for {rec['duration_s']:.2f} s of audio "
             f"(RTF {rec['rtf']:.2f})")
+    if queue_text(rec.get("queue_s"), rec.get("queue_ahead")):  # apart from the wall: time before synthesis
+        head += f" · **Queue:** {queue_text(rec.get('queue_s'), rec.get('queue_ahead'))}"
     if not rec.get("tracing"):
         head += "\n\n_Tracing was off for this request._"
     elif analysing:
@@ -96,7 +99,7 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
     fmd = "\n".join(f"- **{md_text(str(f['severity']).upper())}** {md_text(f['message'])}" for f in findings) or (
         "_Analysing the trace…_" if analysing else "_No findings._")
     json_out = {"breakdown": bd, "findings": findings, "preset": preset, "engine": rec["engine"],
-                "request_id": rec["id"]}
+                "request_id": rec["id"], "queue": {"queue_s": rec.get("queue_s"), "ahead": rec.get("queue_ahead")}}
     if pending:
         json_out["pending"] = pending  # only in the steps before the complete clip
     return (rec["audio_path"], rec["id"], head,

@@ -16,6 +16,8 @@ from models.base import InputError
 KERNEL_MD = {"latex_delimiters": []}
 
 SCOPES = ["service-wide", "this request only"]
+# Gradio concurrency id of the events that run the service (one at a time); /metrics counts its queue
+SERVICE_QUEUE = "synth"
 # Gradio makes plotly figures responsive, and plotly then sizes them to their element (a figure's
 # own height is dropped when it sets no width): the timeline plots get their height here.
 CSS = """

@@ -6,7 +6,7 @@ import gradio as gr
 
 from app.service import ServiceError
 from app.access import SWITCHING
-from app.ui.common import attachment_for, check_preset, require_operator, user_error
+from app.ui.common import SERVICE_QUEUE, attachment_for, check_preset, require_operator, user_error
 from models.base import InputError, SynthesisRequest
 from tracing.compare import compare_rows
 from tracing.timeline_plot import compare_figure
@@ -64,4 +64,4 @@ def build(ctx) -> None:
         (au_a, att_a, id_a), (au_b, att_b, id_b) = sides["a"], sides["b"]
         cmp_btn.click(compare, [cmp_text, cmp_spk, cmp_a, cmp_b],
                       [au_a, au_b, cmp_table, cmp_plot, att_a, att_b, id_a, id_b],
-                      api_name="compare", concurrency_id="synth")
+                      api_name="compare", concurrency_id=SERVICE_QUEUE)

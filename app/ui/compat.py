@@ -30,6 +30,16 @@ MAJOR = VERSION[0]
 PRIVATE: dict = {"api_visibility": "private"} if MAJOR >= 6 else {"api_name": False, "show_api": False}
 
 
+def queued(blocks, concurrency_id: str) -> int:
+    """Events waiting (not yet running) in Gradio's queue for one concurrency id. Gradio has no
+    public per-id count (/queue/status sums every id): both 5.45 and 6.x keep
+    Queue.event_queue_per_concurrency_id[id].queue; 0 when that is not there."""
+    try:
+        return len(blocks._queue.event_queue_per_concurrency_id[concurrency_id].queue)
+    except (AttributeError, KeyError, TypeError):
+        return 0
+
+
 def check_supported() -> None:
     """Refuse a Gradio this UI is not written for, naming the version and what is supported."""
     lo, hi = SUPPORTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.access import SWITCHING
-from app.ui.common import KEEP, KERNEL_MD, SCOPES, check_preset, preset_line, require_operator, user_error
+from app.ui.common import KEEP, KERNEL_MD, SCOPES, SERVICE_QUEUE, check_preset, preset_line, require_operator, user_error
 from tuning.apply import TuningError
 
 THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
@@ -75,7 +75,7 @@ def build(ctx, synth: dict) -> tuple:
         sched_json = gr.JSON(visible=False)
         outputs = [sched_md, sched_rows, sched_json]
         apply_btn.click(apply_service, sched_preset, [*outputs, synth["preset"], synth["scope"]],
-                        api_name="apply_preset", concurrency_id="synth")
+                        api_name="apply_preset", concurrency_id=SERVICE_QUEUE)
         once_btn.click(apply_request_only, sched_preset, [synth["preset"], synth["scope"]],
                        api_name="preset_for_next_request")
         refresh_btn.click(state, None, outputs, api_name="scheduling_state")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.queue_time import arrival_of
 from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
-from app.ui.common import KEEP, SCOPES, attachment_for, check_preset, named_preset, num, user_error
+from app.ui.common import KEEP, SCOPES, SERVICE_QUEUE, attachment_for, check_preset, named_preset, num, user_error
 from app.ui.compat import PRIVATE
 from models.base import DEFAULT_GENERATION, DURATION_FACTOR_RANGE, LANGUAGES_25, InputError, SynthesisRequest
 from tuning.apply import TuningError
@@ -73,7 +74,8 @@ def make_run_request(ctx):
                 **v25)
             job = svc.start(req, preset=preset or None,
                             scope="request" if scope == SCOPES[1] else "service",
-                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True)
+                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True,
+                            arrived=arrival_of(request))  # queue time from the HTTP arrival
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
         ticket = ctx.delivery.expect()  # before the yield: the download may beat our resumption
@@ -182,5 +184,5 @@ def build(ctx) -> dict:
         gen.click(make_run_request(ctx),
                   [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
                    preset, scope, trace, lang, duration],
-                  clip_panel, api_name="synthesize", concurrency_limit=1, concurrency_id="synth")
+                  clip_panel, api_name="synthesize", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
     return {"preset": preset, "scope": scope}

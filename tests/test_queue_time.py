@@ -1,0 +1,133 @@
+"""Queue time apart from synthesis (app/queue_time.py): the counting rule on a fake clock, the
+service with requests racing for its lock, and the real server where the waiting happens in
+Gradio's queue (the Synthesize event runs one at a time) before the handler even runs."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from app.queue_time import ARRIVAL_KEY, QueueClock, arrival_of, queue_text
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+# ------------------------------------------------------------------------------ pure rule ----
+def test_queue_time_and_requests_ahead_on_a_fake_clock():
+    c = Clock()
+    c.t = 9.0  # the stamps below are in the past
+    q = QueueClock(clock=c)
+    a = q.arrive(0.0)
+    assert (q.waiting, q.running) == (1, 0)
+    assert q.start(a, 0.0) == (0.0, 0)
+    assert (q.waiting, q.running) == (0, 1)
+    b, cc = q.arrive(1.0), q.arrive(2.0)
+    q.finish(a, 3.0)
+    assert q.start(b, 3.0) == (2.0, 1)  # waited 2 s behind A
+    q.finish(b, 6.0)
+    assert q.start(cc, 6.0) == (4.0, 2)  # behind A (still in at 2.0) and B
+    q.finish(cc, 7.0)
+    c.t = 10.0
+    d = q.arrive()  # no stamp: arrival is now
+    assert q.start(d, 10.5) == (0.5, 0)  # everyone before it had left
+    q.finish(d, 11.0)
+    # F overtakes E at the lock: E waited behind F, F behind nobody
+    c.t = 30.0
+    e, f = q.arrive(12.0), q.arrive(12.5)
+    assert q.start(f, 13.0) == (0.5, 0)
+    q.finish(f, 14.0)
+    assert q.start(e, 14.0) == (2.0, 1)
+    q.finish(e, 15.0)
+    assert (q.waiting, q.running) == (0, 0)
+    # a request that fails before it starts leaves the waiting count; finish is idempotent
+    g = q.arrive(16.0)
+    q.finish(g)
+    q.finish(g)
+    assert (q.waiting, q.running) == (0, 0)
+    # an arrival stamp later than the clock (another clock) counts as now
+    c.t = 40.0
+    assert q.arrive(99.0).arrived == 40.0
+
+
+def test_queue_text_and_arrival_of():
+    assert queue_text(1.23, 2) == "waited 1.2 s behind 2 requests"
+    assert queue_text(0.8, 1) == "waited 0.8 s behind 1 request"
+    assert queue_text(0.004, 0) == "no request ahead (started 4 ms after arrival)"
+    assert queue_text(None, None) == ""
+    gr_request = SimpleNamespace(request=SimpleNamespace(scope={ARRIVAL_KEY: 12.5}))
+    assert arrival_of(gr_request) == 12.5
+    assert arrival_of(SimpleNamespace(request=SimpleNamespace(scope={}))) is None
+    assert arrival_of(None) is None
+
+
+# ----------------------------------------------------------------- the service, in process ----
+def test_service_requests_racing_for_the_lock(tmp_path):
+    from app.service import Service
+    from app.store import ClipStore
+    from models.base import SynthesisRequest
+    from models.builtin import BuiltinEngine
+    from tuning.apply import Tuner
+    from tuning.presets import load_presets
+
+    svc = Service(BuiltinEngine(), Tuner(load_presets()), ClipStore(tmp_path / "out"), tracing_enabled=False)
+    try:
+        recs, arrived = [], time.monotonic()
+
+        def one(i):
+            recs.append(svc.start(SynthesisRequest(text=f"Request number {i}."), arrived=arrived).result())
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        recs.sort(key=lambda r: r.queue_s)
+        assert [r.queue_ahead for r in recs] == [0, 1, 2]
+        # each waited at least the synthesis of those served before it (arrival was common)
+        assert recs[1].queue_s >= recs[0].wall_s and recs[2].queue_s >= recs[0].wall_s + recs[1].wall_s
+        assert all(r.to_dict()["queue_s"] == r.queue_s for r in recs)
+        assert (svc.queue.waiting, svc.queue.running) == (0, 0)
+    finally:
+        svc.close()
+
+
+# --------------------------------------------------------------------- the real server ----
+def scrape(server) -> str:
+    with urllib.request.urlopen(server.url + "metrics", timeout=20) as r:
+        return r.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+@pytest.mark.slow
+def test_waiting_in_gradios_queue_is_queue_time(server, client):
+    before = metric(scrape(server), "itts_queue_seconds_count")
+    jobs = [client.submit(text=f"Queued request {i}, long enough to take a while.", api_name="/synthesize")
+            for i in range(3)]
+    waiting_seen = running_seen = 0.0
+    while not all(j.done() for j in jobs):
+        text = scrape(server)
+        waiting_seen = max(waiting_seen, metric(text, "itts_requests_waiting"))
+        running_seen = max(running_seen, metric(text, "itts_requests_running"))
+        time.sleep(0.05)
+    outs = [j.result()[-1] for j in jobs]  # the JSON output of the complete clip
+    qs = sorted((o["queue"]["queue_s"], o["queue"]["ahead"]) for o in outs)
+    assert [a for _, a in qs] == [0, 1, 2], qs
+    # the third waited out two syntheses in Gradio's queue: a measure taken only inside the
+    # handler (or the service's lock) would miss that and read ~0
+    assert qs[2][0] > qs[1][0] > qs[0][0] and qs[2][0] > 0.2, qs
+    assert waiting_seen >= 1 and running_seen >= 1
+    text = scrape(server)
+    assert metric(text, "itts_queue_seconds_count") == before + 3
+    assert metric(text, "itts_requests_waiting") == 0
