@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv (with test deps), the system tools the tests drive for real
-# (trace-cmd, stress-ng, chromium; installed with apt when missing and we are root), mounts tracefs,
+# (trace-cmd, stress-ng, chromium, prometheus + promtool, nginx; installed with apt when missing and we are root), mounts tracefs,
 # then runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +11,8 @@ command -v trace-cmd >/dev/null || missing+=(trace-cmd)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v promtool >/dev/null || missing+=(prometheus)  # the alert rules' tests, the fleet tests' server
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # the reverse proxy of the fleet tests
 # CJK glyphs, so the browser screenshots (test-artifacts/) show the Chinese labels
 [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing+=(fonts-wqy-zenhei)
 if [ ${#missing[@]} -gt 0 ]; then
