@@ -256,11 +256,15 @@ class Service:
         the server (app.queue_time.arrival_of), for its queue time; default: now.
         Raises InputError (bad input), TuningError (preset refused; nothing changed) or
         ServiceError (engine failed; window closed, preset restored)."""
-        req.validate()
-        if scope not in ("service", "request"):
-            raise InputError(f"Unknown preset scope {scope!r}: use 'service' or 'request'.")
-        if preset is not None and preset not in self.tuner.presets:
-            raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
+        try:
+            req.validate()
+            if scope not in ("service", "request"):
+                raise InputError(f"Unknown preset scope {scope!r}: use 'service' or 'request'.")
+            if preset is not None and preset not in self.tuner.presets:
+                raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
+        except InputError:
+            self.failures += 1  # bad input is a failed request too (itts_requests_total{status="error"})
+            raise
         trace = self.tracing_enabled if trace is None else bool(trace)
         ticket = self.queue.arrive(arrived)
         try:
