@@ -14,6 +14,12 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
       ARCHITECTURE.md; summed over the request's threads, so on_cpu can exceed wall)
 - itts_stage_seconds{stage,component,preset,engine}   histogram: the same per pipeline stage
       (breakdown["stages"]), plus component="wall" for the stage's own duration
+- itts_time_to_audio_seconds{preset,engine}          histogram: queue_s + wall_s, the request's
+      arrival at the server to the end of its synthesis (the audio is written and sent right after)
+- itts_blocker_seconds_total{comm,preset,engine}      counter: time other tasks ran on a CPU where
+      one of our threads sat runnable (the breakdown's blockers, each clip's top TOP_BLOCKERS),
+      comm as the kernel names the task with its instance number dropped (kworker/1:2 -> kworker,
+      stress-ng-cpu) so the label stays bounded; beyond MAX_COMMS names, "other"
 - itts_lost_events_total{preset,engine}               counter: trace events the kernel dropped
       (a non-zero rate means breakdowns are incomplete: enlarge --trace-buffer-kb)
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
@@ -50,6 +56,7 @@ Buckets span 1 ms .. 30 s (BUCKETS); anything above lands in +Inf.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -61,6 +68,8 @@ log = logging.getLogger("metrics")
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
 QUEUE_BUCKETS = (*BUCKETS, 60.0, 120.0, 300.0)
+TOP_BLOCKERS = 5
+MAX_COMMS = 50
 COMPONENTS = ("on_cpu", "runqueue_wait", "blocked_io", "sleep", "irq", "softirq", "reclaim")
 _MAX_LABEL = 64  # stage/kind names come from code, but a label must never grow without bound
 
@@ -84,6 +93,11 @@ class Metrics:
                               ["preset", "engine"], buckets=BUCKETS, registry=r)
         self.queue = Histogram("itts_queue_seconds", "Queue time: arrival at the server to synthesis start",
                                ["preset", "engine"], buckets=QUEUE_BUCKETS, registry=r)
+        self.to_audio = Histogram("itts_time_to_audio_seconds", "Arrival at the server to the end of synthesis "
+                                  "(queue + wall)", ["preset", "engine"], buckets=QUEUE_BUCKETS, registry=r)
+        self.blockers = Counter("itts_blocker_seconds", "Time other tasks held a CPU where our thread was runnable",
+                                ["comm", "preset", "engine"], registry=r)
+        self._comms: set[str] = set()
         self.breakdown = Histogram("itts_breakdown_seconds",
                                    "Per-request kernel breakdown totals (summed over the request's threads)",
                                    ["component", "preset", "engine"], buckets=BUCKETS, registry=r)
@@ -108,6 +122,8 @@ class Metrics:
         queue = _num(record.get("queue_s"))
         if queue is not None:
             self.queue.labels(preset, engine).observe(queue)
+            if wall is not None:
+                self.to_audio.labels(preset, engine).observe(queue + wall)
         bd = record.get("breakdown") or {}
         totals = bd.get("totals") or {}
         for c in COMPONENTS:
@@ -120,11 +136,25 @@ class Metrics:
                 v = _num(st.get(c + "_s"))
                 if v is not None:
                     self.stage.labels(name, c, preset, engine).observe(v)
+        for b in (bd.get("blockers") or [])[:TOP_BLOCKERS]:
+            t = _num(b.get("time_s"))
+            if t:
+                self.blockers.labels(self._comm(b.get("comm")), preset, engine).inc(t)
         lost = _num((bd.get("lost_events") or {}).get("total"))
         if bd:
             self.lost.labels(preset, engine).inc(lost or 0)  # inc(0) makes the series exist at 0
         for f in record.get("findings") or []:
             self.findings.labels(_label(f.get("kind")), _label(f.get("severity"))).inc()
+
+    def _comm(self, comm) -> str:
+        """A task's comm as a bounded label: the instance number dropped (kworker/u4:2 -> kworker,
+        ksoftirqd/1 -> ksoftirqd), at most MAX_COMMS distinct values, then "other"."""
+        name = re.sub(r"(/.*|[-_:.]\d+)$", "", str(comm or "")) or "unknown"
+        with self._lock:
+            if name not in self._comms and len(self._comms) >= MAX_COMMS:
+                return "other"
+            self._comms.add(name)
+        return _label(name)
 
     def sync_failures(self, engine: str, failures: int) -> None:
         """Bring itts_requests_total{status="error"} up to the service's failure count (failed

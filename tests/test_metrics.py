@@ -38,11 +38,27 @@ def test_observe_fills_every_family():
     assert _value(body, "itts_breakdown_seconds_bucket", component="runqueue_wait", preset="pinned", le="0.5") == 1
     assert _value(body, "itts_stage_seconds_count", stage="vocoder", component="wall", preset="pinned") == 1
     assert _value(body, "itts_lost_events_total", preset="pinned", engine="builtin") == 7
+    assert _value(body, "itts_blocker_seconds_total", comm="noisyneighbour", preset="pinned") == pytest.approx(0.4)
+    assert _value(body, "itts_blocker_seconds_total", comm="sshd", preset="pinned") == pytest.approx(0.001)
+    assert "itts_time_to_audio_seconds_count{" not in body  # no queue time on these records: not guessed
     assert _value(body, "itts_findings_total", kind="cpu_contention", severity="warning") == 1
     assert _value(body, "itts_requests_total", engine="builtin", status="ok") == 3
     m.sync_failures("builtin", 2)
     m.sync_failures("builtin", 2)  # idempotent: counts the service's failures once
     assert _value(m.exposition().decode(), "itts_requests_total", status="error") == 2
+
+
+def test_blocker_names_stay_a_bounded_label_set():
+    from app.metrics import MAX_COMMS
+    m = Metrics()
+    names = ["kworker/u4:2", "kworker/1:0H", "ksoftirqd/1", "torch-intra-3", "python3", "stress-ng-cpu"]
+    assert [m._comm(c) for c in names] == ["kworker", "kworker", "ksoftirqd", "torch-intra", "python3",
+                                           "stress-ng-cpu"]
+    for i in range(3 * MAX_COMMS):  # a local user spawning processes with fresh names
+        m._comm(f"spam{i}x")
+    assert m._comm("brand-new-name") == "other" and m._comm("kworker/0:1") == "kworker"
+    m.observe({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 0.3, "queue_s": 0.2})
+    assert _value(m.exposition().decode(), "itts_time_to_audio_seconds_sum", preset="default") == pytest.approx(0.5)
 
 
 def test_install_on_a_running_gradio_app():
