@@ -168,3 +168,18 @@ def test_every_panel_query_runs_against_the_real_prometheus(fleet):
             family = re.sub(r"_(bucket|count|sum|total)$", "", name)
             assert name in exported or family in meta or name in meta, \
                 f"panel {title!r} reads {name}, which the launchers do not export"
+
+
+def test_template_variables_list_both_launchers_and_presets(fleet):
+    """label_values(metric, label) as Grafana's Prometheus data source runs it (/api/v1/series)."""
+    board = json.loads((ROOT / "docs" / "grafana" / "itts-fleet.json").read_text())
+    found = {}
+    for v in board["templating"]["list"]:
+        if v["type"] != "query":
+            continue
+        metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", v["query"]["query"]).groups()
+        out = fleet.prom.api("series", **{"match[]": metric})
+        assert out["status"] == "success", out
+        found[v["name"]] = {s[label] for s in out["data"] if label in s}
+    assert found["instance"] == set(fleet.instance.values())
+    assert found["preset"] == set(PRESETS.values())
