@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -99,7 +100,20 @@ def parse_allowed(values) -> list[str]:
     return out
 
 
+SHARE_DOMAIN = ".gradio.live"  # GRADIO_SHARE's tunnel forwards its public name as the Host
+
+
 class HostPolicy:
+    @classmethod
+    def from_args(cls, args, environ=os.environ) -> "HostPolicy":
+        """The launcher's policy: --host, --allowed-hosts, and the share link's domain when
+        GRADIO_SHARE is on (webui.py allows that only with --auth). Not verified against the live
+        share service (no outside network here): its tunnel is expected to keep the public Host."""
+        extra = list(args.allowed_hosts or [])
+        if environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes") and getattr(args, "auth", None):
+            extra.append(SHARE_DOMAIN)
+        return cls(args.host, extra)
+
     def __init__(self, bind_host: str, allowed=()):
         allowed = parse_allowed(allowed)
         self.any = ANY in allowed

@@ -46,6 +46,11 @@ def test_specific_address_and_allowed_hosts():
     for bad in ("example.org", "evilfleet.example", "tts.example.org.evil.example"):
         assert not p.allows(bad), bad
     assert HostPolicy("127.0.0.1", ["*"]).allows(EVIL)
+    import argparse
+    args = argparse.Namespace(host="127.0.0.1", allowed_hosts=["tts.example.org"], auth="u:p")
+    assert not HostPolicy.from_args(args, environ={}).allows("abc123.gradio.live")
+    shared = HostPolicy.from_args(args, environ={"GRADIO_SHARE": "true"})
+    assert shared.allows("abc123.gradio.live") and shared.allows("tts.example.org") and not shared.allows(EVIL)
     assert "protection is off" in HostPolicy("127.0.0.1", ["*"]).describe()
 
 
