@@ -124,6 +124,17 @@ class ThreadRoles:
             self._forget_dead()
             return dict(self._roles)
 
+    def refresh(self) -> dict[int, str]:
+        """Name what can be found without a synthesis (the web server's threads, torch's inter-op
+        pool, e.g. Gradio workers born since) and forget dead threads; the synthesis thread and its
+        torch team keep what the last synthesis named. For views of every thread (the Scheduling
+        tab), so they say the same names as the clips. Returns roles()."""
+        with self._lock:
+            self._name_python_threads(skip={self._synth} if self._synth is not None else set())
+            self._name_interop()
+            self._forget_dead()
+            return dict(self._roles)
+
     def roles(self) -> dict[int, str]:
         """{tid: kind} of live threads we named."""
         with self._lock:

@@ -8,7 +8,7 @@ from app.access import SWITCHING
 from app.ui.common import KEEP, KERNEL_MD, SCOPES, SERVICE_QUEUE, check_preset, preset_line, require_operator, user_error
 from tuning.apply import TuningError
 
-THREAD_HEADERS = ["tid", "thread", "CPUs", "nice", "policy", "rt prio"]
+THREAD_HEADERS = ["tid", "thread", "role", "CPUs", "nice", "policy", "rt prio"]
 
 
 def scheduling_state(ctx):
@@ -20,8 +20,11 @@ def scheduling_state(ctx):
         ctx.tuner.ensure()
     except TuningError:
         pass  # nothing was changed (all-or-nothing): the read-back below shows the difference
+    roles = ctx.service.roles.refresh()  # threads named by role, as the clips name them
     rb = ctx.tuner.readback()
-    rows = [[t["tid"], t["comm"], t["cpus"], t["nice"], t["policy"], t["rt_priority"]]
+    for t in rb.get("threads", []):
+        t["role"] = roles.get(t["tid"])
+    rows = [[t["tid"], t["comm"], t["role"] or "", t["cpus"], t["nice"], t["policy"], t["rt_priority"]]
             for t in rb.get("threads", [])]
     autogroup = ""
     if rb.get("autogroup_nice") is not None:
