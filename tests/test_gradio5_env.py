@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 import urllib.request
 
 import numpy as np
@@ -111,6 +112,31 @@ def test_synthesize_over_raw_http_returns_audio_and_breakdown(g5_server):
     assert {s["name"] for s in b["stages"]} >= {"text", "acoustic", "voice"}
     assert bd_rows["data"] and stage_rows["data"]
     assert attachment["url"].endswith(".zip")
+
+
+def test_queue_time_and_allowed_hosts_on_gradio5(g5_server):
+    """Gradio 5.45 hands the handler the same ASGI scope (the arrival stamp), keeps the same queue
+    (running/waiting), and the allowed-hosts middleware stands in front of its routes too."""
+    import http.client
+    import threading
+    results = {}
+
+    def call(i):
+        results[i] = _call(g5_server, text=f"Queued on Gradio five, request {i}.")[-1]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(300)
+    queues = sorted((data[-1]["queue"]["ahead"], data[-1]["queue"]["queue_s"]) for _, data in results.values())
+    assert [a for a, _ in queues] == [0, 1] and queues[1][1] > queues[0][1], queues
+    metrics = urllib.request.urlopen(g5_server.url + "metrics", timeout=30).read().decode()
+    assert "itts_queue_seconds_count{" in metrics and "itts_requests_waiting 0.0" in metrics
+    c = http.client.HTTPConnection("127.0.0.1", g5_server.port, timeout=30)
+    c.request("GET", "/config", headers={"Host": "rebind.attacker.example"})
+    r = c.getresponse()
+    assert r.status == 403 and b"--allowed-hosts rebind.attacker.example" in r.read()
 
 
 def test_error_text_reaches_raw_sse_client(g5_server):
