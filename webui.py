@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   ./start_app.sh --version 2 --accel --torch_compile --qwen_emo      upstream's own launch line
   PYTHON=/path/to/index-tts/.venv/bin/python ./start_app.sh --model_dir /path/to/index-tts/checkpoints
                                                   run inside IndexTTS's env (adds only what it lacks, in .userenv/)
-  ./start_app.sh --preset pinned --host 0.0.0.0 --auth me:secret
+  ./start_app.sh --preset pinned --host 0.0.0.0 --auth me:secret --allowed-hosts tts.example.org
+                                                  one host of a fleet, also reached by its DNS name (docs/fleet.md)
 """
 
 

@@ -74,6 +74,16 @@ def test_exposed_without_auth_refuses_preset_switching(tmp_path, servers):
             call()
     assert synth(client)[9]["preset"]["preset"] == "default"  # synthesis itself still works
     assert sched_changes(before, thread_sched(srv.proc.pid)) == {}
+    # upstream's bind: the machine's names and addresses answer (app/allowed_hosts.py), others do not
+    import http.client
+    import socket
+    addrs = [a.address for nic, al in psutil.net_if_addrs().items() for a in al
+             if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    for connect_to, host, want in [("127.0.0.1", socket.gethostname(), 200), ("127.0.0.1", "localhost", 200),
+                                   *[(a, a, 200) for a in addrs[:1]], ("127.0.0.1", "rebind.attacker.example", 403)]:
+        c = http.client.HTTPConnection(connect_to, srv.port, timeout=20)
+        c.request("GET", "/config", headers={"Host": f"{host}:{srv.port}"})
+        assert c.getresponse().status == want, (connect_to, host)
 
 
 def test_exposed_with_i_know_this_is_open_allows_switching(tmp_path, servers):
