@@ -9,8 +9,6 @@ import time
 import urllib.request
 from types import SimpleNamespace
 
-import pytest
-
 from app.queue_time import ARRIVAL_KEY, QueueClock, arrival_of, queue_text
 
 
@@ -110,7 +108,6 @@ def metric(text: str, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
-@pytest.mark.slow
 def test_waiting_in_gradios_queue_is_queue_time(server, client):
     before = metric(scrape(server), "itts_queue_seconds_count")
     jobs = [client.submit(text=f"Queued request {i}, long enough to take a while.", api_name="/synthesize")

@@ -3,10 +3,7 @@ torch-intra-N, web-loop, web-worker, trace-aux) as the clip's breakdown does, in
 every thread as `python`. On the real session server."""
 from __future__ import annotations
 
-import pytest
 
-
-@pytest.mark.slow
 def test_scheduling_tab_names_threads_as_the_clip_does(server, client):
     out = client.predict(text="Who is who.", api_name="/synthesize")
     bd = out[-1]["breakdown"]
