@@ -35,11 +35,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 import soundfile as sf
 
 from models.base import InputError, SynthesisRequest
+from app import device_view
 from app.queue_time import QueueClock
 from app.store import ClipStore
 from tracing import tracedat
@@ -159,8 +161,9 @@ def versions() -> dict:
 
 class Service:
     def __init__(self, engine, tuner: Tuner, store: ClipStore, tracing_enabled: bool = True,
-                 trace_root: str | None = None, buffer_kb: int | None = None):
+                 trace_root: str | None = None, buffer_kb: int | None = None, device_view: str = "auto"):
         self.engine = engine
+        self.device_view = device_view  # app/device_view.py LEVELS
         self.tuner = tuner
         self.store = store
         self.tracing_enabled = tracing_enabled
@@ -283,13 +286,13 @@ class Service:
                 self.failures += 1
                 raise ServiceError(_storage_error("create the clip's directory", self.store.root, e)) from e
             try:
-                record, window = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket)
+                record, window, dv = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket)
             except BaseException:
                 self.failures += 1
                 self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
                 raise
             # queued before the lock is released: the next request's _settle() waits for them
-            post: dict = {"history": history}  # what _analyse hands to _complete (the trace.dat job)
+            post: dict = {"history": history, "device": dv}  # _analyse hands _complete the trace.dat job
             gates = {s: threading.Event() for s in HELD_STEPS}
             if not hold:
                 for g in gates.values():
@@ -303,7 +306,7 @@ class Service:
                 self._aux.submit(self._prepare_next)  # the next request's window gets ready
         return Job(record, analysed, done, gates)
 
-    def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket) -> tuple[ClipRecord, TraceWindow | None]:
+    def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket) -> tuple:
         self._settle()  # the previous request's tracing work is over before this one starts
         if scope == "request" and preset:
             scope_cm = self.tuner.request_scope(preset)
@@ -319,11 +322,12 @@ class Service:
             roles = self.roles.name_synthesis_thread(sys.modules.get("torch"))
             in_force = self.tuner.readback()
             window = self._take_window() if trace else None  # before the clock: not synthesis
+            dv = device_view.DeviceCapture(self.engine, window, self.device_view)  # GPU side, on CUDA
             t0 = time.monotonic()
             queued = self.queue.start(ticket, t0)
             try:
                 if trace:
-                    with window:
+                    with window, dv:
                         result = self.engine.synthesize(req, _Stages(window, progress, self.engine.stages))
                 else:
                     result = self.engine.synthesize(req, _Stages(None, progress, self.engine.stages))
@@ -336,7 +340,7 @@ class Service:
         try:
             record = self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles)
             record.queue_s, record.queue_ahead = round(queued[0], 4), queued[1]
-            return record, window
+            return record, window, dv
         except BaseException as e:
             if window is not None:
                 window.discard()  # never leave an instance behind
@@ -373,6 +377,7 @@ class Service:
             bd = window.analyze(release=False).to_dict()
             for t in bd.get("threads") or []:
                 t["role"] = record.roles.get(t.get("tid"))
+            post["profile"] = device_view.attach(post.get("device"), bd, clip_dir)  # bd["device"]
             record.findings = make_findings(bd, {"preset": record.preset, "roles": record.roles})
             record.breakdown = bd
         except Exception as e:
@@ -385,13 +390,15 @@ class Service:
         adds a note and the next still runs: reporting never undoes collection."""
         dat_job = post.get("dat_job")
         try:
-            self._attach(record, window, clip_dir, dat_job)
+            self._attach(record, window, clip_dir, dat_job, post.get("profile"))
         finally:
             if window is not None:
                 window.discard()  # never leave an instance behind
             if dat_job is not None:
                 dat_job.exception()  # finished, whatever happened, before the clip dir is kept
                 (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
+            if post.get("profile"):
+                Path(post["profile"]).unlink(missing_ok=True)  # the device profile: in the zip too
         try:
             if post.get("history", True):  # a snapshot's requests are not clips (see synthesize)
                 self.store.save_record(record.to_dict())
@@ -404,7 +411,7 @@ class Service:
             except Exception:
                 log.exception("listener failed")
 
-    def _attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job) -> None:
+    def _attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job, profile=None) -> None:
         raw = png = None
         if window is not None and window.collected is not None:
             raw = window.collected.raw_text or None
@@ -436,7 +443,7 @@ class Service:
                 log.warning("no trace.dat for request %s: %s", record.id, e)
                 record.notes.append(f"No trace.dat in the attachment: {e}")
         try:
-            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat)
+            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat, device_profile=profile)
             record.attachment_path = str(clip_dir / "trace.zip")
         except Exception as e:
             log.exception("attachment failed on request %s", record.id)

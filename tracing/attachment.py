@@ -8,6 +8,10 @@ Members:
                  parameters, versions) plus `schema` (SUMMARY_SCHEMA).
 - `report.txt`   the human-readable report (tracing/report.py).
 - `timeline.png` the timeline picture (tracing/timeline.py), when one was rendered.
+- `device_profile.json`  the request's device profile (Kineto JSON from torch.profiler, CUDA
+                 activity), when the engine ran on a GPU (app/device_view.py): opens in
+                 ui.perfetto.dev and in Holistic Trace Analysis; `python -m tracing analyze
+                 trace.zip` joins it with the kernel trace again.
 - `trace.dat`    the same window for trace-cmd (`trace-cmd report -i trace.dat`) and KernelShark
                  (`kernelshark trace.dat`), made from the window's ring-buffer pages by
                  tracing/tracedat.py when trace-cmd is installed; absent otherwise.
@@ -35,7 +39,8 @@ SUMMARY = "summary.json"
 REPORT = "report.txt"
 TIMELINE = "timeline.png"
 TRACE_DAT = "trace.dat"
-MEMBERS = (TRACE, SUMMARY, REPORT, TIMELINE, TRACE_DAT)
+DEVICE_PROFILE = "device_profile.json"
+MEMBERS = (TRACE, SUMMARY, REPORT, TIMELINE, TRACE_DAT, DEVICE_PROFILE)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _DAT_MAGIC = b"\x17\x08\x44tracing"  # trace-cmd's file magic
@@ -44,8 +49,9 @@ MAX_MEMBER_BYTES = 2 << 30
 
 
 def build_attachment(dest_zip_path, raw_trace_text: str | None, summary: dict, report_text: str,
-                     timeline_png: bytes | None, trace_dat=None) -> Path:
-    """Write the zip atomically and return its path. `trace_dat`: path of a trace.dat to include."""
+                     timeline_png: bytes | None, trace_dat=None, device_profile=None) -> Path:
+    """Write the zip atomically and return its path. `trace_dat` / `device_profile`: paths of a
+    trace.dat / a Kineto JSON to include."""
     dest = Path(dest_zip_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     doc = dict(summary or {})
@@ -69,6 +75,8 @@ def build_attachment(dest_zip_path, raw_trace_text: str | None, summary: dict, r
                 # mostly page headers and repeated fields: level 1 already shrinks it ~7x, at a
                 # fraction of level 6's CPU time
                 zf.write(trace_dat, TRACE_DAT, compresslevel=1)
+            if device_profile is not None:  # JSON: repetitive, shrinks ~10x at level 1
+                zf.write(device_profile, DEVICE_PROFILE, compresslevel=1)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -83,7 +91,8 @@ def validate_attachment(zip_path) -> dict:
     Checks: it is a zip with summary.json (JSON object with `schema`) and report.txt; trace.txt, when
     present, starts with the `# tracer:` header and has sched_waking and atrace B| markers (warned as
     problems only if the summary says mode "full"); timeline.png, when present, is a PNG; trace.dat,
-    when present, starts with trace-cmd's magic.
+    when present, starts with trace-cmd's magic; device_profile.json, when present, is a Kineto
+    trace (a JSON object with traceEvents).
     """
     problems: list[str] = []
     members: dict[str, int] = {}
@@ -133,6 +142,13 @@ def validate_attachment(zip_path) -> dict:
                 with zf.open(TRACE_DAT) as fh:
                     if fh.read(len(_DAT_MAGIC)) != _DAT_MAGIC:
                         problems.append("trace.dat is not a trace-cmd file")
+            if DEVICE_PROFILE in members and members[DEVICE_PROFILE] <= MAX_MEMBER_BYTES:
+                try:
+                    prof = json.loads(zf.read(DEVICE_PROFILE))
+                    if not isinstance(prof, dict) or not isinstance(prof.get("traceEvents"), list):
+                        problems.append("device_profile.json has no traceEvents list (not a Kineto trace)")
+                except ValueError as e:
+                    problems.append(f"device_profile.json is not valid JSON: {e}")
     except (zipfile.BadZipFile, OSError) as e:
         problems.append(f"not a readable zip: {e}")
     return {"ok": not problems, "problems": problems, "members": members, "schema": schema, "mode": mode}

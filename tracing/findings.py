@@ -37,11 +37,14 @@ DEGRADED_MODE = "degraded_mode"        # no tracefs: schedstat only
 KERNEL_LATENCY = "kernel_latency"      # a latency tracer saw irqs/preemption off or a slow wakeup
 INFERRED_SWITCHES = "inferred_switches"  # the trace left switches out: part of the split is inferred
 MISSING_EVENTS = "missing_events"      # an event could not be enabled: part of the breakdown is blind
+GPU_STARVED = "gpu_starved"            # the GPU sat idle waiting for the host (device view, tracing/device.py)
+GPU_SYNC_SPIN = "gpu_sync_spin"        # a thread spun on-CPU inside a CUDA synchronize
+GPU_LAUNCH_BOUND = "gpu_launch_bound"  # a stage's kernels are too short to keep the GPU busy
 HEALTHY = "healthy"                    # nothing above stood out
 
 KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
          MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, INFERRED_SWITCHES, MISSING_EVENTS,
-         HEALTHY)
+         GPU_STARVED, GPU_SYNC_SPIN, GPU_LAUNCH_BOUND, HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
 
@@ -115,6 +118,25 @@ MIN_UNCERTAIN_S = 0.005
 # those columns read 0 for lack of data (info). Events this kernel does not have at all are named
 # only when they are sched events (the rest are optional, e.g. memcg reclaim on old kernels).
 CRIT_EVENTS = ("sched/sched_switch",)
+# Device view (breakdown "device", tracing/device.py). GPU starved by the host: host_wait (idle gaps
+# whose next launch came after the GPU went idle) >= 20% of the synthesis window (and >= 20 ms) is
+# a GPU the host does not keep fed; >= 50% makes the host the bottleneck, not the model.
+GPU_HOST_WAIT_WARN_SHARE = 0.20
+GPU_HOST_WAIT_CRIT_SHARE = 0.50
+MIN_GPU_HOST_WAIT_S = 0.020
+# A kernel-trace cause of host_wait is named when it covers >= 10% of the host_wait time.
+GPU_CAUSE_MIN_SHARE = 0.10
+# Spinning inside a synchronize: on-CPU time while in cudaStreamSynchronize & co. >= 10% of the
+# window (and >= 50 ms) is a CPU burnt on waiting; >= 30% is a core lost to it.
+GPU_SPIN_INFO_SHARE = 0.10
+GPU_SPIN_WARN_SHARE = 0.30
+MIN_GPU_SPIN_S = 0.050
+# Launch-bound stage (HTA's short-kernel rule: a kernel shorter than its own launch call): >= 100
+# kernels, >= half of them short, the GPU busy < half the stage, and the stage >= 50 ms.
+LAUNCH_BOUND_MIN_KERNELS = 100
+LAUNCH_BOUND_SHORT_SHARE = 0.5
+LAUNCH_BOUND_BUSY_SHARE = 0.5
+LAUNCH_BOUND_MIN_STAGE_S = 0.050
 
 _KSWAPD = re.compile(r"^kswapd\d*")
 # Write-back / journal flushers: kworker (flush work runs there), jbd2 (ext4 journal), journald,
@@ -699,6 +721,94 @@ def _healthy(bd: dict) -> dict:
     return _f(HEALTHY, "info", msg, {"wall_s": wall, "on_cpu_s": on, "runqueue_wait_s": rq})
 
 
+def _captured(bd: dict) -> dict:
+    """The breakdown's device section when a profile was captured (else {})."""
+    dv = bd.get("device")
+    return dv if isinstance(dv, dict) and dv.get("status") == "captured" else {}
+
+
+def _device(bd: dict) -> dict:
+    """The device section when the profile shows GPU activity in the window (else {})."""
+    dv = _captured(bd)
+    return dv if dv.get("device") is not None else {}
+
+
+def _rule_gpu_starved(bd: dict, ctx: dict) -> list[dict]:
+    """The GPU waited for the host (host_wait gaps), with what the kernel did to the launch thread."""
+    dv = _device(bd)
+    tot = dv.get("totals") or {}
+    wall, hw = _num(dv, "window_s"), _num(tot, "host_wait_s")
+    if wall <= 0 or hw < MIN_GPU_HOST_WAIT_S:
+        return []
+    share = hw / wall
+    sev = _sev(share, GPU_HOST_WAIT_WARN_SHARE, GPU_HOST_WAIT_CRIT_SHARE)
+    if sev is None:
+        return []
+    hc = tot.get("host_cause") or {}
+    blk = [b for b in hc.get("blockers") or [] if not str(b.get("blocker", "")).startswith("(")]
+    causes, advice = [], "the host code between launches is the bottleneck: batch, fuse or CUDA-graph that stage"
+    if blk and _num(blk[0], "time_s") >= GPU_CAUSE_MIN_SHARE * hw:
+        b = blk[0]
+        cpus = ",".join(str(c) for c in b.get("cpus") or [])
+        causes.append(f"{_ms(_num(b, 'time_s'))} runnable behind {b['blocker']}" + (f" on CPU {cpus}" if cpus else ""))
+        advice = ("the kernel kept the launching thread off its CPU: give synthesis its own cores (`pinned`, "
+                  "`gpu-local` preset) or move that task away")
+    for key, what in (("runnable_s", "runnable (run-queue wait)"), ("sleep_s", "asleep"),
+                      ("blocked_io_s", "blocked on I/O (D)"), ("irq_s", "in IRQ handlers"),
+                      ("softirq_s", "in softirq handlers"), ("running_s", "on-CPU in host code")):
+        v = _num(hc, key)
+        if v >= GPU_CAUSE_MIN_SHARE * hw and not (key == "runnable_s" and causes):
+            causes.append(f"{_ms(v)} {what}")
+    msg = (f"GPU starved by the host: GPU {dv.get('device')} sat idle waiting for the next launch for {_ms(hw)} "
+           f"({_pct(share)} of the {_ms(wall)} synthesis, {int(_num(tot, 'host_wait_gaps'))} gaps); during those gaps "
+           f"the launching thread was " + ("; ".join(causes) if causes else "not seen in the kernel trace")
+           + f". So {advice}.")
+    return [_f(GPU_STARVED, sev, msg, {"device": dv.get("device"), "host_wait_s": hw, "window_s": wall,
+                                       "share": share, "host_cause": hc,
+                                       "clock_error_us": (dv.get("clock") or {}).get("error_us")})]
+
+
+def _rule_gpu_sync_spin(bd: dict, ctx: dict) -> list[dict]:
+    """A thread that spun on-CPU inside synchronizing CUDA calls (cudaDeviceScheduleAuto spins)."""
+    dv = _captured(bd)
+    wall = _num(dv, "window_s")
+    rows = (dv.get("gpu_waits") or {}).get("threads") or []
+    if wall <= 0 or not rows:
+        return []
+    top = max(rows, key=lambda r: _num(r, "spinning_s"))
+    spin = _num(top, "spinning_s")
+    share = spin / wall
+    if spin < MIN_GPU_SPIN_S or share < GPU_SPIN_INFO_SHARE:
+        return []
+    t = next((x for x in bd.get("threads") or [] if x.get("tid") == top.get("tid")), {"tid": top.get("tid")})
+    msg = (f"Spinning in synchronize: {_thread_name(t, bd)} waited for the GPU for {_ms(_num(top, 'wait_s'))} in "
+           f"{int(_num(top, 'calls'))} synchronizing call(s), {_ms(spin)} of it ({_pct(share)} of the request) "
+           f"on-CPU, busy-waiting; PyTorch has no blocking-sync switch (pytorch#28224), so leave that thread a "
+           f"core of its own (the torch intra-op threads must not need it) or it slows the CPU work beside it.")
+    return [_f(GPU_SYNC_SPIN, "warn" if share >= GPU_SPIN_WARN_SHARE else "info", msg,
+               {"tid": top.get("tid"), "wait_s": _num(top, "wait_s"), "spinning_s": spin, "sleep_s": _num(top, "sleep_s"),
+                "calls": int(_num(top, "calls")), "share": share})]
+
+
+def _rule_gpu_launch_bound(bd: dict, ctx: dict) -> list[dict]:
+    """Stages whose kernels are shorter than their launches (HTA's short-kernel rule) and leave the GPU idle."""
+    out = []
+    for st in _device(bd).get("stages") or []:
+        n, short, wall = int(_num(st, "kernels")), int(_num(st, "short_kernels")), _num(st, "wall_s")
+        if n < LAUNCH_BOUND_MIN_KERNELS or wall < LAUNCH_BOUND_MIN_STAGE_S:
+            continue
+        busy = _num(st, "busy_s") / wall
+        if short / n < LAUNCH_BOUND_SHORT_SHARE or busy >= LAUNCH_BOUND_BUSY_SHARE:
+            continue
+        msg = (f"Launch-bound stage: in '{st.get('name')}' {short} of {n} kernels ran shorter than their own launch "
+               f"call, and the GPU was busy only {_pct(busy)} of the stage's {_ms(wall)}; the host cannot launch "
+               f"them as fast as the GPU retires them: fuse them (torch.compile), capture the loop in a CUDA graph, "
+               f"or batch more work per launch.")
+        out.append(_f(GPU_LAUNCH_BOUND, "warn", msg, {"stage": st.get("name"), "kernels": n, "short_kernels": short,
+                                                      "busy_share": busy, "wall_s": wall}))
+    return out
+
+
 _RULES = (_rule_missing_events, _rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup,
           _rule_memory, _rule_writeback, _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded,
-          _rule_kernel_latency, _rule_inferred)
+          _rule_kernel_latency, _rule_inferred, _rule_gpu_starved, _rule_gpu_sync_spin, _rule_gpu_launch_bound)

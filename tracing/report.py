@@ -17,13 +17,15 @@ from __future__ import annotations
 import datetime as _dt
 import math
 
+from .device_report import device_lines
+
 # Column headers of the rows below; the UI tables use these (same shapes as webui.py's tables).
 BREAKDOWN_HEADERS = ["metric", "value"]
 STAGE_HEADERS = ["stage", "wall ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms", "IRQ ms",
                  "migrations"]
 BLOCKER_HEADERS = ["task", "pid", "held our CPU ms", "preemptions"]
 THREAD_HEADERS = ["thread", "tid", "observed ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms",
-                  "IRQ ms", "migrations", "vol/invol switches"]
+                  "IRQ ms", "migrations", "vol/invol switches", "GPU wait ms"]
 
 _SEVERITY_TAG = {"crit": "CRIT", "warn": "WARN", "info": "info"}
 
@@ -88,6 +90,12 @@ def format_breakdown_rows(bd: dict) -> list[list]:
     if full:
         n, unc = int(_num(tot, "inferred_switches")), _num(tot, "uncertain_s")
         rows.append(["inferred switches", f"{n}" + (f" ({fmt_ms(unc)} ms in uncertain gaps)" if n or unc else "")])
+    dv = bd.get("device") or {}
+    if dv.get("status") == "captured":  # named, not hidden in sleep / on-CPU (tracing/device.py)
+        waits = (dv.get("gpu_waits") or {}).get("threads") or []
+        w, spin = sum(_num(r, "wait_s") for r in waits), sum(_num(r, "spinning_s") for r in waits)
+        rows.append(["waiting for the GPU (synchronize)", f"{fmt_ms(w)} ms" + (f", {fmt_ms(spin)} ms of it spinning "
+                                                                             f"on-CPU" if spin > 0 else "")])
     rows.append(["lost events", lost_text(bd) if full else na])
     miss = missing_events_text(bd)
     if miss and full:
@@ -143,7 +151,8 @@ def thread_rows(bd: dict, limit: int = 20) -> list[list]:
         rows.append([str(t.get("comm", "?")), t.get("tid"), _cell(t, "observed_s"), _cell(t, "on_cpu_s"),
                      _cell(t, "runqueue_wait_s"), _cell(t, "blocked_io_s"), _cell(t, "sleep_s"),
                      _cell(t, "irq_s", "softirq_s"), _count(t, "migrations"),
-                     f"{int(_num(t, 'voluntary_switches'))}/{int(_num(t, 'involuntary_switches'))}"])
+                     f"{int(_num(t, 'voluntary_switches'))}/{int(_num(t, 'involuntary_switches'))}",
+                     _gpu_wait(t)])
     rest = threads[limit:]
     if rest:
         def s(key):
@@ -151,8 +160,18 @@ def thread_rows(bd: dict, limit: int = 20) -> list[list]:
         rows.append([f"({len(rest)} more threads)", "", fmt_ms(s("observed_s")), fmt_ms(s("on_cpu_s")),
                      fmt_ms(s("runqueue_wait_s")), fmt_ms(s("blocked_io_s")), fmt_ms(s("sleep_s")),
                      fmt_ms(s("irq_s") + s("softirq_s")), int(s("migrations")),
-                     f"{int(s('voluntary_switches'))}/{int(s('involuntary_switches'))}"])
+                     f"{int(s('voluntary_switches'))}/{int(s('involuntary_switches'))}",
+                     fmt_ms(s("gpu_wait_s")) if any(t.get("gpu_wait_s") is not None for t in rest) else "-"])
     return rows
+
+
+def _gpu_wait(t: dict) -> str:
+    """A thread's time in synchronizing CUDA calls ("waiting for the GPU", tracing/device.py), with
+    its on-CPU (spinning) part; '-' without a device view."""
+    if t.get("gpu_wait_s") is None:
+        return "-"
+    spin = _num(t, "gpu_wait_spinning_s")
+    return fmt_ms(_num(t, "gpu_wait_s")) + (f" ({fmt_ms(spin)} spinning)" if spin > 0 else "")
 
 
 def blocker_rows(bd: dict, limit: int = 10, share: bool = False) -> list[list]:
@@ -297,6 +316,10 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
     L.append("Stages")
     L.extend(_table(STAGE_HEADERS + ["reclaim ms"], sr) if sr else ["  (no stage markers)"])
     L.append("")
+
+    if bd.get("device"):
+        L.extend(device_lines(bd["device"], _table))
+        L.append("")
 
     tr = thread_rows(bd)
     L.append("Threads")

@@ -13,6 +13,8 @@ duration, CPU and blocker.
   own, "runnable, CPU held by another task") and their hover names the blocker.
 - Pipeline stages are bands across the lanes with their names on top.
 - Time is in ms from the window start, so two clips compare on one scale (`compare_figure`).
+- With a device view (breakdown "device"), GPU lanes on top: busy, idle gaps by class, and each
+  thread's "waiting for the GPU" (tracing/timeline_gpu.py).
 
 Responsiveness: a breakdown carries up to 4000 segments. One bar trace per state (at most five
 traces, each point's details in `customdata`), never one trace per segment: plotly.js then lays out
@@ -31,6 +33,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .timeline import STATE_COLORS, STATE_LABELS, _STAGE_COLORS
+from .timeline_gpu import gpu_lane_labels, gpu_traces
 
 _STATES = ("sleep", "blocked_io", "running", "runnable", "runnable_blocked")  # drawing order
 _ROLE_ORDER = {"synthesis": 0, "torch-intra": 1, "torch-interop": 2}
@@ -165,8 +168,8 @@ def timeline_figure(breakdown: dict, title: str | None = None) -> go.Figure:
         return fig
     lanes = dict(_lanes(bd))
     shapes, notes = _stage_shapes(bd)
-    order = list(lanes.values())
-    return go.Figure(data=_traces(bd, lanes), layout=dict(
+    order = gpu_lane_labels(bd) + list(lanes.values())
+    return go.Figure(data=_traces(bd, lanes) + gpu_traces(bd, lanes), layout=dict(
         title=_esc(title) if title else None, barmode="overlay", template=_TEMPLATE,
         height=140 + LANE_PX * len(order), margin={"l": _left_margin(order), "r": 10, "t": 104 if title else 84, "b": 40},
         shapes=shapes, annotations=notes, hovermode="closest", dragmode="zoom",
@@ -180,7 +183,7 @@ def timeline_figure(breakdown: dict, title: str | None = None) -> go.Figure:
 def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> go.Figure:
     """Two requests stacked on one time axis (ms from each window's start), zoom shared."""
     la, lb = dict(_lanes(a or {})), dict(_lanes(b or {}))
-    rows = [max(1, len(la)), max(1, len(lb))]
+    rows = [max(1, len(la) + len(gpu_lane_labels(a or {}))), max(1, len(lb) + len(gpu_lane_labels(b or {})))]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.16,
                         row_heights=[r / sum(rows) for r in rows],
                         subplot_titles=(_esc(label_a), _esc(label_b)))
@@ -188,9 +191,10 @@ def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> 
         t.update(x=0, xanchor="left", yshift=34, font={"size": 12})
     shown: set = set()
     for i, (bd, lanes) in enumerate(((a or {}, la), (b or {}, lb)), start=1):
-        for tr in _traces(bd, lanes, prefix=f"{i}:", legend=shown):
+        for tr in _traces(bd, lanes, prefix=f"{i}:", legend=shown) + gpu_traces(bd, lanes, f"{i}:", shown):
             fig.add_trace(tr, row=i, col=1)
-        fig.update_yaxes(categoryorder="array", categoryarray=list(lanes.values())[::-1], fixedrange=True,
+        order = gpu_lane_labels(bd) + list(lanes.values())
+        fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], fixedrange=True,
                          automargin=True, row=i, col=1)
     shapes, notes = [], []
     for i, bd in ((1, a or {}), (2, b or {})):

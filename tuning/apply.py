@@ -253,6 +253,9 @@ class Tuner:
     # -- resolution and safety ----------------------------------------------------------------
 
     def _lookup(self, name: str) -> Preset:
+        refused = getattr(self.presets, "refused", {})
+        if name in refused:  # a computed preset this machine cannot have (e.g. gpu-local, no GPU)
+            raise TuningError(f"Preset {name!r} refused: {refused[name]}.")
         if name not in self.presets:
             raise TuningError(f"Unknown preset {name!r}. Available: {', '.join(self.allowed)}.")
         if name not in self.allowed:

@@ -130,12 +130,21 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# Presets computed at launch rather than read from a file (tuning/gpu_local.py); an operator's
+# `allowed` list may name them before they exist.
+COMPUTED = ("gpu-local",)
+
+
 class PresetSet(dict):
-    """name -> Preset, in file order, plus `allowed`: the names the UI/API may offer."""
+    """name -> Preset, in file order, plus `allowed`: the names the UI/API may offer, `restricted`:
+    whether an operator's file chose them, and `refused`: computed presets not available here,
+    name -> why (tuning/gpu_local.py)."""
 
     def __init__(self, *a, allowed=None, **kw):
         super().__init__(*a, **kw)
         self.allowed: list[str] = list(allowed) if allowed is not None else list(self)
+        self.restricted = allowed is not None
+        self.refused: dict[str, str] = {}
 
     def offered(self) -> list["Preset"]:
         return [self[n] for n in self.allowed]
@@ -158,7 +167,7 @@ def load_presets(extra_path: str | None = None, default_path: str = DEFAULT_PATH
         return PresetSet(presets)
     path, names = allowed
     for n in names:
-        if n not in presets:
+        if n not in presets and n not in COMPUTED:
             raise PresetError(f"allowed lists unknown preset {n!r}", path, _find_line(path, None, "allowed"))
     return PresetSet(presets, allowed=names)
 

@@ -56,6 +56,9 @@ def check_preset(ctx, name, request=None, switching: bool = True) -> None:
     queue a choice, like "next request only", which is gated when used)."""
     if switching and name != ctx.tuner.current.name:
         require_operator(ctx, SWITCHING, request)
+    refused = getattr(ctx.tuner.presets, "refused", {})
+    if name in refused:
+        raise gr.Error(f"Preset {name!r} refused: {refused[name]}.")
     if name not in ctx.tuner.allowed:
         raise gr.Error(f"Unknown or not allowed preset {name!r}. Allowed: {', '.join(ctx.tuner.allowed)}.")
 
