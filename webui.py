@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--replica-scale", type=float, default=None, help="size factor of the replica engine")
     o.add_argument("--no-trace", action="store_true", help="start with per-request tracing off")
     o.add_argument("--trace-buffer-kb", type=int, default=None, help="ring buffer per CPU per window")
+    o.add_argument("--device-view", choices=("auto", "off", "cpu"), default="auto",
+                   help="GPU side of each traced request (torch.profiler, CUDA activity) when the engine runs on "
+                        "CUDA; off: never; cpu: CPU activity only, to try the path without a GPU (docs/gpu.md)")
     o.add_argument("--audio-wait-s", type=float, default=0.5, metavar="S",
                    help="the trace's analysis waits at most S for the client to fetch the audio (0: no wait)")
     o.add_argument("--tracefs", default=None, help="tracefs path (default: find or mount it)")

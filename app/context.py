@@ -9,6 +9,7 @@ import logging
 import time
 
 from app.access import AccessPolicy
+from app.device_view import offer_gpu_local
 from app.delivery import Watch
 from app.service import Service
 from app.store import ClipStore
@@ -41,10 +42,13 @@ class Context:
                                     torch_compile=args.torch_compile, qwen_emo=args.qwen_emo,
                                     replica_scale=args.replica_scale, verbose=args.verbose)
         print(f"* Engine selection: {self.engine.selection_note}", flush=True)
+        self.gpu_local = offer_gpu_local(self.engine, presets, self.tuner.launch_cpus)  # tuning/gpu_local.py
+        print(f"* GPU-local preset: {self.gpu_local.line().replace('**', '')}", flush=True)
         self.store = ClipStore(args.outputs, max_clips=args.keep_clips, max_bytes=args.keep_mb * 2**20)
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
-                               trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb)
+                               trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb,
+                               device_view=getattr(args, "device_view", "auto"))
         self.delivery = Watch()  # punched when a clip's audio has been downloaded (app/delivery.py)
         self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces
         print(f"* {self.access.describe()}", flush=True)

@@ -31,7 +31,7 @@ from tracing import kineto
 
 log = logging.getLogger("device_view")
 
-LEVELS = ("auto", "off")  # auto: on when the serving engine runs on CUDA
+LEVELS = ("auto", "off", "cpu")  # auto: on for CUDA engines; cpu: CPU activity only (tests, dry runs)
 PROFILE_NAME = "device_profile.json"
 _SAMPLES = 5  # clock reads per mark; the narrowest bracket wins (a preempted read is wide)
 
@@ -83,13 +83,16 @@ def _mark(window) -> None:
 
 class DeviceCapture:
     """Context manager around the engine call (inside the trace window); see the module docstring.
-    `activities` is for tests on machines without a GPU: ("cpu",) runs the same real profiler
-    session, export and parse with CPU activity, so everything but the kernels is exercised."""
+    Level "cpu" is for machines without a GPU (tests, the device script's dry run): the same real
+    profiler session, clock marks, export, parse and attachment with CPU activity instead of CUDA,
+    so everything but the kernels is exercised."""
 
-    def __init__(self, engine, window, level: str = "auto", activities: tuple | None = None):
+    def __init__(self, engine, window, level: str = "auto"):
+        if level not in LEVELS:
+            raise ValueError(f"device view level must be one of {LEVELS}, got {level!r}")
         self.window, self.level = window, level
         self.device = engine_device(engine)
-        self.activities = activities
+        self.activities = ("cpu",) if level == "cpu" else None
         self.why = self._why_not()
         self.prof = None
         self.tid = None
@@ -185,11 +188,29 @@ def attach(dv: DeviceCapture | None, bd: dict, clip_dir) -> str | None:
         path = dv.export(os.path.join(str(clip_dir), "." + PROFILE_NAME))
         with open(path) as fh:
             doc = json.load(fh)
-        prof = kineto.parse_profile(doc, kineto.nspid_map(_status_texts()))
+        tid_map = kineto.nspid_map(_status_texts())
+        prof = kineto.parse_profile(doc, tid_map)
         bd["device"] = D.device_section(prof, bd, C.alignment(bd.get("markers")))
+        if bd["device"].get("status") == "captured":  # kept so an offline re-read maps tids the same way
+            bd["device"]["profile"]["tid_map"] = {str(k): v for k, v in tid_map.items()}
         bd["device"]["activities"] = "cpu (test)" if dv.activities == ("cpu",) else "cuda"
     except Exception as e:  # reporting never undoes collection: the breakdown stays
         log.exception("device view failed")
         bd["device"] = {"status": "failed", "why": f"the device profile could not be analysed ({type(e).__name__}: {e})"}
     D.annotate_threads(bd)
     return path
+
+
+def offer_gpu_local(engine, presets, allowed_cpus, sysfs_root: str = "/sys"):
+    """At launch: the GPU-local preset for the engine's CUDA device (tuning/gpu_local.py), put into
+    `presets` (offered, or refused with the reason); returns the GpuLocal for the Scheduling tab."""
+    from tuning import gpu_local
+    try:
+        bus, how = cuda_bus_id(engine_device(engine))
+    except Exception as e:  # a driver that will not say must not stop the launch
+        bus, how = None, f"the GPU's PCI bus id could not be read ({type(e).__name__}: {e})"
+    gl = gpu_local.gpu_local(bus, sysfs_root, allowed_cpus, no_gpu_reason=how)
+    if bus:
+        gl.bus_from = how
+    gpu_local.offer(presets, gl)
+    return gl

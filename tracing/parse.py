@@ -145,7 +145,7 @@ def _parse_line(line: str):
     ts, cpu, tid = float(m["ts"]), int(m["cpu"]), int(m["pid"])
     tg = m["tgid"]
     tgid = int(tg) if tg and tg.lstrip("-").isdigit() else -1
-    rest = m["rest"]
+    rest = m["rest"].lstrip()  # trace-cmd report pads the fields after the event name
     a = b = c = 0
     sa = sb = ""
     if kind == K_SWITCH:

@@ -33,13 +33,15 @@ class GpuLocal:
     bdf: str | None = None
     cpus: tuple = ()
     numa_node: int | None = None
+    bus_from: str = ""  # how the GPU's PCI bus id was found (torch, nvidia-smi)
 
     def line(self) -> str:
         """One sentence for the Scheduling tab."""
         if self.preset is None:
             return f"**{NAME}**: not offered: {self.reason}"
         node = f"NUMA node {self.numa_node}" if self.numa_node is not None else "NUMA node unknown"
-        return f"**{NAME}**: CPUs {self.preset.cpus} ({node}) of GPU {self.bdf}, read at launch from `{self.source}`"
+        how = f"; bus id from {self.bus_from}" if self.bus_from else ""
+        return f"**{NAME}**: CPUs {self.preset.cpus} ({node}) of GPU {self.bdf}, read at launch from `{self.source}`{how}"
 
 
 def normalize_bdf(bus_id: str) -> str:

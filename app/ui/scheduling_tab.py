@@ -72,6 +72,8 @@ def build(ctx, synth: dict) -> tuple:
             once_btn = gr.Button("Use for the next request only", elem_id="apply_request", interactive=open_)
             refresh_btn = gr.Button("Refresh", elem_id="refresh_sched")
         gr.Markdown("\n".join(f"- **{n}**: {tuner.presets[n].description}" for n in allowed))
+        if getattr(ctx, "gpu_local", None) is not None:  # computed at launch, or why not (tuning/gpu_local.py)
+            gr.Markdown(ctx.gpu_local.line(), elem_id="gpu_local")
         sched_md = gr.Markdown(elem_id="sched_state", **KERNEL_MD)
         sched_rows = gr.Dataframe(headers=THREAD_HEADERS, label="Threads (read back from /proc)",
                                   interactive=False, elem_id="threads")

@@ -1,0 +1,109 @@
+"""Planted truth for the device view on a REAL kernel trace (no GPU here, so the profile is made up):
+a launch thread of ours, pinned to one CPU, "launches" kernel 1 and spins; a SCHED_FIFO hog of known
+length is released on that CPU and keeps the thread runnable; when it runs again the thread
+"launches" kernel 2. The profile says kernel 1 ended when the thread was last seen running before
+the hog and kernel 2 started right after its launch, so the GPU idled for the whole gap waiting for
+the host. Its timestamps are CLOCK_REALTIME, offset by an amount only the clock markers the real
+capture code writes into the window tell the analysis, and its tid is a namespace id mapped
+through NSpid. The host_wait must be blamed on the hog, within 5% of the gap, with the measured
+alignment error reported."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from app.device_view import _mark
+from tests.test_ground_truth import HOG, TR
+from tracing import clock as C
+from tracing import device as D
+from tracing import findings as F
+from tracing import kineto as K
+from tracing.window import TraceWindow
+
+pytestmark = [pytest.mark.skipif(TR is None or not os.access(TR / "instances", os.W_OK), reason="no writable tracefs"),
+              pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")]
+HOG_S = 0.2
+NS_TID = 23  # the launch thread's id inside a (pretend) container's pid namespace
+
+
+def _kineto(base_ns, launches, kernels) -> dict:
+    """Kineto JSON (relative form) of launch calls [(corr, rt_ns)] and kernels [(corr, start, end)]."""
+    us = lambda ns: round((ns - base_ns) / 1e3, 3)  # noqa: E731
+    ev = [{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": NS_TID, "ts": us(t),
+           "dur": 4.0, "args": {"correlation": c}} for c, t in launches]
+    ev += [{"ph": "X", "cat": "kernel", "name": f"k{c}", "pid": 0, "tid": 7, "ts": us(a), "dur": round((b - a) / 1e3, 3),
+            "args": {"device": 0, "stream": 7, "correlation": c}} for c, a, b in kernels]
+    return {"schemaVersion": 1, "baseTimeNanoseconds": base_ns, "traceEvents": ev}
+
+
+def test_host_wait_is_blamed_on_the_planted_fifo_hog():
+    cpus = sorted(os.sched_getaffinity(0))
+    victim_cpu, other = cpus[-1], cpus[0]
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(victim_cpu), str(HOG_S)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    rt_minus_mono = time.time_ns() - time.monotonic_ns()  # the truth the analysis is not told
+    seen: dict = {}
+    released = threading.Event()
+
+    def launcher():
+        seen["tid"] = threading.get_native_id()
+        os.sched_setaffinity(0, {victim_cpu})
+        seen["launch1"] = time.monotonic_ns()
+        last = time.monotonic_ns()
+        deadline = last + 5_000_000_000
+        while last < deadline:  # spin; a stretch of > 50 ms without running, after the release, is the hog
+            now = time.monotonic_ns()
+            if released.is_set() and now - last > 50_000_000:
+                seen["last_run"], seen["launch2"] = last, now
+                break
+            last = now
+
+    old_aff = os.sched_getaffinity(0)
+    try:
+        assert hog.stdout.readline().strip() == "ready"
+        os.sched_setaffinity(0, {other})
+        with TraceWindow() as w:
+            _mark(w)  # the capture's own clock marker (app/device_view.py), as on a GPU
+            t = threading.Thread(target=launcher)
+            t.start()
+            time.sleep(0.05)
+            released.set()
+            hog.stdin.write("x")
+            hog.stdin.flush()
+            assert hog.stdout.readline().strip() == "done"
+            t.join()
+            _mark(w)
+    finally:
+        os.sched_setaffinity(0, old_aff)
+        hog.kill()
+        hog.wait()
+    assert "launch2" in seen, "the launch thread never saw the hog"
+    rt = lambda mono: mono + rt_minus_mono  # noqa: E731
+    k1_end, k2_start = seen["last_run"], seen["launch2"] + 15_000
+    doc = _kineto(rt(seen["launch1"]) // 1000 * 1000,
+                  [(1, rt(seen["launch1"])), (2, rt(seen["launch2"]))],
+                  [(1, rt(seen["launch1"]) + 20_000, rt(k1_end)), (2, rt(k2_start), rt(k2_start) + 2_000_000)])
+    bd = w.analyze().to_dict()
+    prof = K.parse_profile(doc, K.nspid_map({seen["tid"]: f"NSpid:\t{seen['tid']}\t{NS_TID}\n"}))
+    align = C.alignment(bd["markers"])
+    dv = D.device_section(prof, bd, align)
+    gap = (k2_start - k1_end) / 1e9
+    hw = [g for g in dv["gaps"] if g["class"] == "host_wait" and g["end_s"] - g["start_s"] > 0.1]
+    assert len(hw) == 1 and hw[0]["tid"] == seen["tid"]
+    assert hw[0]["end_s"] - hw[0]["start_s"] == pytest.approx(gap, abs=0.001)
+    blamed = dv["totals"]["host_cause"]["blockers"][0]
+    assert blamed["blocker"] == f"ittsw-hog:{hog.pid}" and blamed["cpus"] == [victim_cpu]
+    assert blamed["time_s"] == pytest.approx(gap, rel=0.05)
+    print(f"gap {gap * 1e3:.2f} ms, blamed on {blamed['blocker']} {blamed['time_s'] * 1e3:.2f} ms, clock {dv['clock']}")
+    assert gap >= HOG_S * 0.95
+    clk = dv["clock"]
+    assert clk["markers"] == 2 and clk["method"] == "clock_markers" and 0 < clk["error_us"] < 500
+    assert 0 <= clk["marker_lag_us"] < 1000
+    bd["device"] = dv
+    st = next(f for f in F.findings(bd) if f["kind"] == F.GPU_STARVED)
+    assert f"ittsw-hog:{hog.pid} on CPU {victim_cpu}" in st["message"]
