@@ -10,7 +10,7 @@ import platform
 import signal
 import sys
 
-from tuning.launch import add_launch_args, apply_launch
+from tuning.launch import add_launch_args, apply_launch, deferred_preset
 from tuning.presets import PresetError, load_presets
 
 
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        later = deferred_preset(args)  # gpu-local: applied once the engine knows its GPU
         launch_preset = apply_launch(args, presets)  # before torch/gradio create their threads
     except Exception as e:
         print(f"error: launch preset refused: {e}", file=sys.stderr)
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
         compat.check_supported()  # before the engine loads (minutes for IndexTTS), not after
         from app.context import Context
         ctx = Context(args, presets, launch_preset)
+        if later:
+            ctx.tuner.apply(later)  # refused (no GPU): says why, and the launch stops
     except (ValueError, ImportError, RuntimeError, OSError) as e:  # e.g. model_dir lacks files
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,10 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
       one of our threads sat runnable (the breakdown's blockers, each clip's top TOP_BLOCKERS),
       comm as the kernel names the task with its instance number dropped (kworker/1:2 -> kworker,
       stress-ng-cpu) so the label stays bounded; beyond MAX_COMMS names, "other"
+- itts_gpu_idle_share{preset,engine}                  histogram: the share of the synthesis window the
+      serving GPU sat idle (device view, tracing/device.py; only requests that have one)
+- itts_gpu_host_wait_share{preset,engine}             histogram: the share it sat idle waiting for the
+      host (HTA's host_wait: the next launch came after the GPU went idle)
 - itts_lost_events_total{preset,engine}               counter: trace events the kernel dropped
       (a non-zero rate means breakdowns are incomplete: enlarge --trace-buffer-kb)
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
@@ -71,6 +75,7 @@ QUEUE_BUCKETS = (*BUCKETS, 60.0, 120.0, 300.0)
 TOP_BLOCKERS = 5
 MAX_COMMS = 50
 COMPONENTS = ("on_cpu", "runqueue_wait", "blocked_io", "sleep", "irq", "softirq", "reclaim")
+SHARE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _MAX_LABEL = 64  # stage/kind names come from code, but a label must never grow without bound
 
 
@@ -103,6 +108,11 @@ class Metrics:
                                    ["component", "preset", "engine"], buckets=BUCKETS, registry=r)
         self.stage = Histogram("itts_stage_seconds", "Per-stage kernel breakdown; component=wall is the stage duration",
                                ["stage", "component", "preset", "engine"], buckets=BUCKETS, registry=r)
+        self.gpu_idle = Histogram("itts_gpu_idle_share", "Share of the synthesis window the serving GPU was idle",
+                                  ["preset", "engine"], buckets=SHARE_BUCKETS, registry=r)
+        self.gpu_host_wait = Histogram("itts_gpu_host_wait_share",
+                                       "Share of the synthesis window the serving GPU waited for the host (host_wait)",
+                                       ["preset", "engine"], buckets=SHARE_BUCKETS, registry=r)
         self.lost = Counter("itts_lost_events_total", "Trace events lost (ring buffer overrun or dropped)",
                             ["preset", "engine"], registry=r)
         self.findings = Counter("itts_findings_total", "Diagnosis findings by kind and severity",
@@ -140,6 +150,13 @@ class Metrics:
             t = _num(b.get("time_s"))
             if t:
                 self.blockers.labels(self._comm(b.get("comm")), preset, engine).inc(t)
+        dv = bd.get("device") or {}
+        if dv.get("status") == "captured" and dv.get("device") is not None:
+            t = dv.get("totals") or {}
+            for hist, key in ((self.gpu_idle, "idle_share"), (self.gpu_host_wait, "host_wait_share")):
+                v = _num(t.get(key))
+                if v is not None:
+                    hist.labels(preset, engine).observe(v)
         lost = _num((bd.get("lost_events") or {}).get("total"))
         if bd:
             self.lost.labels(preset, engine).inc(lost or 0)  # inc(0) makes the series exist at 0

@@ -63,3 +63,19 @@ def test_door_and_tabs_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 120:
                 long.append(f"{p}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == [], f"functions over 120 lines under app/ui/: {long}"
+
+
+DEVICE_ANALYSIS = ("tracing/kineto.py", "tracing/clock.py", "tracing/device.py", "tracing/device_report.py",
+                   "tracing/timeline_gpu.py")
+
+
+@pytest.mark.parametrize("name", DEVICE_ANALYSIS)
+def test_device_analysis_is_pure_and_torch_free(name):
+    """The profile's analysis and its join with the kernel trace are pure code (issue 22): no torch
+    (capturing belongs to the wiring, app/device_view.py), no file, process or clock access."""
+    path = ROOT / name
+    tree = ast.parse(path.read_text(), name)
+    bad = _imports(tree, Path(name)) & {"torch", "os", "pathlib", "subprocess", "io", "shutil", "time", "zipfile"}
+    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+             and n.func.id in ("open", "print", "input")]
+    assert not bad and not calls, f"{name} imports {sorted(bad)} / calls {calls}"

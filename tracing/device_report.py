@@ -46,13 +46,14 @@ def device_brief(dv: dict) -> str:
     return f"GPU view: {dv.get('headline', '')} ({clock_text(dv)}{extra})"
 
 
-def device_markdown(dv: dict) -> str:
-    """The clip panel's GPU block: the brief line, then the per-stage table (Markdown)."""
-    out = ["**" + device_brief(dv).replace("GPU view:", "GPU view:**", 1)]
+def device_markdown(dv: dict, esc=str) -> str:
+    """The clip panel's GPU block: the brief line, then the per-stage table (Markdown). `esc` makes
+    text that is not ours inert (tracing.mdsafe.md_text: blocker names come from the kernel)."""
+    out = ["**GPU view:** " + esc(device_brief(dv).split(":", 1)[1].strip())]
     rows = device_stage_rows(dv)
     if rows:
         out += ["", "| " + " | ".join(DEVICE_STAGE_HEADERS) + " |", "|" + "---|" * len(DEVICE_STAGE_HEADERS)]
-        out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+        out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 

@@ -13,6 +13,8 @@ Metrics, one value per request, all in seconds (METRICS is the single definition
 - irq, softirq    totals.irq_s / softirq_s: handlers running while our thread was current
 - reclaim         totals.reclaim_s: direct reclaim in our threads
 - wakeup_p95      wakeup_latency.p95_us / 1e6: 95th percentile wakeup -> switch-in latency
+- gpu_idle        device.totals.idle_s: the serving GPU idle in the window (device view, GPU only)
+- gpu_host_wait   device.totals.host_wait_s: of that, waiting for the host (HTA's host_wait)
 Requests traced in schedstat mode or not traced lack some of these; missing values are skipped.
 
 Blockers: other tasks that held the CPU our thread waited on. Per preset, the mean time per
@@ -47,6 +49,14 @@ def _wakeup_p95(s):
     return None if v is None else v / 1e6
 
 
+def _device(key):
+    def get(s):
+        dv = (s.get("breakdown") or {}).get("device") or {}
+        return (dv.get("totals") or {}).get(key) if dv.get("status") == "captured" and dv.get("device") is not None \
+            else None
+    return get
+
+
 METRICS = {
     "wall": ("wall", lambda s: s.get("wall_s")),
     "on_cpu": ("on-CPU", _total("on_cpu_s")),
@@ -57,7 +67,16 @@ METRICS = {
     "softirq": ("softirq", _total("softirq_s")),
     "reclaim": ("direct reclaim", _total("reclaim_s")),
     "wakeup_p95": ("wakeup latency p95", _wakeup_p95),
+    "gpu_idle": ("GPU idle", _device("idle_s")),
+    "gpu_host_wait": ("GPU host_wait", _device("host_wait_s")),
 }
+
+DEVICE_METRICS = ("gpu_idle", "gpu_host_wait")  # rows only when a snapshot has a device view (a GPU)
+
+
+def _any_values(old, new, metric: str) -> bool:
+    return any(metric_values(ss, metric) for snap in (old, new) for ss in snap.samples.values())
+
 
 BLOCKER_MIN_S = 0.005
 BLOCKER_ABSENT_S = 0.001
@@ -131,7 +150,7 @@ def diff(old, new, alpha: float = stats.ALPHA, min_ratio: float = stats.MIN_RATI
          blocker_gate_s: float | None = None) -> DiffResult:
     """Compare two loaded snapshots preset by preset (presets present in both). tail_metrics=()
     turns the tail test off; blocker_gate_s=None leaves blockers out of the verdict."""
-    metrics = list(metrics or METRICS)
+    metrics = list(metrics or [m for m in METRICS if m not in DEVICE_METRICS or _any_values(old, new, m)])
     tail_metrics = set(tail_metrics or ())
     unknown = (tail_metrics - set(METRICS)) or ({m for m in metrics if m not in METRICS})
     if unknown:

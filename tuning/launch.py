@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from .kernel import POLICIES
-from .presets import Preset, PresetError, check_cpu_spec
+from .presets import COMPUTED, Preset, PresetError, check_cpu_spec
 
 
 def _cpus_arg(text: str) -> str:
@@ -81,6 +81,20 @@ def launch_preset(args, presets) -> Preset | None:
     base["name"] = "launch"
     base["description"] = (f"launch flags {flags}" + (f" over preset {name!r}" if name else ""))
     return Preset(**base)
+
+
+def deferred_preset(args) -> str | None:
+    """A computed preset named by --preset (gpu-local exists once the engine knows its GPU): taken
+    off `args`, so the launch applies nothing, and returned for the wiring to apply after the engine
+    has loaded. Raw scheduling flags cannot be layered on it."""
+    name = getattr(args, "preset", None)
+    if name not in COMPUTED:
+        return None
+    if any(getattr(args, k, None) is not None for k in ("cpus", "nice", "policy", "rt_priority")):
+        raise PresetError(f"--preset {name} is computed after the engine loads: it cannot be combined with "
+                          f"--cpus/--nice/--policy/--rt-priority")
+    args.preset = None
+    return name
 
 
 def apply_launch(args, presets) -> Preset | None:

@@ -12,6 +12,7 @@ import gradio as gr
 
 from app.queue_time import queue_text
 from app.ui.common import KERNEL_MD, preset_line
+from tracing.device_report import device_markdown
 from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
                             format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
@@ -92,6 +93,8 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
             head += f"  \n**Events not recorded:** {missing_events_text(bd)}"
         if bd.get("latency"):
             head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
+        if bd.get("device"):  # GPU busy / idle / host_wait per stage, or why there is none
+            head += "\n\n" + device_markdown(bd["device"], md_text)
     notes = [] if pending else [n for n in rec.get("notes") or [] if not n.startswith("Tracing was off")]
     if notes:  # what failed after synthesis: the clip keeps its audio
         head += "\n\n" + "  \n".join(f"**Note:** {n}" for n in notes)

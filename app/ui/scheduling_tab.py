@@ -66,7 +66,9 @@ def build(ctx, synth: dict) -> tuple:
                     "service (like `taskset`, `nice`, `chrt`). What is shown is read back from the kernel.")
         with gr.Row():
             open_ = ctx.access.anyone  # browsers send no operator token: controls for --auth / opened
-            sched_preset = gr.Dropdown(allowed, value=tuner.current.name if tuner.current.name in allowed
+            # a computed preset refused here (gpu-local without a GPU) stays listed: choosing it says why
+            refused = [n for n in getattr(tuner.presets, "refused", {}) if n not in allowed]
+            sched_preset = gr.Dropdown(allowed + refused, value=tuner.current.name if tuner.current.name in allowed
                                        else allowed[0], label="Preset", elem_id="sched_preset", interactive=open_)
             apply_btn = gr.Button("Apply service-wide", elem_id="apply_service", interactive=open_)
             once_btn = gr.Button("Use for the next request only", elem_id="apply_request", interactive=open_)
