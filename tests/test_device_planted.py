@@ -93,12 +93,21 @@ def test_host_wait_is_blamed_on_the_planted_fifo_hog():
     align = C.alignment(bd["markers"])
     dv = D.device_section(prof, bd, align)
     gap = (k2_start - k1_end) / 1e9
-    hw = [g for g in dv["gaps"] if g["class"] == "host_wait" and g["end_s"] - g["start_s"] > 0.1]
-    assert len(hw) == 1 and hw[0]["tid"] == seen["tid"]
-    assert hw[0]["end_s"] - hw[0]["start_s"] == pytest.approx(gap, abs=0.001)
-    blamed = dv["totals"]["host_cause"]["blockers"][0]
-    assert blamed["blocker"] == f"ittsw-hog:{hog.pid}" and blamed["cpus"] == [victim_cpu]
-    assert blamed["time_s"] == pytest.approx(gap, rel=0.05)
+    # the gap that kernel 2 ends (on a loaded machine the thread's start can leave one before kernel 1 too)
+    g2 = min(dv["gaps"], key=lambda g: abs(g["end_s"] - k2_start / 1e9))
+    assert g2["class"] == "host_wait" and g2["tid"] == seen["tid"]
+    assert g2["end_s"] - g2["start_s"] == pytest.approx(gap, abs=0.001)
+    assert g2["host"]["blocker"] == f"ittsw-hog:{hog.pid}"
+    h = g2["host"]
+    hog_name = f"ittsw-hog:{hog.pid}"
+    # the whole gap is accounted for by the thread's states, and the hog for its known length
+    assert sum(h[k] for k in ("running_s", "runnable_s", "blocked_io_s", "sleep_s")) == pytest.approx(gap, abs=0.001)
+    assert h["blockers"][hog_name] == pytest.approx(HOG_S, rel=0.05)
+    # within 5% of the gap; what other helpers' load adds on a busy machine is named, not lost
+    others = sum(v for k, v in h["blockers"].items() if k != hog_name)
+    assert gap - h["blockers"][hog_name] <= 0.05 * gap + others + h["running_s"]
+    blamed = dv["totals"]["host_cause"]["blockers"][0]  # the request's top cause, with its CPU
+    assert blamed["blocker"] == hog_name and blamed["cpus"] == [victim_cpu]
     print(f"gap {gap * 1e3:.2f} ms, blamed on {blamed['blocker']} {blamed['time_s'] * 1e3:.2f} ms, clock {dv['clock']}")
     assert gap >= HOG_S * 0.95
     clk = dv["clock"]

@@ -118,6 +118,7 @@ def _join(bd: dict, tids: np.ndarray, g0: np.ndarray, g1: np.ndarray, cache: dic
     n = len(g0)
     res = {f"{st}_s": np.zeros(n) for st in (*HOST_STATES, "irq", "softirq")}
     top = [None] * n
+    each: list[dict] = [{} for _ in range(n)]  # per gap: blocker -> seconds
     per_blocker: dict[str, list] = {}
     for tid in np.unique(tids).tolist():
         m = np.flatnonzero(tids == tid)
@@ -134,11 +135,14 @@ def _join(bd: dict, tids: np.ndarray, g0: np.ndarray, g1: np.ndarray, cache: dic
                 e = per_blocker.setdefault(k, [0.0, set()])
                 e[0] += tot
                 e[1] |= ts["_cpus"].get(k, set())
+            for j in np.flatnonzero(ov > 0).tolist():
+                each[m[j]][k] = float(ov[j])
             win = ov > best
             for j in np.flatnonzero(win).tolist():
                 top[m[j]] = k
             best = np.maximum(best, ov)
     res["blocker"] = top
+    res["blockers"] = each
     res["per_blocker"] = per_blocker
     return res
 
@@ -244,6 +248,7 @@ def device_section(profile: Profile, bd: dict, align: dict | None,
     for k, i in enumerate(np.flatnonzero(hw).tolist()):
         gaps[i]["host"] = {f"{s}_s": float(j[f"{s}_s"][k]) for s in (*HOST_STATES, "irq", "softirq")}
         gaps[i]["host"]["blocker"] = j["blocker"][k]
+        gaps[i]["host"]["blockers"] = j["blockers"][k]
     out.update(device=int(d), totals=totals, stages=stages, gaps=_keep_longest(gaps),
                busy=[[float(x), float(y)] for x, y in zip(ba.tolist(), bb.tolist())],
                other_devices=[{"device": int(k), "busy_s": v} for k, v in devs.items() if k != d])
