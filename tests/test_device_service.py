@@ -23,6 +23,7 @@ from tracing.attachment import validate_attachment
 from tuning.apply import Tuner
 from tuning.presets import load_presets
 
+pytestmark = pytest.mark.slow  # ~30 s: out of the fast default run (pytest.ini), its own CI step
 TEXT = "The GPU side of every clip. 每个片段的显卡一侧。"
 
 

@@ -108,6 +108,7 @@ def test_server_refuses_it_with_the_reason(client, server):
     assert isinstance(PresetSet().refused, dict)
 
 
+@pytest.mark.slow  # starts webui.py (~15 s)
 def test_launch_flag_is_deferred_then_refused_with_the_reason(tmp_path):
     import subprocess
     import sys
