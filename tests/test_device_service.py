@@ -76,6 +76,9 @@ def test_cpu_level_runs_the_real_profiler_path(cpu_clip):
     with zipfile.ZipFile(cpu_clip.attachment_path) as z:
         prof = json.loads(z.read("device_profile.json"))
     assert prof["traceEvents"] and prof["baseTimeNanoseconds"] > 1.6e18
+    # Kineto names host-side events by the Linux tid, the kernel trace's own id for the thread
+    synth = next(t["tid"] for t in bd["threads"] if t.get("role") == "synthesis")
+    assert synth in {e.get("tid") for e in prof["traceEvents"] if e.get("cat") == "cpu_op"}
     assert not list((ROOT / "outputs").glob("**/.device_profile.json"))
 
 
