@@ -103,9 +103,10 @@ def test_host_wait_is_blamed_on_the_planted_fifo_hog():
     # the whole gap is accounted for by the thread's states, and the hog for its known length
     assert sum(h[k] for k in ("running_s", "runnable_s", "blocked_io_s", "sleep_s")) == pytest.approx(gap, abs=0.001)
     assert h["blockers"][hog_name] == pytest.approx(HOG_S, rel=0.05)
-    # within 5% of the gap; what other helpers' load adds on a busy machine is named, not lost
+    # within 5% of the gap; what else a busy machine adds is named, not lost: other tasks on the CPU,
+    # time on it, or asleep (the spinning thread waits for the GIL once the test's main thread wakes)
     others = sum(v for k, v in h["blockers"].items() if k != hog_name)
-    assert gap - h["blockers"][hog_name] <= 0.05 * gap + others + h["running_s"]
+    assert gap - h["blockers"][hog_name] <= 0.05 * gap + others + h["running_s"] + h["sleep_s"] + h["blocked_io_s"]
     blamed = dv["totals"]["host_cause"]["blockers"][0]  # the request's top cause, with its CPU
     assert blamed["blocker"] == hog_name and blamed["cpus"] == [victim_cpu]
     print(f"gap {gap * 1e3:.2f} ms, blamed on {blamed['blocker']} {blamed['time_s'] * 1e3:.2f} ms, clock {dv['clock']}")
