@@ -169,3 +169,31 @@ def test_timeline_gpu_lanes_and_json_roundtrip():
     hw = next(t for t in fig.data if t.name == "GPU idle: waiting for the host")
     assert any("CPU held by hog:77" in c[5] for c in hw.customdata)
     assert len(compare_figure(bd, S.breakdown()).data) > len(compare_figure(S.breakdown(), S.breakdown()).data)
+
+
+def test_metrics_histograms_and_diff_rows():
+    from types import SimpleNamespace
+
+    from app.metrics import Metrics
+    from tracing.diff import diff
+    dv, bd = section()
+    bd["device"] = dv
+    m = Metrics()
+    m.observe({"engine": "replica", "preset": {"preset": "default"}, "wall_s": 1.0, "breakdown": bd})
+    m.observe({"engine": "builtin", "preset": {"preset": "default"}, "wall_s": 1.0,
+               "breakdown": {"device": D.absent("the serving engine runs on cpu")}})
+    from prometheus_client.parser import text_string_to_metric_families
+    got = {(smp.name, smp.labels.get("engine")): smp.value
+           for fam in text_string_to_metric_families(m.exposition().decode()) for smp in fam.samples}
+    assert got[("itts_gpu_idle_share_sum", "replica")] == pytest.approx(0.57001)
+    assert got[("itts_gpu_host_wait_share_sum", "replica")] == pytest.approx(0.27)
+    assert got[("itts_gpu_idle_share_count", "replica")] == 1
+    assert ("itts_gpu_idle_share_count", "builtin") not in got  # no device view, no sample
+    snap = lambda bds: SimpleNamespace(manifest={}, samples={"default": [{"wall_s": 1.0, "breakdown": b}  # noqa: E731
+                                                                      for b in bds]})
+    with_gpu = diff(snap([bd] * 5), snap([bd] * 5))
+    assert {r["metric"] for r in with_gpu.rows} >= {"gpu_idle", "gpu_host_wait"}
+    row = next(r for r in with_gpu.rows if r["metric"] == "gpu_host_wait")
+    assert row["old_p50"] == pytest.approx(0.27) and row["verdict"] == "same"
+    cpu = diff(snap([S.breakdown()] * 5), snap([S.breakdown()] * 5))
+    assert not {r["metric"] for r in cpu.rows} & {"gpu_idle", "gpu_host_wait"}
