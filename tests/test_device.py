@@ -197,3 +197,27 @@ def test_metrics_histograms_and_diff_rows():
     assert row["old_p50"] == pytest.approx(0.27) and row["verdict"] == "same"
     cpu = diff(snap([S.breakdown()] * 5), snap([S.breakdown()] * 5))
     assert not {r["metric"] for r in cpu.rows} & {"gpu_idle", "gpu_host_wait"}
+
+
+def test_a_stretch_held_by_several_tasks_is_shared_between_them():
+    from tracing import parse as P
+    from tracing.analysis import analyze
+    # our 500 (tgid 500) is preempted on CPU 1 by A (30 ms), then B (10 ms) runs, then 500 again
+    ev = P.Events.from_rows([
+        P.switch(100.0, 1, "idle", 0, "R", "tts-synth", 500, tgid=-1),
+        P.marker(100.001, 1, "x", 500, 500),
+        P.switch(100.30, 1, "tts-synth", 500, "R", "taskA", 61),
+        P.switch(100.33, 1, "taskA", 61, "S", "taskB", 62),
+        P.switch(100.34, 1, "taskB", 62, "S", "tts-synth", 500),
+        P.marker(100.9, 1, "y", 500, 500)])
+    bd = analyze(ev, 500, 100.0, 101.0).to_dict()
+    seg = next(s for s in bd["segments"] if s["state"] == "runnable")
+    assert seg["blocker"] == "taskA:61" and seg["held_by"] == {"taskA:61": pytest.approx(0.03),
+                                                                "taskB:62": pytest.approx(0.01)}
+    bd["markers"] = S.breakdown()["markers"]
+    dv = D.device_section(K.parse_profile(S.profile(), {S.NS_TID: 500}), bd, C.alignment(bd["markers"]))
+    per = {b["blocker"]: b["time_s"] for b in dv["totals"]["host_cause"]["blockers"]}
+    # the 100.30-100.52 host_wait gap covers the whole stretch: each task its own share
+    assert per == {"taskA:61": pytest.approx(0.03), "taskB:62": pytest.approx(0.01)}
+    gap = next(g for g in dv["gaps"] if g["start_s"] == pytest.approx(100.3))
+    assert gap["host"]["blockers"] == {"taskA:61": pytest.approx(0.03), "taskB:62": pytest.approx(0.01)}

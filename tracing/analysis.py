@@ -675,6 +675,23 @@ def _main_blocker_by_seg(pieces: _Pieces, wanted: np.ndarray) -> dict[int, str]:
                                                                   pid[last].tolist())}
 
 
+def _held_by(pieces: _Pieces, wanted: np.ndarray) -> dict[int, dict]:
+    """For the segments in `wanted` that several tasks held in turn: {"comm:pid": seconds} (the
+    device view apportions a GPU gap's run-queue wait by it; one task: `blocker` says it all)."""
+    m = (pieces.pid > 0) & np.isin(pieces.si, wanted)
+    si = pieces.si[m]
+    if not len(si):
+        return {}
+    u, counts = np.unique(si, return_counts=True)
+    sel = np.isin(si, u[counts > 1])  # (the usual case, one task per stretch, costs no Python loop)
+    out: dict[int, dict] = {}
+    for s_, p_, n_, d_ in zip(si[sel].tolist(), pieces.pid[m][sel].tolist(), pieces.name[m][sel].tolist(),
+                              pieces.dur[m][sel].tolist()):
+        k = f"{pieces.names[n_]}:{p_}"
+        out.setdefault(s_, {})[k] = out.get(s_, {}).get(k, 0.0) + d_
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
 def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: int = MAX_SEGMENTS) -> list[dict]:
     """Segments for the timeline. Beyond `cap`, only the longest `cap` are kept (short ones are
     invisible on a timeline anyway); output is sorted by start time."""
@@ -682,6 +699,11 @@ def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: 
     if len(keep) > cap:
         keep = np.sort(np.argsort(seg_a - seg_b, kind="stable")[:cap])
     blk = _main_blocker_by_seg(pieces, keep)
-    return [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}
-            for i, t, st, a, b, c in zip(keep.tolist(), seg_tid[keep].tolist(), seg_st[keep].tolist(),
-                                         seg_a[keep].tolist(), seg_b[keep].tolist(), seg_cpu[keep].tolist())]
+    held = _held_by(pieces, keep)
+    out = [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}
+           for i, t, st, a, b, c in zip(keep.tolist(), seg_tid[keep].tolist(), seg_st[keep].tolist(),
+                                        seg_a[keep].tolist(), seg_b[keep].tolist(), seg_cpu[keep].tolist())]
+    for j, i in enumerate(keep.tolist()):
+        if i in held:
+            out[j]["held_by"] = held[i]
+    return out

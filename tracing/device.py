@@ -58,12 +58,14 @@ def absent(why: str) -> dict:
 
 
 class _Cum:
-    """Time covered by disjoint sorted intervals up to t (vectorised); overlap(a, b) = F(b) - F(a)."""
+    """Time covered by disjoint sorted intervals up to t (vectorised), each interval counted at its
+    weight (default 1: a share of a stretch several tasks held); overlap(a, b) = F(b) - F(a)."""
 
-    def __init__(self, a, b):
+    def __init__(self, a, b, w=None):
         self.a = np.asarray(a, dtype=np.float64)
         self.b = np.asarray(b, dtype=np.float64)
-        self.cum = np.concatenate(([0.0], np.cumsum(self.b - self.a)))
+        self.w = np.ones(len(self.a)) if w is None or len(w) != len(self.a) else np.asarray(w, dtype=np.float64)
+        self.cum = np.concatenate(([0.0], np.cumsum((self.b - self.a) * self.w)))
 
     def at(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -71,7 +73,7 @@ class _Cum:
             return np.zeros(t.shape)
         k = np.searchsorted(self.a, t, side="right") - 1
         kk = np.maximum(k, 0)
-        inside = np.clip(t - self.a[kk], 0.0, self.b[kk] - self.a[kk])
+        inside = np.clip(t - self.a[kk], 0.0, self.b[kk] - self.a[kk]) * self.w[kk]
         return np.where(k >= 0, self.cum[kk] + inside, 0.0)
 
     def overlap(self, a, b) -> np.ndarray:
@@ -100,11 +102,16 @@ def _thread_states(bd: dict, tid: int) -> dict:
     cpus: dict[str, set] = {}
     for s in segs:
         if s.get("state") == "runnable":
-            k = s.get("blocker") or "(CPU idle or unknown)"
-            blk.setdefault(k, []).append((s["start_s"], s["end_s"]))
-            if isinstance(s.get("cpu"), int):
-                cpus.setdefault(k, set()).add(s["cpu"])
-    out["_blockers"] = {k: _Cum(*_disjoint(v)) for k, v in blk.items()}
+            # several tasks in turn (held_by): each gets its share of the stretch; which part of it
+            # a gap covers is not known, so a gap covering part of such a stretch is apportioned
+            held = s.get("held_by") or {s.get("blocker") or "(CPU idle or unknown)": 1.0}
+            tot = sum(held.values()) or 1.0
+            for k, v in held.items():
+                blk.setdefault(k, []).append((s["start_s"], s["end_s"], v / tot))
+                if isinstance(s.get("cpu"), int):
+                    cpus.setdefault(k, set()).add(s["cpu"])
+    # (one thread's segments never overlap: sorted, they are disjoint as they are)
+    out["_blockers"] = {k: _Cum(*zip(*sorted(v))) for k, v in blk.items()}
     out["_cpus"] = cpus
     irqs = [q for q in bd.get("irq_segments") or [] if q.get("tid") == tid]
     out["irq"] = _Cum(*_disjoint([(q["start_s"], q["end_s"]) for q in irqs if not q.get("soft")]))

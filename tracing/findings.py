@@ -746,7 +746,16 @@ def _rule_gpu_starved(bd: dict, ctx: dict) -> list[dict]:
         return []
     hc = tot.get("host_cause") or {}
     blk = [b for b in hc.get("blockers") or [] if not str(b.get("blocker", "")).startswith("(")]
-    causes, advice = [], "the host code between launches is the bottleneck: batch, fuse or CUDA-graph that stage"
+    # the advice follows the launching thread's biggest state in the gaps (a named blocker wins)
+    main = max(("running_s", "sleep_s", "blocked_io_s", "runnable_s"), key=lambda k: _num(hc, k))
+    advice = {"running_s": "the host code between launches is the bottleneck: batch, fuse or CUDA-graph that stage",
+              "sleep_s": "the launching thread slept between launches (a lock, the GIL, a queue, a timer): find "
+                         "what it waits on (the timeline shows when)",
+              "blocked_io_s": "the launching thread waited for I/O between launches: keep model and prompt data in "
+                              "memory, off the request path",
+              "runnable_s": "the launching thread was runnable but not running: give synthesis its own cores "
+                            "(`pinned`, `gpu-local` preset)"}[main]
+    causes = []
     if blk and _num(blk[0], "time_s") >= GPU_CAUSE_MIN_SHARE * hw:
         b = blk[0]
         cpus = ",".join(str(c) for c in b.get("cpus") or [])
