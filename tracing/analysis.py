@@ -143,44 +143,39 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     n = len(events)
     ours = set(np.unique(events.tid[(events.tgid == pid) & (events.tid > 0)]).tolist()) | set(tids or ()) | {pid}
     ours_arr = np.fromiter(ours, dtype=np.int64)
-    ev, inf = _infer_switches(events, ours_arr)
+    by_cpu = _by_cpu(events)
+    ev, inf = _infer_switches(events, ours_arr, by_cpu)
     kind, tid_c, tgid_c = ev.kind, ev.tid, ev.tgid
 
     # Select what the per-thread state machine must see; the rest (other tasks' wakeups, switches
     # not involving us) is only needed for blockers, which are computed per CPU afterwards.
     is_sw = kind == P.K_SWITCH
-    is_wk = (kind == P.K_WAKING) | (kind == P.K_WAKEUP) | (kind == P.K_WAKEUP_NEW) | (kind == P.K_MIGRATE)
-    cur_ours = np.isin(tid_c, ours_arr)
+    is_wk = (kind >= P.K_WAKING) & (kind <= P.K_MIGRATE)  # waking, wakeup, wakeup_new, migrate
+    cur_ours = _member(tid_c, ours_arr)
+    a_ours = _member(ev.a, ours_arr) & (is_sw | is_wk)
     # Any event with our thread current is kept: it proves the thread was on that CPU then.
-    sel = cur_ours | (is_sw & np.isin(ev.a, ours_arr)) | (is_wk & np.isin(ev.a, ours_arr)) \
-        | ((kind == P.K_MARKER) & (tgid_c == pid))
+    sel = cur_ours | a_ours | ((kind == P.K_MARKER) & (tgid_c == pid))
     sel &= (ev.ts >= start_ts) & (ev.ts <= end_ts)
     idx = np.flatnonzero(sel)
 
     # Per-CPU first event time: before it nothing is known about that CPU (overruns eat the start).
+    # (Inserted switches never come first on their CPU: the first rows are the original ones.)
     cpu_c = ev.cpu
     first_on_cpu: dict[int, float] = {}
     if n:
-        ucpu, first_i = np.unique(cpu_c, return_index=True)
-        first_on_cpu = {int(cc): max(float(ev.ts[i]), start_ts) for cc, i in zip(ucpu.tolist(), first_i.tolist())}
+        order, _, starts = by_cpu
+        first_i = order[starts]
+        first_on_cpu = {int(cc): max(float(t_), start_ts)
+                        for cc, t_ in zip(events.cpu[first_i].tolist(), events.ts[first_i].tolist())}
 
-    # state[tid] = [state, since, cpu, wake_ts or None (OFF: its gap's end)]; unknown threads are absent.
-    state: dict[int, list] = {}
-    segs: list[tuple] = []  # (tid, state, start, end, cpu)
-    comm: dict[int, str] = {}
-    cnt = {t: [0, 0, 0] for t in ours}  # migrations, voluntary, involuntary
     irq_iv: list[tuple] = []  # (tid, start, end, is_soft)
     reclaim_iv: list[tuple] = []
     irq_open: dict[int, tuple] = {}  # cpu -> (tid, start)
     soft_open: dict[int, list] = {}  # cpu -> [tid, start, nested hard-irq time]
     reclaim_open: dict[int, float] = {}
-    preempt: dict[int, int] = {}  # pid -> times it preempted us
-    preempt_row: dict[int, int] = {}  # pid -> an event row naming it (for its comm)
-    lat_us: list[float] = []
     marks: list[tuple] = []  # (ts, tgid, text)
     stage_stack: dict[int, list] = {}
     stages_out: list[dict] = []
-    migr_ts: list[float] = []
 
     cpu_rows: dict[int, np.ndarray] = {}
     # Inferred switches of our threads (see the module docstring): counts and uncertain time per
@@ -206,10 +201,6 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         j = np.searchsorted(r, row) - 1
         return max(float(ev.ts[r[j]]), since) if j >= 0 else since
 
-    def inferred(t, dt):
-        n_inf[t] = n_inf.get(t, 0) + 1
-        unc[t] = unc.get(t, 0.0) + dt
-
     def running_since(row, cpu, tid):
         """Start of the stretch in which `tid` is the current task at `row` without a switch
         to it in the window: after the CPU's last earlier event with another current task,
@@ -221,95 +212,23 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         other = prior[tid_c[prior] != tid]
         return max(float(ev.ts[other[-1]]), start_ts) if len(other) else first_on_cpu.get(cpu, start_ts)
 
-    def close(t, s, now, off_as=RUNNABLE):
-        """End t's current state `s` at `now`; OFF (after an inferred switch-out) becomes off_as."""
-        if now > s[1]:
-            segs.append((t, off_as if s[0] == OFF else s[0], s[1], now, s[2]))
+    tm = _thread_machine(ev, inf, np.sort(ours_arr), idx, cur_ours[idx], a_ours[idx], first_on_cpu, start_ts,
+                         end_ts, running_since, last_evidence)
+    for t, dt in tm.inferred:
+        n_inf[t] = n_inf.get(t, 0) + 1
+        unc[t] = unc.get(t, 0.0) + dt
+    for t, dt in tm.unresolved:  # inferred switch-outs nothing resolved (their gap is counted)
+        unc[t] = unc.get(t, 0.0) + dt
+    comm, preempt, preempt_row, lat_us, migr_ts = tm.comm, tm.preempt, tm.preempt_row, tm.lat_us, tm.migr_ts
+    cnt = {t: [0, 0, 0] for t in ours}  # migrations, voluntary, involuntary
+    for t, c3 in tm.counts.items():
+        cnt[t] = c3
 
-    cols = zip(idx.tolist(), ev.ts[idx].tolist(), cpu_c[idx].tolist(), kind[idx].tolist(), tid_c[idx].tolist(),
-               tgid_c[idx].tolist(), ev.a[idx].tolist(), ev.b[idx].tolist(), ev.c[idx].tolist())
-    add_seg = segs.append
-    for i, ts, cpu, k, cur, tg, a, b, c in cols:
-        if k != P.K_SWITCH and cur in ours:
-            s = state.get(cur)
-            if s is None:
-                # first sign of a thread that has not switched so far: it is the current task here
-                state[cur] = [RUNNING, running_since(i, cpu, cur), cpu, None]
-            elif s[0] != RUNNING or s[2] != cpu:
-                # current here, yet not switched in here: a switch-in _infer_switches could not place
-                # (events of other CPUs in between, clock skew); it ran from this evidence on
-                close(cur, s, ts)
-                state[cur] = [RUNNING, ts, cpu, None]
-                inferred(cur, 0.0)
-        if k == P.K_SWITCH:
-            if cur in ours:  # switch-out of our thread
-                s = state.get(cur)
-                if s is None:
-                    s = [RUNNING, first_on_cpu.get(cpu, start_ts), cpu, None]
-                elif s[0] != RUNNING:  # (as above, for a switch-out)
-                    close(cur, s, ts)
-                    s = [RUNNING, ts, cpu, None]
-                    inferred(cur, 0.0)
-                if cur not in comm:
-                    comm[cur] = ev.sa(i)
-                if ts > s[1]:
-                    add_seg((cur, s[0], s[1], ts, s[2]))
-                if c == INFERRED:  # prev_state unknown: the next event of the thread tells
-                    state[cur] = [OFF, ts, cpu, float(inf.gap_end[np.searchsorted(inf.row, i)])]
-                elif b == _R:
-                    cnt[cur][2] += 1
-                    preempt[a] = preempt.get(a, 0) + 1  # comm resolved once per pid below
-                    preempt_row.setdefault(a, i)
-                    state[cur] = [RUNNABLE, ts, cpu, None]
-                else:
-                    cnt[cur][1] += 1
-                    state[cur] = [BLOCKED_IO if b == _D else SLEEP, ts, cpu, None]
-            if a in ours:  # switch-in of our thread
-                s = state.get(a)
-                if s is not None and s[0] == RUNNING:
-                    # still running on another CPU: its switch-out there is missing and nothing
-                    # later on that CPU showed it; it left after its last evidence there
-                    t_last = last_evidence(a, s[2], i, s[1])
-                    close(a, s, t_last)
-                    s = [RUNNABLE, t_last, s[2], None]
-                    inferred(a, ts - t_last)
-                if s is not None:
-                    if ts > s[1]:
-                        add_seg((a, RUNNABLE if s[0] == OFF else s[0], s[1], ts, s[2]))
-                    if s[0] == RUNNABLE and s[3] is not None and c != INFERRED:
-                        lat_us.append((ts - s[3]) * 1e6)
-                if a not in comm:
-                    comm[a] = ev.sb(i)
-                state[a] = [RUNNING, ts, cpu, None]
-        elif k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
-            if a not in ours:
-                continue  # our thread woke someone else
-            s = state.get(a)
-            if s is None:
-                state[a] = [RUNNABLE, ts, b, ts]
-                if k == P.K_WAKEUP_NEW:
-                    comm.setdefault(a, ev.sa(i))
-            elif s[0] in (BLOCKED_IO, SLEEP, OFF):
-                close(a, s, ts, off_as=SLEEP)  # woken: it was asleep, whatever the switch said
-                state[a] = [RUNNABLE, ts, b, ts]
-            elif s[0] == RUNNABLE and k != P.K_WAKING:
-                s[2] = b  # sched_wakeup carries the CPU actually chosen
-            elif s[0] == RUNNABLE and s[3] is not None:
-                # woken again without a switch-in since the last wakeup: it ran and slept unseen
-                # (both switches missing); where in that stretch is unknown
-                close(a, s, ts)
-                inferred(a, ts - s[1])
-                state[a] = [RUNNABLE, ts, b, ts]
-        elif k == P.K_MIGRATE:
-            if a not in ours:
-                continue
-            cnt.setdefault(a, [0, 0, 0])[0] += 1
-            migr_ts.append(ts)
-            s = state.get(a)
-            if s is not None and s[0] != RUNNING:
-                close(a, s, ts)  # a thread moved while off-CPU without a wakeup was runnable
-                state[a] = [RUNNABLE, ts, c, None] if s[0] == OFF else [s[0], ts, c, s[3]]
-        elif k == P.K_IRQ_ENTRY:
+    # IRQ, softirq, reclaim and marker events are few: their own pass, in time order.
+    rest = idx[(kind[idx] >= P.K_IRQ_ENTRY) & (kind[idx] != P.K_KSWAPD_WAKE)]
+    for i, ts, cpu, k, cur in zip(rest.tolist(), ev.ts[rest].tolist(), cpu_c[rest].tolist(), kind[rest].tolist(),
+                                  tid_c[rest].tolist()):
+        if k == P.K_IRQ_ENTRY:
             irq_open[cpu] = (cur, ts)
         elif k == P.K_IRQ_EXIT:
             o = irq_open.pop(cpu, None)
@@ -332,10 +251,6 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                 reclaim_iv.append((cur, t0, ts))
         elif k == P.K_MARKER:
             marks.append((ts, ev.sa(i)))
-    for t, s in state.items():
-        if s[0] == OFF:  # nothing resolved an inferred switch-out: asleep or runnable is unknown
-            unc[t] = unc.get(t, 0.0) + max(0.0, end_ts - max(s[1], s[3]))  # (its gap is counted)
-        close(t, s, end_ts, off_as=SLEEP)
 
     # Stages from atrace markers of our tgid.
     for ts, text in marks:
@@ -353,9 +268,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     stages_out.sort(key=lambda s: s["start_s"])
 
     # Segments as columns: tid, state, start, end, cpu.
-    S = np.array(segs, dtype=np.float64).reshape(-1, 5)
-    seg_tid, seg_st, seg_cpu = S[:, 0].astype(np.int64), S[:, 1].astype(np.int64), S[:, 4].astype(np.int64)
-    seg_a, seg_b = S[:, 2], S[:, 3]
+    seg_tid, seg_st, seg_a, seg_b, seg_cpu = tm.segments
     pieces = _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu)
     # a gap that ends in our thread's inferred switch-in went to its on-CPU time; the task before
     # may have held the CPU there (another of ours: not a blocker of itself, counted as its own)
@@ -441,6 +354,218 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
                       for t, a, b, soft_ in sorted(irq_segs, key=lambda iv: iv[1])])
 
 
+# The thread state machine, vectorised. Every event of one of our threads is an item of that
+# thread (a switch between two of ours is two items: out, then in). What an item does to the
+# thread's state [state, since, cpu, wake] depends on the state before it only in a few ways,
+# so each part of the state is computed in turn over all items at once: first the state kind
+# (switches and "current" evidence set it outright; wakeups and migrations follow a rule on the
+# kind before them), then which items set the wakeup time, the CPU, the start time; between
+# setters each part is carried forward (a running maximum of setter positions). The segments,
+# counts and latencies then come from each item and the state before it, exactly as an
+# event-by-event walk gives them (tests/test_analysis_identity.py holds the walk as the oracle).
+_NONE = 5  # no state yet (the thread has shown no sign so far)
+_E1, _OUT, _IN, _WAKE, _MIG = 0, 1, 2, 3, 4  # item types: current on a CPU, switch-out, switch-in, ...
+
+
+@dataclass
+class _Machine:
+    segments: tuple  # (tid, state, start, end, cpu) columns, in the walk's order
+    counts: dict  # tid -> [migrations, voluntary, involuntary]
+    comm: dict
+    preempt: dict  # pid -> times it preempted us (first preemption first)
+    preempt_row: dict  # pid -> the row of its first preemption
+    lat_us: np.ndarray
+    migr_ts: list
+    inferred: list  # (tid, uncertain seconds) per switch the walk inferred, in order
+    unresolved: list  # (tid, uncertain seconds) of inferred switch-outs open at the window end
+
+
+def _member(col: np.ndarray, ours: np.ndarray) -> np.ndarray:
+    """np.isin for a few pids over millions of rows: one lookup table (the pids' range is small)."""
+    if len(ours) and int(ours.max()) - int(ours.min()) < 1 << 22:
+        return np.isin(col, ours, kind="table")
+    return np.isin(col, ours)
+
+
+def _last(setter: np.ndarray, tstart: np.ndarray) -> np.ndarray:
+    """Per item: the index of the last setter at or before it within its thread, else -1."""
+    src = np.where(setter, np.arange(len(setter)), -1)
+    np.maximum.accumulate(src, out=src)
+    src[src < tstart] = -1
+    return src
+
+
+def _carry(setter: np.ndarray, value: np.ndarray, tstart: np.ndarray, default) -> np.ndarray:
+    """Per item: the value of the last setter at or before it within its thread, else default."""
+    src = _last(setter, tstart)
+    return np.where(src >= 0, value[src], default)
+
+
+def _before(after: np.ndarray, first: np.ndarray, default) -> np.ndarray:
+    """Per item: the value after the previous item of its thread (default for a thread's first)."""
+    out = np.empty_like(after)
+    out[1:] = after[:-1]
+    out[first] = default
+    return out
+
+
+def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, start_ts, end_ts,
+                    running_since, last_evidence) -> _Machine:
+    """The per-thread walk over the selected rows `idx` (cur_in / a_in: the current task / the
+    event's pid is ours there), vectorised (see above). ours: our tids, sorted."""
+    # items in walk order (by row; in a row the current task's item before the named pid's)
+    exists = np.stack((cur_in, a_in), axis=1).ravel()
+    row = np.repeat(idx, 2)[exists]
+    named = np.tile(np.array([False, True]), len(idx))[exists]
+    k = np.repeat(ev.kind[idx].astype(np.int8), 2)[exists]
+    key = np.arange(len(row))  # walk order
+    thr = np.where(named, ev.a[row], ev.tid[row])
+    sw = k == P.K_SWITCH
+    typ = np.where(named, np.where(sw, _IN, np.where(k == P.K_MIGRATE, _MIG, _WAKE)),
+                   np.where(sw, _OUT, _E1)).astype(np.int8)
+    del named, sw
+    ti = np.searchsorted(ours, thr)
+    if len(ti) and ti[0] != ti[-1] or (ti != ti[:1]).any():  # several threads: walk order within each
+        o = np.argsort(ti.astype(np.int16) if len(ours) < 1 << 15 else ti, kind="stable")
+        row, k, thr, typ, key, ti = row[o], k[o], thr[o], typ[o], key[o], ti[o]
+    cpu = ev.cpu[row]
+    first = np.ones(len(row), dtype=bool)
+    first[1:] = thr[1:] != thr[:-1]
+    # Showing the thread current on the CPU its previous item switched it in on, or showed it
+    # current on, changes nothing: such items are dropped before the work.
+    stay = np.zeros(len(row), dtype=bool)
+    stay[1:] = (typ[1:] == _E1) & (typ[:-1] <= _IN) & (typ[:-1] != _OUT) & (cpu[1:] == cpu[:-1])
+    stay &= ~first
+    if stay.any():
+        kept = np.flatnonzero(~stay)
+        row, k, thr, typ, key, ti, cpu, first = (x[kept] for x in (row, k, thr, typ, key, ti, cpu, first))
+    m = len(row)
+    ts, b, c = ev.ts[row], ev.b[row], ev.c[row]
+    starts = np.flatnonzero(first)
+    tstart = np.repeat(starts, np.diff(np.append(starts, m)))
+    is_e1, is_out, is_in, is_wake, is_mig = (typ == _E1), (typ == _OUT), (typ == _IN), (typ == _WAKE), (typ == _MIG)
+    out_inf = is_out & (c == INFERRED)
+
+    # 1. the state kind after each item
+    reset = typ <= _IN
+    k_reset = np.where(is_out, np.where(c == INFERRED, OFF, np.where(b == _R, RUNNABLE,
+                                                                    np.where(b == _D, BLOCKED_IO, SLEEP))),
+                       RUNNING).astype(np.int8)
+    lr = _last(reset, tstart)
+    base = np.where(lr >= 0, k_reset[lr], _NONE).astype(np.int8)
+    n_wake = np.cumsum(is_wake)
+    woken = n_wake > np.where(lr >= 0, n_wake[lr], n_wake[tstart] - is_wake[tstart])  # since the reset
+    k_after = np.where(reset, k_reset, np.where(base == RUNNING, RUNNING,
+                                                np.where(woken | (base == OFF), RUNNABLE, base))).astype(np.int8)
+    del lr, base, n_wake, woken
+    prev = _before(k_after, first, _NONE)
+    asleep = (prev >= BLOCKED_IO)  # BLOCKED_IO, SLEEP, OFF or _NONE: a wakeup starts a new wait
+    off_cpu = (prev != _NONE) & (prev != RUNNING)
+    waking = k == P.K_WAKING
+
+    # 2. whether a wakeup time is set, and its value
+    set_w = reset | (is_wake & asleep) | (is_mig & (prev == OFF))
+    has_w = _before(_carry(set_w, is_wake | out_inf, tstart, False), first, False)
+    rewoken = is_wake & (prev == RUNNABLE) & waking & has_w  # woken twice without a switch-in
+    w_val = np.where(is_wake, ts, np.nan)
+    oi = np.flatnonzero(out_inf)
+    w_val[oi] = inf.gap_end[np.searchsorted(inf.row, row[oi])]
+    wake_after = _carry(set_w | rewoken, w_val, tstart, np.nan)
+    wake_prev = _before(wake_after, first, np.nan)
+    del w_val
+
+    # 3. the CPU
+    set_c = reset | (is_wake & (asleep | ((prev == RUNNABLE) & (~waking | has_w)))) | (is_mig & off_cpu)
+    cpu_after = _carry(set_c, np.where(reset, cpu, np.where(is_wake, b, c)), tstart, -1)
+    cpu_prev = _before(cpu_after, first, -1)
+    del set_c, set_w, has_w, waking
+
+    # 4. the start of the state
+    stay = is_e1 & (prev == RUNNING) & (cpu_prev == cpu)  # (what the drop above left)
+    set_s = (reset & ~stay) | (is_mig & off_cpu) | (is_wake & (asleep | rewoken))
+    s_val = ts.copy()
+    for j in np.flatnonzero(is_e1 & (prev == _NONE)).tolist():
+        s_val[j] = running_since(int(row[j]), int(cpu[j]), int(thr[j]))
+    since_after = _carry(set_s, s_val, tstart, np.nan)
+    since_prev = _before(since_after, first, np.nan)
+    del set_s, s_val
+
+    # a switch-in of a thread still running elsewhere: it left after its last evidence there
+    gone = is_in & (prev == RUNNING)
+    t_last = since_prev.copy()
+    for j in np.flatnonzero(gone).tolist():
+        t_last[j] = last_evidence(int(thr[j]), int(cpu_prev[j]), int(row[j]), float(since_prev[j]))
+
+    # Segments. (0) closing the state before the item, at the item's time (OFF: runnable, or
+    # asleep when a wakeup closes it; a switch-in of a thread running elsewhere: its run, to its
+    # last evidence); (1) the second segment of a switch (out: the run that ends; in: the wait
+    # that ends); (2) every state still open at the window end.
+    st_prev = np.where(prev == OFF, np.where(is_wake, SLEEP, RUNNABLE), prev)
+    close = (is_e1 & (prev != _NONE) & ~stay) | ((is_out | is_mig) & off_cpu) \
+        | (is_wake & ((asleep & (prev != _NONE)) | rewoken)) | gone
+    end0 = np.where(gone, t_last, ts)
+    seg0 = np.flatnonzero(close & (end0 > since_prev))
+    s1 = np.where(gone, t_last, since_prev)
+    c1 = cpu_prev.copy()
+    j_new = np.flatnonzero(is_out & (prev == _NONE))  # running since the CPU's first event
+    s1[j_new] = [first_on_cpu.get(x, start_ts) for x in cpu[j_new].tolist()]
+    c1[j_new] = cpu[j_new]
+    s1[is_out & off_cpu] = np.inf  # switched out where it was not running: the run was inferred
+    st1 = np.where(is_out, RUNNING, np.where(gone, RUNNABLE, st_prev))
+    seg1 = np.flatnonzero((is_out | (is_in & (prev != _NONE))) & (ts > s1))
+    last = np.append(starts[1:] - 1, m - 1) if m else np.zeros(0, dtype=np.int64)
+    known = last[k_after[last] != _NONE]
+    with_state = np.flatnonzero(k_after != _NONE)  # the walk's state dict: in order of first state
+    known = known[np.argsort(key[with_state[np.searchsorted(with_state, tstart[known])]], kind="stable")]
+    end_since, end_w = since_after[known], wake_after[known]
+    seg2 = np.flatnonzero(end_ts > end_since)
+    st2 = np.where(k_after[known] == OFF, SLEEP, k_after[known])
+    seg_key = np.concatenate((key[seg0] * 2, key[seg1] * 2 + 1, 4 * (len(ev) + 1) + seg2))
+    so = np.argsort(seg_key, kind="stable")
+    segments = tuple(np.concatenate(cols)[so].astype(dt) for cols, dt in (
+        ((thr[seg0], thr[seg1], thr[known][seg2]), np.int64),
+        ((st_prev[seg0], st1[seg1], st2[seg2]), np.int64),
+        ((since_prev[seg0], s1[seg1], end_since[seg2]), np.float64),
+        ((end0[seg0], ts[seg1], np.full(len(seg2), end_ts, dtype=np.float64)), np.float64),
+        ((cpu_prev[seg0], c1[seg1], cpu_after[known][seg2]), np.int64)))
+
+    # Counts, comms, preemptions, wakeup latency
+    out_real = is_out & (c != INFERRED)
+    invol = out_real & (b == _R)
+    per = [np.bincount(ti[mask], minlength=len(ours)).tolist() for mask in (is_mig, out_real & ~invol, invol)]
+    counts = {t: list(c3) for t, c3 in zip(ours.tolist(), zip(*per))}
+    comm: dict[int, str] = {}
+    cand = np.flatnonzero(is_out | is_in | (is_wake & (prev == _NONE) & (k == P.K_WAKEUP_NEW)))
+    if len(cand):
+        for j in cand[np.concatenate(([True], thr[cand][1:] != thr[cand][:-1]))].tolist():
+            r = int(row[j])
+            comm[int(thr[j])] = ev.sb(r) if typ[j] == _IN else ev.sa(r)
+    pre = np.flatnonzero(invol)
+    pre = pre[np.argsort(key[pre], kind="stable")]
+    preempt: dict[int, int] = {}
+    preempt_row: dict[int, int] = {}
+    if len(pre):
+        u, fi, cnt_ = np.unique(ev.a[row[pre]], return_index=True, return_counts=True)
+        for j in np.argsort(fi, kind="stable").tolist():
+            preempt[int(u[j])] = int(cnt_[j])
+            preempt_row[int(u[j])] = int(row[pre[fi[j]]])
+    lat = np.flatnonzero(is_in & (prev == RUNNABLE) & ~np.isnan(wake_prev) & (c != INFERRED))
+    lat_us = (ts[lat] - wake_prev[lat]) * 1e6
+    migr = np.flatnonzero(is_mig)
+    migr_ts = ts[migr[np.argsort(key[migr], kind="stable")]].tolist()
+
+    # Inferred switches the walk adds, in walk order: a sign of running where not switched in,
+    # a switch-out of a thread not running, a switch-in of one still running, a second wakeup.
+    infm = np.flatnonzero((is_e1 & (prev != _NONE) & ~stay) | (is_out & off_cpu) | gone | rewoken)
+    infm = infm[np.argsort(key[infm], kind="stable")]
+    inf_dt = np.where(gone[infm], ts[infm] - t_last[infm], np.where(rewoken[infm], ts[infm] - since_prev[infm], 0.0))
+    inferred = list(zip(thr[infm].tolist(), inf_dt.tolist()))
+    unresolved = [(t, max(0.0, end_ts - max(s_, w_)))
+                  for t, kk, s_, w_ in zip(thr[known].tolist(), k_after[known].tolist(), end_since.tolist(),
+                                           end_w.tolist()) if kk == OFF]
+    return _Machine(segments, counts, comm, preempt, preempt_row, lat_us, migr_ts, inferred, unresolved)
+
+
 @dataclass
 class _Inferred:
     """Switches _infer_switches inserted, as columns sorted by row (in the new table): row, the
@@ -457,15 +582,24 @@ class _Inferred:
 _NO_INFERRED = _Inferred(*(np.zeros(0, dtype=dt) for dt in (np.int64, np.int64, np.int64, float, float, float)))
 
 
-def _infer_switches(ev: P.Events, ours_arr: np.ndarray) -> "tuple[P.Events, _Inferred]":
+def _by_cpu(ev: P.Events):
+    """(rows grouped by CPU, time order kept within each: a radix sort; the CPUs' column in that
+    order; where each CPU's rows start)."""
+    order = np.argsort(ev.cpu.astype(np.int16), kind="stable")
+    cs = ev.cpu[order]
+    starts = np.flatnonzero(np.concatenate(([True], cs[1:] != cs[:-1]))) if len(cs) else np.zeros(0, np.int64)
+    return order, cs, starts
+
+
+def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P.Events, _Inferred]":
     """The events with a switch row inserted wherever a CPU's current task changes without one
-    (see "Missing switches" in the module docstring). Vectorised: one stable sort by CPU (radix),
-    one comparison of neighbours; the table is copied only when something is missing."""
+    (see "Missing switches" in the module docstring). Vectorised: one stable sort by CPU (radix,
+    or by_cpu: _by_cpu(ev) when the caller has it), one comparison of neighbours; the table is
+    copied only when something is missing."""
     n = len(ev)
     if n < 2:
         return ev, _NO_INFERRED
-    order = np.argsort(ev.cpu.astype(np.int16), kind="stable")  # per CPU, time order kept
-    cs = ev.cpu[order]
+    order, cs, _ = by_cpu or _by_cpu(ev)
     before = ev.tid[order]
     after = np.where(ev.kind[order] == P.K_SWITCH, ev.a[order], before)
     k = np.flatnonzero((cs[1:] == cs[:-1]) & (after[:-1] != before[1:]))
@@ -558,8 +692,8 @@ class _Pieces:
 
 
 def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
-    """Vectorised for the usual case of one task in the way per runnable segment (the next switch
-    on that CPU is the one to us); a Python walk for the rest."""
+    """Per CPU, vectorised: first the runnable segments with one task in the way (the next switch
+    on that CPU is the one to us), then those in which several ran in turn, piece by piece."""
     tl = _cpu_timelines(ev, inf)
     si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
     runnable = seg_st == RUNNABLE
@@ -577,26 +711,49 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
         ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
         si_l.append(si_a[ok]), pid_l.append(pid_cur[ok]), row_l.append(row_cur[ok])
         nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok])
-        walk = ([], [], [], [], [])
-        for j in np.flatnonzero(~single).tolist():  # several tasks ran in turn: walk the switches
-            t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
-            while True:
-                pid, row, is_next = (first_pid, first_row, False) if kk < 0 else (int(nxt[kk]), int(rows[kk]), True)
-                t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
-                t_end = min(t_next, end)
-                if pid != tid and t_end > t_cur:
-                    for col, v in zip(walk, (int(si_a[j]), pid, row, is_next, t_end - t_cur)):
-                        col.append(v)
-                if t_next >= end:
-                    break
-                t_cur, kk = t_next, kk + 1
-        for lst, col, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk, _PIECE_TYPES):
-            lst.append(np.array(col, dtype=dt))
+        several = np.flatnonzero(~single)
+        walk = _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0, b0, tid_a)
+        walk[0] = si_a[walk[0]]
+        for lst, col in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk):
+            lst.append(col)
     cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
            for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), _PIECE_TYPES)]
     si, pid, row, is_next, dur = cat
     name, names = _comm_names(ev, pid, row, is_next)
     return _Pieces(si, pid, dur, name, names, row)
+
+
+def _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0, b0, tid_a) -> list:
+    """Pieces of the segments `several` (indices into a0/b0/tid_a) in which tasks ran in turn: from
+    each segment's start, every switch on the CPU up to its end begins a piece (a task other than
+    the segment's own thread, for a positive time). Columns: segment, pid, row, is_next, seconds."""
+    if len(several) and np.all(times[1:] >= times[:-1]):
+        cnt = k_end[several] - k[several]  # switches k .. k_end - 1 (times sorted)
+        seg = np.repeat(several, cnt)
+        step = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        kk = k[seg] + step
+        at = np.maximum(kk, 0)
+        pid = np.where(kk < 0, first_pid, nxt[at])
+        row = np.where(kk < 0, first_row, rows[at])
+        t_next = np.where(kk + 1 < len(times), times[np.minimum(kk + 1, len(times) - 1)], math.inf)
+        t_cur = np.where(step == 0, a0[seg], times[at])
+        t_end = np.minimum(t_next, b0[seg])
+        keep = (pid != tid_a[seg]) & (t_end > t_cur)
+        return [seg[keep], pid[keep], row[keep], (kk >= 0)[keep], (t_end - t_cur)[keep]]
+    walk = ([], [], [], [], [])
+    for j in several.tolist():  # (times out of order: the same, switch by switch)
+        t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
+        while True:
+            pid, row, is_next = (first_pid, first_row, False) if kk < 0 else (int(nxt[kk]), int(rows[kk]), True)
+            t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
+            t_end = min(t_next, end)
+            if pid != tid and t_end > t_cur:
+                for col, v in zip(walk, (j, pid, row, is_next, t_end - t_cur)):
+                    col.append(v)
+            if t_next >= end:
+                break
+            t_cur, kk = t_next, kk + 1
+    return [np.array(col, dtype=dt) for col, dt in zip(walk, _PIECE_TYPES)]
 
 
 _PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64)
@@ -697,7 +854,11 @@ def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: 
     invisible on a timeline anyway); output is sorted by start time."""
     keep = np.arange(len(seg_tid))
     if len(keep) > cap:
-        keep = np.sort(np.argsort(seg_a - seg_b, kind="stable")[:cap])
+        # the `cap` longest, ties to the earlier segment: what a stable sort's first `cap` are
+        d = seg_a - seg_b
+        thr = np.partition(d, cap - 1)[cap - 1]
+        below = np.flatnonzero(d < thr)
+        keep = np.sort(np.concatenate((below, np.flatnonzero(d == thr)[:cap - len(below)])))
     blk = _main_blocker_by_seg(pieces, keep)
     held = _held_by(pieces, keep)
     out = [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}

@@ -24,6 +24,7 @@ Rows are merged across CPUs in time order (ties: lower CPU first, as the kernel'
 """
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -114,39 +115,59 @@ def ring_format(header_page: str, formats, subbuf_size: int | None = None) -> Ri
     return rf
 
 
+# record length by type_len, where the header alone tells it (0 and 29 read the next word)
+_LEN = np.array([0] + [4 + 4 * t for t in range(1, 29)] + [0, 8, 8], dtype=np.int64)
+GROUP_BYTES = 8 << 20  # CPUs with less than this many bytes of pages are decoded together (one walk)
+
+
 def _walk(w: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    """Every record of every page, in buffer order: (byte position, type_len, time_delta, array[0]).
-    starts/ends: byte offsets of each page's data. All pages advance one record per step."""
-    pos_l, tl_l, dt_l, a0_l = [], [], [], []
+    """Every record of every page, in buffer order: (byte position, header u32, array[0]: the next
+    u32, read only for type_len 0/29/30/31, which need it; 0 elsewhere). starts/ends: byte offsets
+    of each page's data. All pages advance one record per step; a page's records come out at
+    consecutive steps, so each lands at (its page's offset + step) without a sort."""
+    steps = []
+    count = np.zeros(len(starts), dtype=np.int64)
     act = np.flatnonzero(ends > starts)
-    pos = starts.astype(np.int64).copy()
+    p, end = starts[act].astype(np.int64), ends[act]
     last = len(w) - 1
     while len(act):
-        p = pos[act]
-        hdr = w[p >> 2].astype(np.int64)
+        wi = p >> 2
+        hdr = w[wi]
         tl = hdr & 31
-        dt = hdr >> 5
-        a0 = w[np.minimum((p >> 2) + 1, last)].astype(np.int64)
-        null = (tl == _T_PAD) & (dt == 0)
-        ln = np.where(tl == 0, 4 + ((a0 + 3) & ~3),
-                      np.where(tl <= 28, 4 + 4 * tl, np.where(tl == _T_PAD, 4 + a0, 8))).astype(np.int64)
-        pos_l.append(p[~null]), tl_l.append(tl[~null]), dt_l.append(dt[~null]), a0_l.append(a0[~null])
+        ln = _LEN[tl]
+        odd = np.flatnonzero((tl == 0) | (tl >= _T_PAD))
+        a0 = w[np.minimum(wi[odd] + 1, last)].astype(np.int64)
+        t_odd = tl[odd]
+        ln[odd] = np.where(t_odd == 0, 4 + ((a0 + 3) & ~3), np.where(t_odd == _T_PAD, 4 + a0, 8))
+        real = hdr != _T_PAD  # type_len 29 with time_delta 0: the page's empty rest
+        steps.append((act, p, hdr, odd, a0, real))
+        count[act[real]] += 1
         nxt = p + ln
-        pos[act] = nxt
-        act = act[~null & (nxt < ends[act])]
-    if not pos_l:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e, e, e
-    pos, tl, dt, a0 = (np.concatenate(x) for x in (pos_l, tl_l, dt_l, a0_l))
-    order = np.argsort(pos, kind="stable")
-    return pos[order], tl[order], dt[order], a0[order]
+        cont = real & (nxt < end)
+        act, p, end = act[cont], nxt[cont], end[cont]
+    n = int(count.sum())
+    pos, hdr_o, a0_o = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint32), np.zeros(n, dtype=np.int64)
+    off = np.cumsum(count) - count
+    for s, (act, p, hdr, odd, a0, real) in enumerate(steps):
+        dest = off[act] + s
+        if not real.all():
+            keep = np.flatnonzero(real)
+            odd_keep = real[odd]
+            dest_odd = off[act[odd[odd_keep]]] + s
+            a0_o[dest_odd] = a0[odd_keep]
+            dest, p, hdr = dest[keep], p[keep], hdr[keep]
+        else:
+            a0_o[dest[odd]] = a0
+        pos[dest] = p
+        hdr_o[dest] = hdr
+    return pos, hdr_o.astype(np.int64), a0_o
 
 
-def _timestamps(pos, tl, dt, a0, page_of_byte, page_ts):
-    """ns time of every record (see the module docstring)."""
+def _timestamps(pos, tl, dt, a0, page, page_ts):
+    """ns time of every record (see the module docstring); page: each record's page index."""
     step = np.where(tl <= 28, dt, 0)
-    step = np.where(tl == _T_EXTEND, (a0 << 27) + dt, step)
-    page = page_of_byte(pos)
+    ext = np.flatnonzero(tl == _T_EXTEND)
+    step[ext] = (a0[ext] << 27) + dt[ext]
     first = np.flatnonzero(np.concatenate(([True], page[1:] != page[:-1])))
     cs = np.cumsum(step)
     base = np.repeat(cs[first] - step[first], np.diff(np.concatenate((first, [len(pos)]))))
@@ -167,110 +188,246 @@ def _timestamps(pos, tl, dt, a0, page_of_byte, page_ts):
     return ts
 
 
-def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Events:
-    """pages: cpu -> the bytes read from that CPU's trace_pipe_raw (whole pages).
-    tgids: pid -> tgid (tracefs saved_tgids), for the tgid column as the text shows it."""
-    cpus = sorted(c for c, b in pages.items() if len(b) >= fmt.page_size)
-    chunks = [pages[c][:len(pages[c]) // fmt.page_size * fmt.page_size] for c in cpus]
-    blob = b"".join(chunks)
-    if not blob:
-        return P.Events.from_rows([])
+def _tables(fmt: RingFormat):
+    """Lookup tables by event id: the kind, and the record length its fields need."""
+    kind_of = np.full(65536, P.K_OTHER, dtype=np.int64)
+    need_of = np.zeros(65536, dtype=np.int64)
+    for ev_id, (kind, ef) in fmt.events.items():
+        if 0 <= ev_id < 65536:
+            kind_of[ev_id] = kind
+            need_of[ev_id] = max((f.offset + f.size for f in ef.fields.values()), default=8)
+    return kind_of, need_of
+
+
+def _state_letters(st: np.ndarray, fmt: RingFormat) -> np.ndarray:
+    """prev_state -> the letter of its first listed set bit ('R' when none): a table over the
+    listed bits when they are small (always, on kernels so far), else one pass per flag."""
+    mask = 0
+    for bit, _ in fmt.state_flags:
+        mask |= bit
+    if 0 < mask < 1 << 16:
+        tab = np.full(mask + 1, ord("R"), dtype=np.int64)
+        idx = np.arange(mask + 1)
+        for bit, ch in reversed(fmt.state_flags):  # the first listed set bit wins
+            tab[(idx & bit) != 0] = ord(ch)
+        return tab[st & mask]
+    letter = np.full(len(st), ord("R"), dtype=np.int64)
+    for bit, ch in reversed(fmt.state_flags):
+        letter[(st & bit) != 0] = ord(ch)
+    return letter
+
+
+@dataclass
+class _Group:
+    """Some CPUs' pages as one buffer (a big CPU's own bytes, uncopied; small ones joined) and
+    its records of the events we read, in buffer order."""
+    blob: bytes
+    u8: np.ndarray
+    w: np.ndarray
+    pos: np.ndarray  # record start
+    ds: np.ndarray  # data start
+    ts: np.ndarray  # ns
+    type_id: np.ndarray
+    cpu: np.ndarray
+
+
+def _groups(pages: dict, ps: int) -> list:
+    """[(cpus, [their page bytes])] in CPU order: one per CPU of GROUP_BYTES or more (its bytes
+    are used in place: no copy of a big buffer), the rest joined up to GROUP_BYTES (one walk
+    for many small CPUs)."""
+    out, cur, size = [], [], 0
+    for c in sorted(c for c, b in pages.items() if len(b) >= ps):
+        b = pages[c]
+        chunk = b[:len(b) // ps * ps]
+        if len(chunk) >= GROUP_BYTES or (cur and size + len(chunk) > GROUP_BYTES):
+            if cur:
+                out.append(cur)
+            cur, size = [], 0
+        cur.append((c, chunk))
+        size += len(chunk)
+        if size >= GROUP_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _decode_group(chunks: list, fmt: RingFormat, kind_of, need_of) -> _Group:
+    ps = fmt.page_size
+    blob = chunks[0][1] if len(chunks) == 1 else b"".join(ch for _, ch in chunks)
     u8 = np.frombuffer(blob, dtype=np.uint8)
     w = np.frombuffer(blob, dtype="<u4")
-    n_pages = len(blob) // fmt.page_size
-    page0 = np.arange(n_pages, dtype=np.int64) * fmt.page_size
-    page_cpu = np.repeat(np.array(cpus, dtype=np.int64), [len(c) // fmt.page_size for c in chunks])
+    n_pages = len(blob) // ps
+    page0 = np.arange(n_pages, dtype=np.int64) * ps
+    page_cpu = np.repeat(np.array([c for c, _ in chunks], dtype=np.int64), [len(ch) // ps for _, ch in chunks])
     page_ts = _read_int(u8, w, page0, fmt.ts_field).astype(np.int64)
     commit = _read_int(u8, w, page0, fmt.commit_field) & _COMMIT_MASK
     starts = page0 + fmt.data_offset
-    ends = np.minimum(starts + commit, page0 + fmt.page_size)
-
-    pos, tl, dt, a0 = _walk(w, starts, ends)
+    ends = np.minimum(starts + commit, page0 + ps)
+    pos, hdr, a0 = _walk(w, starts, ends)
     if not len(pos):
-        return P.Events.from_rows([])
-    ts_ns = _timestamps(pos, tl, dt, a0, lambda b: b // fmt.page_size, page_ts)
-    ds = np.where(tl == 0, pos + 8, pos + 4)  # data start
-    rlen = np.where(tl == 0, a0 - 4, tl * 4)
-    page_end = (pos // fmt.page_size) * fmt.page_size + fmt.page_size
-    rec = (tl <= 28) & (rlen >= 8) & (ds + rlen <= page_end)  # whole data records (common header)
-    ds, rlen = ds[rec], rlen[rec]
-    ts_ns = ts_ns[rec]
-    cpu = page_cpu[pos[rec] // fmt.page_size]
-
-    max_id = max(fmt.events, default=0)
-    kind_of = np.full(max(max_id + 1, 65536), P.K_OTHER, dtype=np.int64)
-    for ev_id, (kind, _ef) in fmt.events.items():
-        kind_of[ev_id] = kind
+        e = np.zeros(0, dtype=np.int64)
+        return _Group(blob, u8, w, e, e, e, e, e)
+    tl, dt = hdr & 31, hdr >> 5
+    page = pos // ps
+    ts = _timestamps(pos, tl, dt, a0, page, page_ts)
+    # whole data records (common header) of the events we read; a record too short for its
+    # format is not ours
+    long_ = tl == 0
+    ds = pos + 4 + 4 * long_
+    rlen = np.where(long_, a0 - 4, tl * 4)
+    keep = np.flatnonzero((tl <= 28) & (rlen >= 8) & (ds + rlen <= (page + 1) * ps))
+    ds, rlen = ds[keep], rlen[keep]
     type_id = (w[ds >> 2] & 0xFFFF).astype(np.int64)  # common_type: u16 at offset 0
-    kind = kind_of[type_id]
-    for ev_id, (_k, ef) in fmt.events.items():  # a record too short for its format is not ours
-        need = max((f.offset + f.size for f in ef.fields.values()), default=8)
-        kind[(type_id == ev_id) & (rlen < need)] = P.K_OTHER
-    keep = np.flatnonzero(kind != P.K_OTHER)
-    ds, rlen, ts_ns, cpu, kind, type_id = ds[keep], rlen[keep], ts_ns[keep], cpu[keep], kind[keep], type_id[keep]
-    n = len(ds)
-    tid = w[(ds + 4) >> 2].view(np.int32).astype(np.int64)  # common_pid
+    ours = np.flatnonzero((kind_of[type_id] != P.K_OTHER) & (rlen >= need_of[type_id]))
+    keep = keep[ours]
+    return _Group(blob, u8, w, pos[keep], ds[ours], ts[keep], type_id[ours], page_cpu[page[keep]])
+
+
+def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Events:
+    """pages: cpu -> the bytes read from that CPU's trace_pipe_raw (whole pages).
+    tgids: pid -> tgid (tracefs saved_tgids), for the tgid column as the text shows it.
+    Each group of CPUs (see _groups) is walked on its own buffer; the rows are put in time order
+    from the records' stamps alone, and every field is then read straight into its row."""
+    kind_of, need_of = _tables(fmt)
+    groups = [_decode_group(chunks, fmt, kind_of, need_of) for chunks in _groups(pages, fmt.page_size)]
+    sizes = [len(g.ts) for g in groups]
+    n = sum(sizes)
+    if not n:
+        return P.Events.from_rows([])
+    # time order: groups (and the CPUs in each) are in CPU order, so a stable sort keeps the lower
+    # CPU first on ties, as the kernel's `trace` does
+    ts_all = np.concatenate([g.ts for g in groups])
+    order = np.argsort(ts_all, kind="stable")
+    ts_ns = ts_all[order]
+    del ts_all
+    row_of = np.empty(n, dtype=np.int64)  # buffer order -> time order
+    row_of[order] = np.arange(n)
+    del order
+    base = np.cumsum([0] + [len(g.blob) for g in groups])
+    kind, tid, gpos = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    cpu = np.empty(n, np.int64)
     a, b, c = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    sa0, sa1, sb0, sb1 = (np.zeros(n, np.int64) for _ in range(4))
-
-    for ev_id, (k, ef) in fmt.events.items():
-        rows = np.flatnonzero(type_id == ev_id)
-        if not len(rows):
-            continue
-        d = ds[rows]
-        f = ef.fields
-        if k == P.K_SWITCH:
-            tid[rows] = _read_int(u8, w, d, f["prev_pid"])
-            a[rows] = _read_int(u8, w, d, f["next_pid"])
-            st = _read_int(u8, w, d, f["prev_state"])
-            letter = np.full(len(rows), ord("R"), dtype=np.int64)
-            for bit, ch in reversed(fmt.state_flags):  # the first listed set bit wins
-                letter[(st & bit) != 0] = ord(ch)
-            b[rows], c[rows] = letter, (st & fmt.preempt_bit) != 0
-            sa0[rows], sa1[rows] = _str_span(u8, w, d, f["prev_comm"])
-            sb0[rows], sb1[rows] = _str_span(u8, w, d, f["next_comm"])
-        elif k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
-            a[rows] = _read_int(u8, w, d, f["pid"])
-            b[rows] = _read_int(u8, w, d, f["target_cpu"]) if "target_cpu" in f else cpu[rows]
-            sa0[rows], sa1[rows] = _str_span(u8, w, d, f["comm"])
-        elif k == P.K_MIGRATE:
-            a[rows] = _read_int(u8, w, d, f["pid"])
-            b[rows] = _read_int(u8, w, d, f["orig_cpu"])
-            c[rows] = _read_int(u8, w, d, f["dest_cpu"])
-            sa0[rows], sa1[rows] = _str_span(u8, w, d, f["comm"])
-        elif k in (P.K_IRQ_ENTRY, P.K_IRQ_EXIT):
-            a[rows] = _read_int(u8, w, d, f["irq"])
-        elif k in (P.K_SOFTIRQ_ENTRY, P.K_SOFTIRQ_EXIT):
-            a[rows] = _read_int(u8, w, d, f["vec"])
-        elif k == P.K_MARKER:
-            bf = f["buf"]
-            sa0[rows], sa1[rows] = d + bf.offset, d + rlen[rows]
-
-    tgid = np.full(n, -1, dtype=np.int64)
-    if tgids:
-        keys = np.fromiter(tgids.keys(), dtype=np.int64, count=len(tgids))
-        vals = np.fromiter(tgids.values(), dtype=np.int64, count=len(tgids))
-        o = np.argsort(keys)
-        keys, vals = keys[o], vals[o]
-        j = np.minimum(np.searchsorted(keys, tid), len(keys) - 1)
-        hit = keys[j] == tid
-        tgid[hit] = vals[j[hit]]
-
-    order = np.argsort(ts_ns, kind="stable")  # blob order is cpu-major: ties keep the lower cpu first
-    cols = [x[order] for x in (ts_ns, cpu, kind, tid, tgid, a, b, c, sa0, sa1, sb0, sb1)]
-    ts_ns, cpu, kind, tid, tgid, a, b, c, sa0, sa1, sb0, sb1 = cols
-
-    def s_a(i):
-        return _cstr(blob, sa0[i], sa1[i], kind[i] == P.K_MARKER)
-
-    def s_b(i):
-        return _cstr(blob, sb0[i], sb1[i], False)
-
-    return P.Events(ts_ns * 1e-9, cpu, kind, tid, tgid, a, b, c, s_a, s_b)
+    ids = sorted(fmt.events)
+    for g, lo, g_base in zip(groups, np.cumsum([0] + sizes[:-1]).tolist(), base.tolist()):
+        dest = row_of[lo:lo + len(g.ts)]
+        u8, w, ds = g.u8, g.w, g.ds
+        kind[dest] = kind_of[g.type_id]
+        cpu[dest] = g.cpu
+        gpos[dest] = g.pos + g_base
+        tid[dest] = w[(ds + 4) >> 2].view(np.int32)  # common_pid
+        by_type = np.argsort(g.type_id.astype(np.uint16), kind="stable")  # radix: rows by event id
+        bounds = np.searchsorted(g.type_id[by_type], ids)
+        for ev_id, b_lo, b_hi in zip(ids, bounds.tolist(), [*bounds[1:].tolist(), len(by_type)]):
+            if b_hi <= b_lo:
+                continue
+            rows = by_type[b_lo:b_hi]
+            k, ef = fmt.events[ev_id]
+            d, to = ds[rows], dest[rows]
+            f = ef.fields
+            if k == P.K_SWITCH:
+                tid[to] = _read_int(u8, w, d, f["prev_pid"])
+                a[to] = _read_int(u8, w, d, f["next_pid"])
+                st = _read_int(u8, w, d, f["prev_state"])
+                b[to], c[to] = _state_letters(st, fmt), (st & fmt.preempt_bit) != 0
+            elif k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
+                a[to] = _read_int(u8, w, d, f["pid"])
+                b[to] = _read_int(u8, w, d, f["target_cpu"]) if "target_cpu" in f else g.cpu[rows]
+            elif k == P.K_MIGRATE:
+                a[to] = _read_int(u8, w, d, f["pid"])
+                b[to] = _read_int(u8, w, d, f["orig_cpu"])
+                c[to] = _read_int(u8, w, d, f["dest_cpu"])
+            elif k in (P.K_IRQ_ENTRY, P.K_IRQ_EXIT):
+                a[to] = _read_int(u8, w, d, f["irq"])
+            elif k in (P.K_SOFTIRQ_ENTRY, P.K_SOFTIRQ_EXIT):
+                a[to] = _read_int(u8, w, d, f["vec"])
+            for name in _STRINGS.get(k, ()):  # a layout we do not know fails here, not on reading
+                f[name]  # noqa: B018
+    tgid = _tgids(tid, tgids)
+    strings = _Strings([g.blob for g in groups], base, fmt, gpos)
+    return P.Events(ts_ns * 1e-9, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
 
 
-def _cstr(blob: bytes, s: int, e: int, marker: bool) -> str:
-    raw = blob[s:e].split(b"\0", 1)[0]
+# kind -> the fields of (sa, sb), the string columns of tracing.parse's table (markers: "buf")
+_STRINGS = {P.K_SWITCH: ("prev_comm", "next_comm"), P.K_WAKING: ("comm",), P.K_WAKEUP: ("comm",),
+            P.K_WAKEUP_NEW: ("comm",), P.K_MIGRATE: ("comm",), P.K_MARKER: ("buf",)}
+
+
+class _Strings:
+    """sa(i) / sb(i), read from the record when asked (the analysis reads a few hundred strings of
+    millions of events). The buffers are read as one: their concatenation in CPU order."""
+
+    def __init__(self, blobs: list, base, fmt: RingFormat, gpos: np.ndarray):
+        self.blobs, self.base, self.fmt, self.gpos = blobs, [int(x) for x in base], fmt, gpos
+
+    def _bytes(self, s: int, e: int) -> bytes:
+        """Bytes [s, e) of the concatenated buffers (a string never crosses one, garbage may)."""
+        g = bisect.bisect_right(self.base, s) - 1
+        out = []
+        while s < e and 0 <= g < len(self.blobs):
+            lo = s - self.base[g]
+            piece = self.blobs[g][lo:lo + (e - s)]
+            out.append(piece)
+            s += len(piece)
+            g += 1
+            if not piece:
+                break
+        return b"".join(out)
+
+    def _u32(self, at: int) -> int:
+        return int.from_bytes(self._bytes(at, at + 4), "little")
+
+    def _get(self, i, which: int) -> str:
+        pos = int(self.gpos[i])
+        hdr = self._u32(pos)
+        ds = pos + 8 if hdr & 31 == 0 else pos + 4
+        kind, ef = self.fmt.events[self._u32(ds) & 0xFFFF]
+        names = _STRINGS.get(kind, ())
+        if which >= len(names):
+            return ""
+        f = ef.fields[names[which]]
+        if kind == P.K_MARKER:  # the rest of the record
+            rlen = self._u32(pos + 4) - 4 if hdr & 31 == 0 else (hdr & 31) * 4
+            return _cstr(self._bytes(ds + f.offset, ds + rlen), True)
+        if not f.loc:
+            s = ds + f.offset
+            return _cstr(self._bytes(s, s + f.size), False)
+        loc = self._u32(ds + f.offset)
+        s = (ds if f.loc == "data" else ds + f.offset + f.size) + (loc & 0xFFFF)
+        return _cstr(self._bytes(s, s + (loc >> 16)), False)
+
+    def sa(self, i) -> str:
+        return self._get(i, 0)
+
+    def sb(self, i) -> str:
+        return self._get(i, 1)
+
+
+def _tgids(tid: np.ndarray, tgids: dict | None) -> np.ndarray:
+    """pid -> tgid column (-1 when unknown): a table indexed by pid where pids are small enough
+    (pid_max is at most 2^22), else a binary search."""
+    tgid = np.full(len(tid), -1, dtype=np.int64)
+    if not tgids:
+        return tgid
+    keys = np.fromiter(tgids.keys(), dtype=np.int64, count=len(tgids))
+    vals = np.fromiter(tgids.values(), dtype=np.int64, count=len(tgids))
+    if 0 <= keys.min() and keys.max() < 1 << 23:
+        tab = np.zeros(int(keys.max()) + 1, dtype=np.int64)  # tgid + 1; 0 = unknown (calloc: lazy)
+        tab[keys] = vals + 1
+        ok = (tid >= 0) & (tid < len(tab))
+        tgid[ok] = tab[tid[ok]] - 1
+        return tgid
+    o = np.argsort(keys)
+    keys, vals = keys[o], vals[o]
+    j = np.minimum(np.searchsorted(keys, tid), len(keys) - 1)
+    hit = keys[j] == tid
+    tgid[hit] = vals[j[hit]]
+    return tgid
+
+
+def _cstr(raw: bytes, marker: bool) -> str:
+    raw = raw.split(b"\0", 1)[0]
     out = raw.decode("utf-8", "replace")
     return out.rstrip("\n") if marker else out  # the kernel appends a newline to marker text
 
