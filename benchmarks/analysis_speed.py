@@ -1,21 +1,34 @@
-"""Our decode+analyze vs `trace-cmd report` on the SAME ring-buffer pages, side by side in one run.
+"""Window analysis speed: our decode + analyze vs `trace-cmd report` on the SAME ring-buffer pages,
+interleaved in one run, with a bootstrap interval; and the memory the analysis takes.
 
-Captures `stress-ng --switch 2` into a tracefs instance with a big buffer (the default fills
-48 MB/CPU: ~1.9 M events on this 2-CPU VM), reads its text `trace`, then its binary pages
-(per_cpu/cpuN/trace_pipe_raw) exactly as TraceWindow.collect() does. trace-cmd gets those same
-pages: `trace-cmd restore` wraps the per-CPU files into a trace.dat with this kernel's formats,
-and `trace-cmd report` on it is timed (output to /dev/null). Our side is the product's path:
-tracing.rawparse.parse_pages + tracing.analysis.analyze for one stress-ng worker (the heavy
-case: it takes part in about a quarter of all events). The text parser's figure is printed too.
-Medians of --repeat runs; prints the ratio ours / trace-cmd (goal <= 1.0). The instance is
-always removed.
+Capture: `stress-ng --switch 2` into a tracefs instance with a big buffer (48 MB/CPU: ~1.7-1.9 M
+events on a 2-vCPU VM; the buffer fills, so some events are lost, as in real heavy windows), read
+exactly as TraceWindow.collect() does: the text `trace`, then the binary pages (per_cpu/cpuN/
+trace_pipe_raw). trace-cmd gets those same pages: `trace-cmd restore` wraps the per-CPU files into a
+trace.dat with this kernel's formats, and `trace-cmd report -i` on it is timed (output to /dev/null).
+Ours is the product's path: tracing.rawparse.parse_pages + tracing.analysis.analyze for one
+stress-ng worker (the heavy case: it takes part in about half of all events).
+Also run, in the same rounds unless --no-reference: the event-by-event implementation this one
+replaced (tests/reference/*_loop.py, the tests' oracle); its breakdown and ours are compared field
+by field (printed "identical").
 
-    .venv/bin/python benchmarks/analysis_speed.py [--seconds 2] [--buffer-mb 48] [--repeat 3]
+Rounds: every arm runs once per round, in a rotating order; per round the ratio ours/trace-cmd;
+printed: the median ratio and a bootstrap 95% interval over rounds (5000 resamples), goal <= 0.2.
+Memory: decode + analyze in a fresh subprocess per implementation: peak RSS (VmHWM) above the
+RSS with the pages loaded, and numpy's own peak (tracemalloc), per event.
+Load average is printed: timings on a shared machine are noisy, ratios less so (same rounds).
+
+    .venv/bin/python benchmarks/analysis_speed.py [--seconds 2] [--buffer-mb 48] [--rounds 9]
+        [--save DIR | --load DIR] [--no-reference] [--text]
+
+--save DIR keeps the capture (pages, formats, window bounds) for a later --load DIR run (profiling,
+or the same events on another machine); the instance is always removed.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import statistics
 import subprocess
@@ -24,14 +37,20 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from tracing import analysis, parse, rawparse, tracefs  # noqa: E402
 from tracing.window import EVENTS, _cpumask  # noqa: E402
 
+BOOT = 5000
+GOAL = 0.2
 
-def capture(root: Path, seconds: float, buffer_mb: int, cpus: list[int]):
-    """(text, pages, ring, tgids, t0, t1) of a stress-ng --switch run."""
+
+def capture(root: Path, seconds: float, buffer_mb: int, cpus: list[int], out: Path) -> None:
+    """A stress-ng --switch window saved under `out` (see save())."""
     name = f"ittsw-bench-{os.getpid()}"
     inst = root / "instances" / name
     os.mkdir(inst)
@@ -62,89 +81,218 @@ def capture(root: Path, seconds: float, buffer_mb: int, cpus: list[int]):
         ring = tracefs.read_ring_format(root, inst)
         if ring is None:
             raise SystemExit("cannot read the ring-buffer formats of this tracefs")
+        overrun = {}
+        for c in cpus:  # events the full buffer overwrote (the capture is meant to be lossy)
+            stats = tracefs._read(inst / "per_cpu" / f"cpu{c}" / "stats") or ""
+            overrun[c] = next((int(ln.split()[-1]) for ln in stats.splitlines() if ln.startswith("overrun:")), None)
         pages = tracefs.read_pages(inst, cpus, ring.page_size)
         tgids = tracefs.read_saved_tgids(root)
     finally:
         tracefs.quiesce_and_remove(inst)
-    return text, pages, ring, tgids, t0, t1
+    formats = [tracefs._read(root / "events" / ev / "format") for ev in (*EVENTS, tracefs.MARKER_EVENT)]
+    save(out, pages, tracefs._read(root / "events" / "header_page"), [f for f in formats if f],
+         ring.page_size, tgids, t0, t1, text, overrun)
 
 
-def trace_cmd_dat(pages: dict, cpus: list[int], td: str) -> str:
-    """A trace.dat holding exactly `pages` (trace-cmd restore: header from this kernel + CPU files)."""
+def save(out: Path, pages, header_page, formats, page_size, tgids, t0, t1, text, overrun) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for c, b in pages.items():
+        (out / f"cpu{c}.raw").write_bytes(b)
+    (out / "header_page").write_text(header_page)
+    (out / "formats").write_text("%%\n".join(formats))
+    (out / "trace.txt").write_text(text)
+    (out / "meta.json").write_text(json.dumps({"t0": t0, "t1": t1, "cpus": sorted(pages), "page_size": page_size,
+                                               "tgids": {str(k): v for k, v in tgids.items()},
+                                               "overrun": {str(k): v for k, v in overrun.items()}}))
+
+
+def load(d: Path):
+    """(pages, ring format, tgids, t0, t1) of a saved capture."""
+    m = json.loads((d / "meta.json").read_text())
+    ring = rawparse.ring_format((d / "header_page").read_text(), (d / "formats").read_text().split("%%\n"),
+                                m["page_size"])
+    pages = {c: (d / f"cpu{c}.raw").read_bytes() for c in m["cpus"]}
+    return pages, ring, {int(k): v for k, v in m["tgids"].items()}, m["t0"], m["t1"]
+
+
+def trace_cmd_dat(d: Path, cpus: list[int], td: str) -> str:
+    """A trace.dat holding exactly the saved pages (trace-cmd restore: header from this kernel + CPU files)."""
     head, dat = os.path.join(td, "head.dat"), os.path.join(td, "trace.dat")
     files = []
     for c in range(max(cpus) + 1):
-        f = os.path.join(td, f"cpu{c}.raw")
-        Path(f).write_bytes(pages.get(c, b""))
-        files.append(f)
+        f = d / f"cpu{c}.raw"
+        if not f.exists():
+            f.write_bytes(b"")
+        files.append(str(f))
     subprocess.run(["trace-cmd", "restore", "-c", "-o", head], check=True, capture_output=True)
     subprocess.run(["trace-cmd", "restore", "-i", head, "-o", dat, *files], check=True, capture_output=True)
     return dat
 
 
-def timed(fn, repeat: int):
-    times, out = [], None
-    for _ in range(repeat):
-        a = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - a)
-    return statistics.median(times), out
+def implementations(reference: bool) -> dict:
+    impls = {"ours": (rawparse.parse_pages, analysis.analyze)}
+    if reference:
+        from tests.reference import analysis_loop, rawparse_loop
+        impls["reference"] = (rawparse_loop.parse_pages, analysis_loop.analyze)
+    return impls
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--buffer-mb", type=int, default=48)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    root = tracefs.find_tracefs()
-    if root is None:
-        print("no tracefs: cannot benchmark")
-        return 1
-    cpus = sorted(os.sched_getaffinity(0))
-    text, pages, ring, tgids, t0, t1 = capture(root, args.seconds, args.buffer_mb, cpus)
-
-    ev = rawparse.parse_pages(pages, ring, tgids)
+def pick_target(ev) -> int:
+    """The busiest stress-ng worker (most switch-outs)."""
     sw = ev.kind == parse.K_SWITCH
     first_row = {}
     for i in map(int, (sw.nonzero()[0])[:200000]):
         first_row.setdefault(int(ev.tid[i]), i)
     counts = collections.Counter(ev.tid[sw].tolist())
-    target = next((p for p, _ in counts.most_common() if p in first_row and ev.sa(first_row[p]).startswith("stress-ng")),
-                  os.getpid())
+    return next((p for p, _ in counts.most_common() if p in first_row and ev.sa(first_row[p]).startswith("stress-ng")),
+                os.getpid())
 
-    def ours_pages():
-        e = rawparse.parse_pages(pages, ring, tgids)
-        return analysis.analyze(e, target, t0, t1)
 
-    def ours_text():
-        e = parse.parse_trace(text)
-        return analysis.analyze(e, target, t0, t1)
+def first_difference(a, b, path="breakdown") -> str | None:
+    if type(a) is not type(b):
+        return f"{path}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, dict):
+        if list(a) != list(b):
+            return f"{path}: keys differ"
+        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} items"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{i}]"))), None)
+    return None if a == b or (a != a and b != b) else f"{path}: {a!r} vs {b!r}"
 
-    t_pages, bd = timed(ours_pages, args.repeat)
-    t_parse, _ = timed(lambda: rawparse.parse_pages(pages, ring, tgids), args.repeat)
-    t_text, bd_text = timed(ours_text, 1)
+
+def memory_child(d: Path, impl: str, pid: int) -> dict:
+    """Run in a fresh process: decode + analyze once; RSS figures in bytes."""
+    import tracemalloc
+
+    def status(key):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    pages, ring, tgids, t0, t1 = load(d)
+    decode, analyze = implementations(impl == "reference")[impl]
+    base = status("VmRSS:")
+    tracemalloc.start()
+    ev = decode(pages, ring, tgids)
+    analyze(ev, pid, t0, t1)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    return {"events": len(ev), "pages_bytes": sum(map(len, pages.values())), "rss_base": base,
+            "hwm_above_base": status("VmHWM:") - base, "numpy_peak": traced_peak}
+
+
+def bootstrap_median(values, n=BOOT, seed=0) -> tuple[float, float, float]:
+    """(median, 2.5th, 97.5th percentile of the medians of n resamples with replacement)."""
+    v = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    meds = np.median(v[rng.integers(0, len(v), size=(n, len(v)))], axis=1)
+    return float(np.median(v)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="stress-ng --switch run traced (default 2)")
+    ap.add_argument("--buffer-mb", type=int, default=48, help="ring buffer per CPU (default 48)")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    ap.add_argument("--save", type=Path, help="keep the capture in this directory")
+    ap.add_argument("--load", type=Path, help="use a capture saved with --save instead of a new one")
+    ap.add_argument("--no-reference", action="store_true", help="skip the event-by-event implementation")
+    ap.add_argument("--text", action="store_true", help="also time the text parser path once")
+    ap.add_argument("--memory-child", nargs=3, metavar=("DIR", "IMPL", "PID"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.memory_child:
+        d, impl, pid = args.memory_child
+        print(json.dumps(memory_child(Path(d), impl, int(pid))))
+        return 0
+
     with tempfile.TemporaryDirectory() as td:
-        dat = trace_cmd_dat(pages, cpus, td)
+        d = args.load or args.save or Path(td) / "capture"
+        if not args.load:
+            root = tracefs.find_tracefs()
+            if root is None:
+                print("no tracefs: cannot benchmark")
+                return 1
+            capture(root, args.seconds, args.buffer_mb, sorted(os.sched_getaffinity(0)), d)
+        pages, ring, tgids, t0, t1 = load(d)
+        lost = json.loads((d / "meta.json").read_text()).get("overrun", {})
+        impls = implementations(not args.no_reference)
+        ev = rawparse.parse_pages(pages, ring, tgids)
+        target = pick_target(ev)
+        n = len(ev)
+        del ev
+        dat = trace_cmd_dat(d, sorted(pages), td)
         report = ["trace-cmd", "report", "-i", dat]
-        t_tc, _ = timed(lambda: subprocess.run(report, check=True, stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL), args.repeat)
         out = subprocess.run(report, check=True, capture_output=True, text=True, errors="replace").stdout
-    tc_events = sum(1 for line in out.splitlines() if line.startswith(" ") and "]" in line[:60])
+        tc_events = sum(1 for line in out.splitlines() if line.startswith(" ") and "]" in line[:60])
+        del out
 
-    n = len(ev)
-    text_lines = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
-    switches = bd.totals["voluntary_switches"] + bd.totals["involuntary_switches"]
-    print(f"events: {n} decoded from {sum(map(len, pages.values())) / 1e6:.1f} MB of pages "
-          f"(trace-cmd reports {tc_events}; text has {text_lines} lines, {len(text) / 1e6:.0f} MB); "
-          f"target pid {target}: {switches} switches")
-    if abs(bd.totals["on_cpu_s"] - bd_text.totals["on_cpu_s"]) > 1e-3:
-        print("WARNING: the text and page paths disagree on on_cpu_s")
-    print(f"ours (pages): {t_pages:.3f} s = decode {t_parse:.3f} s + analyze {t_pages - t_parse:.3f} s "
-          f"({n / t_pages / 1e3:.0f}k events/s)")
-    print(f"ours (text parser, for reference): {t_text:.3f} s")
-    print(f"trace-cmd report: {t_tc:.3f} s ({n / t_tc / 1e3:.0f}k events/s)")
-    print(f"ratio ours/trace-cmd: {t_pages / t_tc:.2f} (goal <= 1.0); text path: {t_text / t_tc:.2f}")
+        def run_ours(name):
+            decode, analyze = impls[name]
+            a = time.perf_counter()
+            e = decode(pages, ring, tgids)
+            b = time.perf_counter()
+            bd = analyze(e, target, t0, t1)
+            return time.perf_counter() - a, b - a, bd
+
+        arms = [*impls, "trace-cmd"]
+        times = {a: [] for a in arms}
+        decode_s = {a: [] for a in impls}
+        bds = {}
+        load_avg = []
+        for r in range(args.rounds):
+            load_avg.append(os.getloadavg()[0])
+            for arm in arms[r % len(arms):] + arms[:r % len(arms)]:  # rotating order
+                if arm == "trace-cmd":
+                    a = time.perf_counter()
+                    subprocess.run(report, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    times[arm].append(time.perf_counter() - a)
+                else:
+                    t, t_dec, bd = run_ours(arm)
+                    times[arm].append(t)
+                    decode_s[arm].append(t_dec)
+                    bds[arm] = bd.to_dict()
+        mem = {}
+        for name in impls:
+            res = subprocess.run([sys.executable, __file__, "--memory-child", str(d), name, str(target)],
+                                 check=True, capture_output=True, text=True)
+            mem[name] = json.loads(res.stdout.strip().splitlines()[-1])
+        t_text = None
+        if args.text:
+            text = (d / "trace.txt").read_text()
+            a = time.perf_counter()
+            analysis.analyze(parse.parse_trace(text), target, t0, t1)
+            t_text = time.perf_counter() - a
+
+    bd = bds["ours"]
+    switches = bd["totals"]["voluntary_switches"] + bd["totals"]["involuntary_switches"]
+    overrun = lost
+    print(f"events: {n} decoded from {sum(map(len, pages.values())) / 1e6:.1f} MB of pages (trace-cmd reports "
+          f"{tc_events}); overwritten by the full buffer, per CPU: {overrun}; target pid {target}: "
+          f"{switches} switches, {bd['totals']['inferred_switches']} inferred")
+    print(f"rounds: {args.rounds}, load average (1 min) during them: {min(load_avg):.2f}..{max(load_avg):.2f} "
+          f"on {os.cpu_count()} CPUs")
+    tc = times["trace-cmd"]
+    print(f"trace-cmd report: median {statistics.median(tc):.3f} s ({n / statistics.median(tc) / 1e3:.0f}k events/s)")
+    for name in impls:
+        t, dec = statistics.median(times[name]), statistics.median(decode_s[name])
+        print(f"{name}: median {t:.3f} s = decode {dec:.3f} s + analyze {t - dec:.3f} s ({n / t / 1e3:.0f}k events/s)")
+    for name in impls:
+        med, lo, hi = bootstrap_median([a / b for a, b in zip(times[name], tc)])
+        goal = f" (goal <= {GOAL})" if name == "ours" else ""
+        print(f"ratio {name}/trace-cmd: {med:.3f} [{lo:.3f}, {hi:.3f}]{goal}")
+    if "reference" in impls:
+        med, lo, hi = bootstrap_median([b / a for a, b in zip(times["ours"], times["reference"])])
+        print(f"speed-up reference/ours: {med:.2f} [{lo:.2f}, {hi:.2f}]")
+        diff = first_difference(bds["ours"], bds["reference"])
+        print("breakdowns identical (ours vs reference): " + ("yes" if diff is None else f"NO: {diff}"))
+    for name, m in mem.items():
+        print(f"memory {name}: peak RSS {m['hwm_above_base'] / 1e6:.0f} MB above the {m['rss_base'] / 1e6:.0f} MB "
+              f"with the pages loaded ({m['pages_bytes'] / 1e6:.0f} MB of pages), {m['hwm_above_base'] / n:.0f} B/event; "
+              f"numpy peak {m['numpy_peak'] / 1e6:.0f} MB ({m['numpy_peak'] / n:.0f} B/event)")
+    if t_text is not None:
+        print(f"text parser path (once, for reference): {t_text:.3f} s = {t_text / statistics.median(tc):.2f}x trace-cmd")
     return 0
 
 

@@ -86,7 +86,6 @@ _R, _D = ord("R"), ord("D")
 UNKNOWN = -1  # pid of "some task" in a blocker timeline: the gap of an inferred switch
 INFERRED = 2  # column c of a switch row _infer_switches inserted (real switches: 0, or 1 for "+")
 _UNKNOWN_STATE = ord("?")  # column b (prev_state) of an inserted switch
-_WAKE_KINDS = (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW, P.K_MIGRATE)
 
 
 @dataclass
@@ -141,7 +140,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             tids=None) -> Breakdown:
     """Breakdown of process `pid` (its threads: header tgid == pid, plus `tids`) in [start_ts, end_ts]."""
     n = len(events)
-    ours = set(np.unique(events.tid[(events.tgid == pid) & (events.tid > 0)]).tolist()) | set(tids or ()) | {pid}
+    ours = set(_distinct(events.tid[(events.tgid == pid) & (events.tid > 0)]).tolist()) | set(tids or ()) | {pid}
     ours_arr = np.fromiter(ours, dtype=np.int64)
     by_cpu = _by_cpu(events)
     ev, inf = _infer_switches(events, ours_arr, by_cpu)
@@ -302,8 +301,11 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     soft = per_tid([iv for iv in irq_iv if iv[3] and iv[0] in ours])
     recl = per_tid([iv for iv in reclaim_iv if iv[0] in ours])
 
-    seen = np.array(sorted(set(seg_tid.tolist()) | {t for t in ours if any(cnt[t]) or t in hard or t in n_inf}),
-                    dtype=np.int64)
+    ours_sorted = np.sort(ours_arr)
+    present = np.zeros(len(ours_sorted), dtype=bool)
+    present[np.searchsorted(ours_sorted, seg_tid)] = True  # (segments are of our threads only)
+    present |= [any(cnt[t]) or t in hard or t in n_inf for t in ours_sorted.tolist()]
+    seen = ours_sorted[present]
     # time per (thread, state): one weighted bincount over all segments
     per = np.bincount(np.searchsorted(seen, seg_tid) * 4 + seg_st, weights=seg_b - seg_a,
                       minlength=4 * len(seen)).reshape(-1, 4)
@@ -378,6 +380,15 @@ class _Machine:
     migr_ts: list
     inferred: list  # (tid, uncertain seconds) per switch the walk inferred, in order
     unresolved: list  # (tid, uncertain seconds) of inferred switch-outs open at the window end
+
+
+def _distinct(pids: np.ndarray) -> np.ndarray:
+    """np.unique of a pid column (pids are below 2^22: a table instead of a sort)."""
+    if len(pids) and 0 <= int(pids.min()) and int(pids.max()) < 1 << 23:
+        seen = np.zeros(int(pids.max()) + 1, dtype=bool)
+        seen[pids] = True
+        return np.flatnonzero(seen)
+    return np.unique(pids)
 
 
 def _member(col: np.ndarray, ours: np.ndarray) -> np.ndarray:
@@ -613,7 +624,7 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P
     # then its last evidence rules, as for everyone).
     y_ours = np.isin(y, ours_arr) & ~np.isin(x, ours_arr)
     if y_ours.any():
-        wk = np.flatnonzero(np.isin(ev.kind, _WAKE_KINDS) & np.isin(ev.a, ours_arr))
+        wk = np.flatnonzero((ev.kind >= P.K_WAKING) & (ev.kind <= P.K_MIGRATE) & _member(ev.a, ours_arr))
         if len(wk):
             big = n + 1
             keys = np.sort(ev.a[wk] * big + wk)  # by (pid, row)
@@ -630,18 +641,32 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P
     ins = lambda col, v: np.insert(col, pos, v)  # noqa: E731
     src = ins(np.arange(n), -1 - np.arange(m))
     names: dict[int, str] = {}
+    sw_cols: list = []
 
     def comm(p_: int) -> str:
-        """A pid's comm from any switch naming it (inserted rows carry none of their own)."""
-        if not names:
+        """A pid's comm from a switch naming it (inserted rows carry none of their own): its first
+        switch-out, else its first switch-in. Looked up per pid; all at once past a few."""
+        if p_ in names:
+            return names[p_]
+        if not sw_cols:
             sw = np.flatnonzero(ev.kind == P.K_SWITCH)
-            pids = np.concatenate((ev.tid[sw], ev.a[sw]))
-            first = np.unique(pids, return_index=True)
-            for q, fi in zip(first[0].tolist(), first[1].tolist()):
+            sw_cols.extend((sw, ev.tid[sw], ev.a[sw]))
+        sw, prev_, next_ = sw_cols
+        if len(names) < 16:
+            r = np.flatnonzero(prev_ == p_)
+            if len(r):
+                names[p_] = ev.sa(int(sw[r[0]]))
+            else:
+                r = np.flatnonzero(next_ == p_)
+                names[p_] = ev.sb(int(sw[r[0]])) if len(r) else ""
+            return names[p_]
+        pids = np.concatenate((prev_, next_))
+        first = np.unique(pids, return_index=True)
+        for q, fi in zip(first[0].tolist(), first[1].tolist()):
+            if q not in names:
                 r = int(sw[fi % len(sw)])
                 names[q] = ev.sa(r) if fi < len(sw) else ev.sb(r)
-            names[-1] = ""  # looked up: not again
-        return names.get(p_, "")
+        return names.setdefault(p_, "")
 
     def sa(i):
         s_ = int(src[i])
@@ -663,8 +688,13 @@ def _cpu_timelines(ev: P.Events, inf: _Inferred):
     sw = np.flatnonzero(ev.kind == P.K_SWITCH)
     out = {}
     cpus = ev.cpu[sw]
-    for c in np.unique(cpus).tolist():
-        rows = sw[cpus == c]
+    o = np.argsort(cpus.astype(np.int16), kind="stable")  # radix: per CPU, in row order
+    bounds = np.flatnonzero(np.diff(cpus[o])) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(o)]):
+        if hi <= lo:
+            continue
+        rows = sw[o[lo:hi]]
+        c = int(ev.cpu[rows[0]])
         times, nxt = ev.ts[rows], ev.a[rows]
         syn = np.flatnonzero(ev.c[rows] == INFERRED)
         if len(syn):

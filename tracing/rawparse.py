@@ -316,7 +316,8 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
         kind[dest] = kind_of[g.type_id]
         cpu[dest] = g.cpu
         gpos[dest] = g.pos + g_base
-        tid[dest] = w[(ds + 4) >> 2].view(np.int32)  # common_pid
+        aligned = not (ds & 3).any()  # (always, unless the pages are garbage)
+        wd = ds >> 2
         by_type = np.argsort(g.type_id.astype(np.uint16), kind="stable")  # radix: rows by event id
         bounds = np.searchsorted(g.type_id[by_type], ids)
         for ev_id, b_lo, b_hi in zip(ids, bounds.tolist(), [*bounds[1:].tolist(), len(by_type)]):
@@ -324,24 +325,37 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
                 continue
             rows = by_type[b_lo:b_hi]
             k, ef = fmt.events[ev_id]
-            d, to = ds[rows], dest[rows]
+            d, dw, to = ds[rows], wd[rows], dest[rows]
             f = ef.fields
+
+            def rd(name):
+                fl = f[name]
+                if aligned and fl.offset % 4 == 0 and fl.size in (4, 8):
+                    v = w[dw + fl.offset // 4]
+                    if fl.size == 8:  # (wraps to negative for u64 >= 2**63, which no field here reaches)
+                        return v.astype(np.int64) | (w[dw + fl.offset // 4 + 1].astype(np.int64) << 32)
+                    return (v.view(np.int32) if fl.signed else v).astype(np.int64)
+                return _read_int(u8, w, d, fl)
+
             if k == P.K_SWITCH:
-                tid[to] = _read_int(u8, w, d, f["prev_pid"])
-                a[to] = _read_int(u8, w, d, f["next_pid"])
-                st = _read_int(u8, w, d, f["prev_state"])
+                tid[to] = rd("prev_pid")
+                a[to] = rd("next_pid")
+                st = rd("prev_state")
                 b[to], c[to] = _state_letters(st, fmt), (st & fmt.preempt_bit) != 0
-            elif k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
-                a[to] = _read_int(u8, w, d, f["pid"])
-                b[to] = _read_int(u8, w, d, f["target_cpu"]) if "target_cpu" in f else g.cpu[rows]
+                del st
+            else:
+                tid[to] = w[dw + 1].view(np.int32)  # common_pid
+            if k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
+                a[to] = rd("pid")
+                b[to] = rd("target_cpu") if "target_cpu" in f else g.cpu[rows]
             elif k == P.K_MIGRATE:
-                a[to] = _read_int(u8, w, d, f["pid"])
-                b[to] = _read_int(u8, w, d, f["orig_cpu"])
-                c[to] = _read_int(u8, w, d, f["dest_cpu"])
+                a[to] = rd("pid")
+                b[to] = rd("orig_cpu")
+                c[to] = rd("dest_cpu")
             elif k in (P.K_IRQ_ENTRY, P.K_IRQ_EXIT):
-                a[to] = _read_int(u8, w, d, f["irq"])
+                a[to] = rd("irq")
             elif k in (P.K_SOFTIRQ_ENTRY, P.K_SOFTIRQ_EXIT):
-                a[to] = _read_int(u8, w, d, f["vec"])
+                a[to] = rd("vec")
             for name in _STRINGS.get(k, ()):  # a layout we do not know fails here, not on reading
                 f[name]  # noqa: B018
     tgid = _tgids(tid, tgids)
