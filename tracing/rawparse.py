@@ -389,25 +389,27 @@ class _Strings:
                 break
         return b"".join(out)
 
-    def _u32(self, at: int) -> int:
+    def _word(self, at: int) -> int:
+        """The aligned u32 holding byte `at`, as the decoder's word view reads it."""
+        at &= ~3
         return int.from_bytes(self._bytes(at, at + 4), "little")
 
     def _get(self, i, which: int) -> str:
         pos = int(self.gpos[i])
-        hdr = self._u32(pos)
-        ds = pos + 8 if hdr & 31 == 0 else pos + 4
-        kind, ef = self.fmt.events[self._u32(ds) & 0xFFFF]
+        tl = self._word(pos) & 31
+        ds = pos + 8 if tl == 0 else pos + 4
+        kind, ef = self.fmt.events[self._word(ds) & 0xFFFF]
         names = _STRINGS.get(kind, ())
         if which >= len(names):
             return ""
         f = ef.fields[names[which]]
         if kind == P.K_MARKER:  # the rest of the record
-            rlen = self._u32(pos + 4) - 4 if hdr & 31 == 0 else (hdr & 31) * 4
+            rlen = self._word(pos + 4) - 4 if tl == 0 else tl * 4
             return _cstr(self._bytes(ds + f.offset, ds + rlen), True)
         if not f.loc:
             s = ds + f.offset
             return _cstr(self._bytes(s, s + f.size), False)
-        loc = self._u32(ds + f.offset)
+        loc = int.from_bytes(self._bytes(ds + f.offset, ds + f.offset + 4), "little")
         s = (ds if f.loc == "data" else ds + f.offset + f.size) + (loc & 0xFFFF)
         return _cstr(self._bytes(s, s + (loc >> 16)), False)
 
