@@ -13,7 +13,9 @@ replaced (tests/reference/*_loop.py, the tests' oracle); its breakdown and ours 
 by field (printed "identical").
 
 Rounds: every arm runs once per round, in a rotating order; per round the ratio ours/trace-cmd;
-printed: the median ratio and a bootstrap 95% interval over rounds (5000 resamples), goal <= 0.2.
+printed: the median ratio and a bootstrap 95% interval over rounds (5000 resamples), goal <= 0.2,
+in wall time (the goal) and in CPU time (ours: process_time; trace-cmd: the child's user+sys),
+which a loaded machine distorts less.
 Memory: decode + analyze in a fresh subprocess per implementation: peak RSS (VmHWM) above the
 RSS with the pages loaded, and numpy's own peak (tracemalloc), per event.
 Load average is printed: timings on a shared machine are noisy, ratios less so (same rounds).
@@ -30,6 +32,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -230,14 +233,15 @@ def main(argv=None) -> int:
 
         def run_ours(name):
             decode, analyze = impls[name]
-            a = time.perf_counter()
+            c0, a = time.process_time(), time.perf_counter()
             e = decode(pages, ring, tgids)
             b = time.perf_counter()
             bd = analyze(e, target, t0, t1)
-            return time.perf_counter() - a, b - a, bd
+            return time.perf_counter() - a, b - a, bd, time.process_time() - c0
 
         arms = [*impls, "trace-cmd"]
         times = {a: [] for a in arms}
+        cpu_s = {a: [] for a in arms}
         decode_s = {a: [] for a in impls}
         bds = {}
         load_avg = []
@@ -245,12 +249,15 @@ def main(argv=None) -> int:
             load_avg.append(os.getloadavg()[0])
             for arm in arms[r % len(arms):] + arms[:r % len(arms)]:  # rotating order
                 if arm == "trace-cmd":
-                    a = time.perf_counter()
+                    r0, a = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
                     subprocess.run(report, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     times[arm].append(time.perf_counter() - a)
+                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu_s[arm].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
                 else:
-                    t, t_dec, bd = run_ours(arm)
+                    t, t_dec, bd, t_cpu = run_ours(arm)
                     times[arm].append(t)
+                    cpu_s[arm].append(t_cpu)
                     decode_s[arm].append(t_dec)
                     bds[arm] = bd.to_dict()
         mem = {}
@@ -282,6 +289,10 @@ def main(argv=None) -> int:
         med, lo, hi = bootstrap_median([a / b for a, b in zip(times[name], tc)])
         goal = f" (goal <= {GOAL})" if name == "ours" else ""
         print(f"ratio {name}/trace-cmd: {med:.3f} [{lo:.3f}, {hi:.3f}]{goal}")
+    for name in impls:  # what each side computed, whatever the machine's load made of the wall times
+        med, lo, hi = bootstrap_median([a / b for a, b in zip(cpu_s[name], cpu_s["trace-cmd"])])
+        print(f"ratio {name}/trace-cmd in CPU time: {med:.3f} [{lo:.3f}, {hi:.3f}] "
+              f"({statistics.median(cpu_s[name]):.3f} s vs {statistics.median(cpu_s['trace-cmd']):.3f} s)")
     if "reference" in impls:
         med, lo, hi = bootstrap_median([b / a for a, b in zip(times["ours"], times["reference"])])
         print(f"speed-up reference/ours: {med:.2f} [{lo:.2f}, {hi:.2f}]")

@@ -143,15 +143,21 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     ours = set(_distinct(events.tid[(events.tgid == pid) & (events.tid > 0)]).tolist()) | set(tids or ()) | {pid}
     ours_arr = np.fromiter(ours, dtype=np.int64)
     by_cpu = _by_cpu(events)
-    ev, inf = _infer_switches(events, ours_arr, by_cpu)
+    # per row: our thread is the current task / the pid the event names (a wakeup, migration or
+    # switch-in of ours); computed on the decoded table, the inserted rows' added after inference
+    cur_ours = _member(events.tid, ours_arr)
+    is_wk = (events.kind >= P.K_WAKING) & (events.kind <= P.K_MIGRATE)  # waking, wakeup(_new), migrate
+    a_ours = _member(events.a, ours_arr) & (is_wk | (events.kind == P.K_SWITCH))
+    ev, inf = _infer_switches(events, ours_arr, by_cpu, woken=np.flatnonzero(a_ours & is_wk))
+    if len(inf.row):
+        at = inf.row - np.arange(len(inf.row))  # where they went in, in the decoded table's rows
+        cur_ours = np.insert(cur_ours, at, _member(inf.x, ours_arr))
+        a_ours = np.insert(a_ours, at, _member(inf.y, ours_arr))
     kind, tid_c, tgid_c = ev.kind, ev.tid, ev.tgid
 
     # Select what the per-thread state machine must see; the rest (other tasks' wakeups, switches
     # not involving us) is only needed for blockers, which are computed per CPU afterwards.
     is_sw = kind == P.K_SWITCH
-    is_wk = (kind >= P.K_WAKING) & (kind <= P.K_MIGRATE)  # waking, wakeup, wakeup_new, migrate
-    cur_ours = _member(tid_c, ours_arr)
-    a_ours = _member(ev.a, ours_arr) & (is_sw | is_wk)
     # Any event with our thread current is kept: it proves the thread was on that CPU then.
     sel = cur_ours | a_ours | ((kind == P.K_MARKER) & (tgid_c == pid))
     sel &= (ev.ts >= start_ts) & (ev.ts <= end_ts)
@@ -392,7 +398,13 @@ def _distinct(pids: np.ndarray) -> np.ndarray:
 
 
 def _member(col: np.ndarray, ours: np.ndarray) -> np.ndarray:
-    """np.isin for a few pids over millions of rows: one lookup table (the pids' range is small)."""
+    """np.isin for a few pids over millions of rows: a comparison or two, else one lookup table
+    (the pids' range is small)."""
+    if 0 < len(ours) <= 2:
+        out = col == ours[0]
+        if len(ours) == 2:
+            out |= col == ours[1]
+        return out
     if len(ours) and int(ours.max()) - int(ours.min()) < 1 << 22:
         return np.isin(col, ours, kind="table")
     return np.isin(col, ours)
@@ -602,11 +614,12 @@ def _by_cpu(ev: P.Events):
     return order, cs, starts
 
 
-def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P.Events, _Inferred]":
+def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None) -> "tuple[P.Events, _Inferred]":
     """The events with a switch row inserted wherever a CPU's current task changes without one
     (see "Missing switches" in the module docstring). Vectorised: one stable sort by CPU (radix,
     or by_cpu: _by_cpu(ev) when the caller has it), one comparison of neighbours; the table is
-    copied only when something is missing."""
+    copied only when something is missing. woken: the rows of wakeups and migrations of our
+    threads, when the caller has them."""
     n = len(ev)
     if n < 2:
         return ev, _NO_INFERRED
@@ -624,7 +637,8 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P
     # then its last evidence rules, as for everyone).
     y_ours = np.isin(y, ours_arr) & ~np.isin(x, ours_arr)
     if y_ours.any():
-        wk = np.flatnonzero((ev.kind >= P.K_WAKING) & (ev.kind <= P.K_MIGRATE) & _member(ev.a, ours_arr))
+        wk = woken if woken is not None else \
+            np.flatnonzero((ev.kind >= P.K_WAKING) & (ev.kind <= P.K_MIGRATE) & _member(ev.a, ours_arr))
         if len(wk):
             big = n + 1
             keys = np.sort(ev.a[wk] * big + wk)  # by (pid, row)
@@ -639,7 +653,12 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P
     gap_start = ev.ts[i_row]
     m = len(pos)
     ins = lambda col, v: np.insert(col, pos, v)  # noqa: E731
-    src = ins(np.arange(n), -1 - np.arange(m))
+    rows2 = pos + np.arange(m)  # the inserted rows in the new table
+
+    def src(i: int) -> int:
+        """The decoded row of new row i, or -1 - j for the j-th inserted one."""
+        j = int(np.searchsorted(rows2, i))
+        return -1 - j if j < m and rows2[j] == i else i - j
     names: dict[int, str] = {}
     sw_cols: list = []
 
@@ -669,16 +688,16 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None) -> "tuple[P
         return names.setdefault(p_, "")
 
     def sa(i):
-        s_ = int(src[i])
+        s_ = src(int(i))
         return ev.sa(s_) if s_ >= 0 else comm(int(x[-1 - s_]))
 
     def sb(i):
-        s_ = int(src[i])
+        s_ = src(int(i))
         return ev.sb(s_) if s_ >= 0 else comm(int(y[-1 - s_]))
 
     ev2 = P.Events(ins(ev.ts, point), ins(ev.cpu, ev.cpu[i_row]), ins(ev.kind, P.K_SWITCH), ins(ev.tid, x),
                    ins(ev.tgid, -1), ins(ev.a, y), ins(ev.b, _UNKNOWN_STATE), ins(ev.c, INFERRED), sa, sb)
-    return ev2, _Inferred(pos + np.arange(m), x, y, point, gap_start, gap_end)
+    return ev2, _Inferred(rows2, x, y, point, gap_start, gap_end)
 
 
 def _cpu_timelines(ev: P.Events, inf: _Inferred):
