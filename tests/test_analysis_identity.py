@@ -15,7 +15,8 @@ order), on:
     with junk rows: every branch of the walk, including the rare ones);
   - hand-built and garbage ring-buffer pages over several CPUs, with the CPU grouping varied;
   - live windows (marker slow, ~20 s): stress-ng --switch with a small buffer (lost events), and a
-    SCHED_FIFO hog with its switch-outs taken out.
+    SCHED_FIFO hog with its switch-outs taken out; and (slow) the committed window analysed inside
+    an IndexTTS user's environment (Python 3.10, numpy 1.26: tests/userenvs.py).
 """
 import gzip
 import json
@@ -377,6 +378,43 @@ def test_live_hog_with_switch_outs_missing(caps):
         thinned = ev.take(np.setdiff1d(np.arange(len(ev)), out))
         assert_same_breakdown(thinned, cap.pid, cap.start, cap.end, f"{name} without {gone}'s switch-outs",
                               tids=cap.tids)
+
+
+USER_ENV_SCRIPT = """
+import gzip, json, sys
+from pathlib import Path
+root, d = sys.argv[1], Path(sys.argv[2])
+sys.path.insert(0, root)
+import numpy
+from tracing import analysis, rawparse
+m = json.loads((d / "meta.json").read_text())
+fmt = rawparse.ring_format((d / "header_page").read_text(), (d / "formats").read_text().split("%%\\n"), m["page_size"])
+pages = {int(c): gzip.decompress((d / f"cpu{c}.raw.gz").read_bytes()) for c in m["cpus"]}
+ev = rawparse.parse_pages(pages, fmt, {int(k): v for k, v in m["tgids"].items()})
+bd = analysis.analyze(ev, m["pid"], m["start"], m["end"], tids=m["tids"]).to_dict()
+print(json.dumps({"numpy": numpy.__version__, "python": sys.version.split()[0], "breakdown": bd}))
+"""
+
+
+@pytest.mark.slow
+def test_user_env_numpy_gives_the_same_breakdown():
+    """In an IndexTTS user's environment (tests/userenvs.py: Python 3.10, numpy 1.26) the analysis
+    of the committed window is the oracle's, bit for bit (JSON of the dicts)."""
+    from tests import userenvs
+    try:
+        env, _, _ = userenvs.build("gradio5")
+    except userenvs.Unavailable as e:
+        pytest.skip(f"IndexTTS-like env not buildable here: {e}")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([str(env / "bin" / "python"), "-c", USER_ENV_SCRIPT, str(root), str(DATA)],
+                         capture_output=True, text=True, timeout=300, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["numpy"].startswith("1.") and got["python"].startswith("3.10")
+    pages, fmt, tgids, m = load_window(DATA)
+    ref = REF_A.analyze(REF_R.parse_pages(pages, fmt, tgids), m["pid"], m["start"], m["end"], tids=m["tids"])
+    want = json.loads(json.dumps(ref.to_dict()))
+    assert first_difference(got["breakdown"], want) is None, first_difference(got["breakdown"], want)
 
 
 def write_fixture(d: Path = DATA, buffer_kb: int = 1024, seconds: float = 0.6) -> None:
