@@ -213,9 +213,14 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         if cpu not in cpu_rows:
             cpu_rows[cpu] = np.flatnonzero(cpu_c == cpu)
         rows = cpu_rows[cpu]
-        prior = rows[:np.searchsorted(rows, row)]
-        other = prior[tid_c[prior] != tid]
-        return max(float(ev.ts[other[-1]]), start_ts) if len(other) else first_on_cpu.get(cpu, start_ts)
+        hi, step = int(np.searchsorted(rows, row)), 64
+        while hi > 0:  # backwards, in growing chunks: the answer is usually a few rows back
+            seg = rows[max(0, hi - step):hi]
+            other = seg[tid_c[seg] != tid]
+            if len(other):
+                return max(float(ev.ts[other[-1]]), start_ts)
+            hi, step = hi - len(seg), step * 8
+        return first_on_cpu.get(cpu, start_ts)
 
     tm = _thread_machine(ev, inf, np.sort(ours_arr), idx, cur_ours[idx], a_ours[idx], first_on_cpu, start_ts,
                          end_ts, running_since, last_evidence)
