@@ -550,7 +550,7 @@ def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, 
     st2 = np.where(k_after[known] == OFF, SLEEP, k_after[known])
     seg_key = np.concatenate((key[seg0] * 2, key[seg1] * 2 + 1, 4 * (len(ev) + 1) + seg2))
     so = np.argsort(seg_key, kind="stable")
-    segments = tuple(np.concatenate(cols)[so].astype(dt) for cols, dt in (
+    segments = tuple(np.concatenate(cols)[so].astype(dt, copy=False) for cols, dt in (
         ((thr[seg0], thr[seg1], thr[known][seg2]), np.int64),
         ((st_prev[seg0], st1[seg1], st2[seg2]), np.int64),
         ((since_prev[seg0], s1[seg1], end_since[seg2]), np.float64),

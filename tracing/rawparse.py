@@ -170,8 +170,9 @@ def _timestamps(pos, tl, dt, a0, page, page_ts):
     step[ext] = (a0[ext] << 27) + dt[ext]
     first = np.flatnonzero(np.concatenate(([True], page[1:] != page[:-1])))
     cs = np.cumsum(step)
-    base = np.repeat(cs[first] - step[first], np.diff(np.concatenate((first, [len(pos)]))))
-    ts = page_ts[page] + (cs - base)
+    base = page_ts.copy()  # per page: its stamp less the running sum before its first record
+    base[page[first]] -= cs[first] - step[first]
+    ts = base[page] + cs
     for i in np.flatnonzero(tl == _T_ABS).tolist():  # rare: only in abs-timestamp mode
         pg = page[i]
         j = i
@@ -270,7 +271,7 @@ def _decode_group(chunks: list, fmt: RingFormat, kind_of, need_of) -> _Group:
         e = np.zeros(0, dtype=np.int64)
         return _Group(blob, u8, w, e, e, e, e, e)
     tl, dt = hdr & 31, hdr >> 5
-    page = pos // ps
+    page = pos >> (ps.bit_length() - 1) if ps & (ps - 1) == 0 else pos // ps
     ts = _timestamps(pos, tl, dt, a0, page, page_ts)
     # whole data records (common header) of the events we read; a record too short for its
     # format is not ours
