@@ -613,8 +613,10 @@ _NO_INFERRED = _Inferred(*(np.zeros(0, dtype=dt) for dt in (np.int64, np.int64, 
 def _by_cpu(ev: P.Events):
     """(rows grouped by CPU, time order kept within each: a radix sort; the CPUs' column in that
     order; where each CPU's rows start)."""
-    order = np.argsort(ev.cpu.astype(np.int16), kind="stable")
-    cs = ev.cpu[order]
+    cpu = ev.cpu.astype(np.int16)
+    order = np.argsort(cpu, kind="stable")
+    # (CPU numbers fit 16 bits, NR_CPUS <= 8192; the sort took them so already)
+    cs = cpu[order] if not len(cpu) or 0 <= int(ev.cpu.min()) and int(ev.cpu.max()) < 1 << 15 else ev.cpu[order]
     starts = np.flatnonzero(np.concatenate(([True], cs[1:] != cs[:-1]))) if len(cs) else np.zeros(0, np.int64)
     return order, cs, starts
 
