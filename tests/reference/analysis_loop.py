@@ -1,3 +1,6 @@
+# Frozen copy of tracing/analysis.py at main 3bf7abf (before issue 25's rewrite): the event-by-event
+# oracle of tests/test_analysis_identity.py and the reference arm of benchmarks/analysis_speed.py.
+# Keep it as it is (only its import of tracing.parse differs); fix a bug in both or in neither.
 """Events of one trace window -> the latency Breakdown of one process (pure, no I/O).
 
 Metric definitions (as bcc runqlat / perf sched timehist), per thread of the process and summed:
