@@ -1,8 +1,8 @@
 """The vectorised window analysis gives the very Breakdown of the event-by-event one it replaced.
 
-tests/reference/{rawparse,analysis}_loop.py are the code as it was before issue 25 (main at
-3bf7abf), kept as the oracle: a walk over the events, one at a time, that the metric definitions
-were written against (tracing/analysis.py docstring). The rewrite (tracing/rawparse.py decodes
+tests/reference/{rawparse,analysis}_loop.py are the code as it was before issue 25's rewrite (main
+at 9903978; rawparse unchanged since 3bf7abf), kept as the oracle: a walk over the events, one at a
+time, that the metric definitions were written against (tracing/analysis.py docstring). The rewrite (tracing/rawparse.py decodes
 per CPU group and reads fields in time order; tracing/analysis.py runs the per-thread state
 machine as whole-column passes) must give the same events, column by column and string by string,
 and the same Breakdown dict, field by field, down to the last float bit (same sums in the same

@@ -1,4 +1,4 @@
-# Frozen copy of tracing/analysis.py at main 3bf7abf (before issue 25's rewrite): the event-by-event
+# Frozen copy of tracing/analysis.py at main 9903978 (before issue 25's rewrite): the event-by-event
 # oracle of tests/test_analysis_identity.py and the reference arm of benchmarks/analysis_speed.py.
 # Keep it as it is (only its import of tracing.parse differs); fix a bug in both or in neither.
 """Events of one trace window -> the latency Breakdown of one process (pure, no I/O).
@@ -65,7 +65,10 @@ switch, the stretch runnable and uncertain.
 Inferred switches are not counted as voluntary/involuntary, nor as preemptions, nor as wakeup
 latency samples. On a complete trace nothing is inferred and the numbers are those of before.
 Stages: atrace markers `B|<tgid>|<name>` / `E|<tgid>` of our tgid (nested allowed); every stage
-gets the overlap of our threads' state intervals with [begin, end].
+gets the overlap of our threads' state intervals with [begin, end]. Our other markers are kept as
+`markers` ({ts_s, text}, at most MAX_MARKERS: the clock marks of tracing/clock.py), and our threads'
+IRQ/softirq handler intervals as `irq_segments` ({tid, start_s, end_s, soft}; the longest
+MAX_SEGMENTS), which the device view joins with GPU idle gaps (tracing/device.py).
 """
 from __future__ import annotations
 
@@ -81,6 +84,7 @@ OFF = 4  # off-CPU after an inferred switch-out: runnable or asleep, the next ev
 STATE_NAMES = ("running", "runnable", "blocked_io", "sleep")  # as segments carry them
 _STATE_KEYS = ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s")
 MAX_SEGMENTS = 4000  # enough for a timeline; shortest ones are dropped beyond that (see _cap_segments)
+MAX_MARKERS = 64  # non-stage markers kept (clock marks: two or three per window)
 _R, _D = ord("R"), ord("D")
 UNKNOWN = -1  # pid of "some task" in a blocker timeline: the gap of an inferred switch
 INFERRED = 2  # column c of a switch row _infer_switches inserted (real switches: 0, or 1 for "+")
@@ -105,6 +109,8 @@ class Breakdown:
     source: str = ""  # what the events were decoded from: "pages" | "text" ("" in schedstat mode)
     latency: dict = field(default_factory=dict)  # tracing.latency results per family (window's)
     missing_events: dict = field(default_factory=dict)  # event -> why the window did not record it
+    markers: list = field(default_factory=list)  # our non-stage trace_marker lines (clock marks, tracing/clock.py)
+    irq_segments: list = field(default_factory=list)  # IRQ/softirq handlers on our threads (device join)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "pid": self.pid, "window": dict(self.window), "totals": dict(self.totals),
@@ -112,7 +118,8 @@ class Breakdown:
                 "wakeup_latency": dict(self.wakeup_latency), "blockers": [dict(b) for b in self.blockers],
                 "lost_events": self.lost_events, "segments": [dict(s) for s in self.segments],
                 "events": self.events, "source": self.source, "latency": dict(self.latency),
-                "missing_events": dict(self.missing_events)}
+                "missing_events": dict(self.missing_events), "markers": [dict(m) for m in self.markers],
+                "irq_segments": [dict(q) for q in self.irq_segments]}
 
 
 def empty_lost(cpus=()) -> dict:
@@ -425,12 +432,16 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         sg["migrations"] = sum(1 for t in migr_ts if a0 <= t <= b0)
 
     segments = _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces)
+    other_marks = [{"ts_s": ts, "text": text.strip()} for ts, text in marks if not text.startswith(("B|", "E|"))]
+    irq_segs = sorted(irq_all, key=lambda iv: iv[2] - iv[1], reverse=True)[:MAX_SEGMENTS]
     return Breakdown(
         mode="full", pid=pid,
         window={"start_s": start_ts, "end_s": end_ts, "duration_s": end_ts - start_ts},
         totals=totals, threads=threads, stages=stages_out, wakeup_latency=latency_summary(lat_us),
         blockers=blockers, lost_events=lost if lost is not None else empty_lost(sorted(first_on_cpu)),
-        segments=segments, events=n)
+        segments=segments, events=n, markers=other_marks[:MAX_MARKERS],
+        irq_segments=[{"tid": t, "start_s": a, "end_s": b, "soft": bool(soft_)}
+                      for t, a, b, soft_ in sorted(irq_segs, key=lambda iv: iv[1])])
 
 
 @dataclass
@@ -667,6 +678,23 @@ def _main_blocker_by_seg(pieces: _Pieces, wanted: np.ndarray) -> dict[int, str]:
                                                                   pid[last].tolist())}
 
 
+def _held_by(pieces: _Pieces, wanted: np.ndarray) -> dict[int, dict]:
+    """For the segments in `wanted` that several tasks held in turn: {"comm:pid": seconds} (the
+    device view apportions a GPU gap's run-queue wait by it; one task: `blocker` says it all)."""
+    m = (pieces.pid > 0) & np.isin(pieces.si, wanted)
+    si = pieces.si[m]
+    if not len(si):
+        return {}
+    u, counts = np.unique(si, return_counts=True)
+    sel = np.isin(si, u[counts > 1])  # (the usual case, one task per stretch, costs no Python loop)
+    out: dict[int, dict] = {}
+    for s_, p_, n_, d_ in zip(si[sel].tolist(), pieces.pid[m][sel].tolist(), pieces.name[m][sel].tolist(),
+                              pieces.dur[m][sel].tolist()):
+        k = f"{pieces.names[n_]}:{p_}"
+        out.setdefault(s_, {})[k] = out.get(s_, {}).get(k, 0.0) + d_
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
 def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: int = MAX_SEGMENTS) -> list[dict]:
     """Segments for the timeline. Beyond `cap`, only the longest `cap` are kept (short ones are
     invisible on a timeline anyway); output is sorted by start time."""
@@ -674,6 +702,11 @@ def _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces: _Pieces, cap: 
     if len(keep) > cap:
         keep = np.sort(np.argsort(seg_a - seg_b, kind="stable")[:cap])
     blk = _main_blocker_by_seg(pieces, keep)
-    return [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}
-            for i, t, st, a, b, c in zip(keep.tolist(), seg_tid[keep].tolist(), seg_st[keep].tolist(),
-                                         seg_a[keep].tolist(), seg_b[keep].tolist(), seg_cpu[keep].tolist())]
+    held = _held_by(pieces, keep)
+    out = [{"tid": t, "state": STATE_NAMES[st], "start_s": a, "end_s": b, "cpu": c, "blocker": blk.get(i)}
+           for i, t, st, a, b, c in zip(keep.tolist(), seg_tid[keep].tolist(), seg_st[keep].tolist(),
+                                        seg_a[keep].tolist(), seg_b[keep].tolist(), seg_cpu[keep].tolist())]
+    for j, i in enumerate(keep.tolist()):
+        if i in held:
+            out[j]["held_by"] = held[i]
+    return out
