@@ -1,5 +1,6 @@
-# Frozen copy of tracing/rawparse.py at main 9903978 (unchanged since 3bf7abf; before issue 25's rewrite): the event-by-event
-# oracle of tests/test_analysis_identity.py and the reference arm of benchmarks/analysis_speed.py.
+# Frozen copy of tracing/rawparse.py at main 9903978 (unchanged since 3bf7abf; before issue 25's
+# rewrite): the event-by-event oracle of tests/test_analysis_identity.py and the reference arm of
+# benchmarks/analysis_speed.py.
 # Keep it as it is (only its import of tracing.parse differs); fix a bug in both or in neither.
 """Parse the binary ring-buffer pages of a tracefs instance into the Events table of tracing.parse
 (pure, no I/O: tracing.window reads per_cpu/cpuN/trace_pipe_raw, the format files and saved_tgids).
