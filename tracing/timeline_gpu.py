@@ -1,5 +1,7 @@
-"""GPU lanes for the interactive timeline (tracing/timeline_plot.py), from the breakdown's `device`
-section (tracing/device.py), on the threads' time axis (ms since the window opened):
+"""GPU lanes of the timelines, from the breakdown's `device` section (tracing/device.py), on the
+threads' time axis (ms since the window opened). `gpu_bars` says what is drawn, once, for both
+pictures: the interactive one (`gpu_traces` here, for tracing/timeline_plot.py) and the PNG
+(tracing/timeline_gpu_png.py):
 
 - lane "GPU <n> busy": the merged kernel/memcpy intervals;
 - lane "GPU <n> idle": the idle gaps coloured by class (host_wait, kernel_wait, other, no_gpu_work);
@@ -41,21 +43,20 @@ def _host_text(g: dict) -> str:
     return f"launch tid {g.get('tid')}: " + (", ".join(parts) or "not seen") + who
 
 
-def gpu_traces(bd: dict, lanes: dict, prefix: str = "", legend: set | None = None) -> list:
-    """Bar traces of the GPU lanes and the threads' GPU waits. `lanes`: tid -> thread lane label."""
-    legend = set() if legend is None else legend
+def gpu_bars(bd: dict, lanes: dict) -> dict[str, list[tuple]]:
+    """{kind: [(lane, start_ms, dur_ms, detail)]} for every kind of GPU_COLORS that has bars, in
+    GPU_COLORS order; {} without a captured device view. `lanes`: tid -> the thread's lane
+    (any key: a label here, an index in the PNG); a "waiting for the GPU" interval goes on its
+    thread's lane, the rest on the lanes named by gpu_lane_labels (busy, idle)."""
     dv = (bd or {}).get("device") or {}
     labels = gpu_lane_labels(bd)
     if not labels:
-        return []
+        return {}
     t0 = float(((bd.get("window") or {}).get("start_s")) or 0.0)
-    cols: dict[str, dict] = {k: {"y": [], "base": [], "x": [], "cd": []} for k in GPU_COLORS}
+    out: dict[str, list[tuple]] = {k: [] for k in GPU_COLORS}
 
     def add(kind, lane, a, b, detail):
-        start, dur = (a - t0) * 1e3, max(0.0, (b - a) * 1e3)
-        c = cols[kind]
-        c["y"].append(lane), c["base"].append(round(start, 4)), c["x"].append(round(dur, 4))
-        c["cd"].append((lane, GPU_LABELS[kind], f"{start:.3f}", f"{dur:.3f}", "-", _esc(detail)))
+        out[kind].append((lane, (a - t0) * 1e3, max(0.0, (b - a) * 1e3), detail))
     for a, b in dv.get("busy") or []:
         add("busy", labels[0], a, b, "-")
     for g in dv.get("gaps") or []:
@@ -64,6 +65,18 @@ def gpu_traces(bd: dict, lanes: dict, prefix: str = "", legend: set | None = Non
     for w in (dv.get("gpu_waits") or {}).get("intervals") or []:
         if w.get("tid") in lanes:
             add("gpu_wait", lanes[w["tid"]], w["start_s"], w["end_s"], w.get("call", "?"))
+    return {k: v for k, v in out.items() if v}
+
+
+def gpu_traces(bd: dict, lanes: dict, prefix: str = "", legend: set | None = None) -> list:
+    """Bar traces of the GPU lanes and the threads' GPU waits. `lanes`: tid -> thread lane label."""
+    legend = set() if legend is None else legend
+    cols: dict[str, dict] = {}
+    for kind, bars in gpu_bars(bd, lanes).items():
+        c = cols[kind] = {"y": [], "base": [], "x": [], "cd": []}
+        for lane, start, dur, detail in bars:
+            c["y"].append(lane), c["base"].append(round(start, 4)), c["x"].append(round(dur, 4))
+            c["cd"].append((lane, GPU_LABELS[kind], f"{start:.3f}", f"{dur:.3f}", "-", _esc(detail)))
     out = []
     for kind, c in cols.items():
         if not c["x"]:
