@@ -84,3 +84,21 @@ def test_concurrent_renders_do_not_interfere():
         t.join()
     assert not errors
     assert results[1] == results[3] and results[0] == results[2]
+
+
+def test_task_names_are_not_mathtext():
+    """A task may name itself 'a$x^{$' (prctl): matplotlib would parse it as mathtext and the
+    whole render failed. Lane labels, blocker labels and stage names draw as written."""
+    evil = "a$x^{$"
+    bd = contended()
+    bd["threads"][0]["comm"] = evil
+    bd["segments"][1]["blocker"] = evil + ":77"
+    bd["stages"][0]["name"] = evil
+    _img(T.render_timeline(bd, None))
+    fig = T._timeline_figure(bd, T.MAX_LANES)
+    drawn = [t._preprocess_math(t.get_text()) for ax in fig.axes for t in ax.get_yticklabels() + ax.texts]
+    assert (evil + " 4242", False) in drawn and any(s.startswith(evil) and not m for s, m in drawn if "ms" in s)
+    assert any(s.startswith(evil + ":77") and not m for s, m in drawn)
+    st = schedstat()
+    st["threads"][0]["comm"] = evil
+    _img(T.render_timeline(st, None))

@@ -7,6 +7,9 @@ image (`![](//h)`), code span, table pipe or bare-URL autolink (`http://`, `www.
 replaces control and format characters (newlines, bidi overrides) with U+FFFD so nothing starts a
 new block or reorders the line. The rendered text reads exactly as the kernel reported it.
 Plain-text outputs (report.txt, the CLI, Dataframe cells) are left as they are.
+
+`mpl_text` does the same for the matplotlib pictures (the timeline PNG): there an unescaped '$'
+pair starts mathtext, and a task named `a$x^{$` failed the whole render (the clip lost its picture).
 """
 from __future__ import annotations
 
@@ -20,3 +23,9 @@ def md_text(value) -> str:
     """`value` as Markdown that renders to exactly its characters (see the module docstring)."""
     s = "".join(c if unicodedata.category(c)[0] != "C" else "\ufffd" for c in str(value))
     return _PUNCT.sub(r"\\\1", s)
+
+
+def mpl_text(value) -> str:
+    """`value` as matplotlib text that draws exactly its characters: every '$' escaped, so no
+    mathtext forms (matplotlib reads '\\$' as a literal '$')."""
+    return str(value).replace("$", r"\$")

@@ -20,6 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .mdsafe import mpl_text
+
 STATE_COLORS = {
     "running": "#2e9e44",
     "runnable": "#f2a541",           # waiting in the run queue
@@ -164,7 +166,7 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
         ax.axvspan(x0, x0 + w, color=color, alpha=0.25, linewidth=0, zorder=0)
         if w / span_ms > 0.03:
             label = f"{s.get('name', '?')} {w:.0f} ms" if w / span_ms > 0.12 else str(s.get("name", "?"))
-            ax_st.text(x0 + w / 2, 0.5, label, ha="center", va="center", fontsize=7.5, clip_on=True)
+            ax_st.text(x0 + w / 2, 0.5, mpl_text(label), ha="center", va="center", fontsize=7.5, clip_on=True)
     ax_st.set_ylim(0, 1)
     ax_st.set_yticks([0.5], ["stages" if stages else "(no stage markers)"], fontsize=8)
     ax_st.tick_params(axis="x", labelbottom=False, length=0)
@@ -221,11 +223,11 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
             continue
         placed.append((lane, lo, lo + width))
         y = n - 1 - lane
-        ax.text(xc, y + 0.4, f"{who} {ms}", ha=ha, va="bottom", fontsize=7, color="#8b0000", zorder=4,
+        ax.text(xc, y + 0.4, mpl_text(f"{who} {ms}"), ha=ha, va="bottom", fontsize=7, color="#8b0000", zorder=4,
                     clip_on=True, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#d62728", "lw": 0.5, "alpha": 0.9})
 
     ax.set_ylim(-0.6, n - 0.4 + 0.35)
-    ax.set_yticks(range(n), [lanes[n - 1 - i][0] for i in range(n)] if lanes else [""], fontsize=8)
+    ax.set_yticks(range(n), [mpl_text(lanes[n - 1 - i][0]) for i in range(n)] if lanes else [""], fontsize=8)
     ax.set_xlim(0, span_ms)
     ax.set_xlabel("ms from window start", fontsize=8.5)
     ax.tick_params(axis="x", labelsize=8)
@@ -262,7 +264,7 @@ def _schedstat_figure(bd: dict) -> Figure:
         ax.barh(y, rq, left=on, color=STATE_COLORS["runnable"], height=0.6)
         ax.barh(y, off, left=on + rq, color=STATE_COLORS["sleep"], height=0.6)
         labels.append(_cut(f"{t.get('comm', '?')} {t.get('tid')}"))
-    ax.set_yticks(range(n), list(reversed(labels)) if labels else [""], fontsize=8)
+    ax.set_yticks(range(n), [mpl_text(x) for x in reversed(labels)] if labels else [""], fontsize=8)
     ax.set_xlabel("ms (totals per thread over the window, not a timeline)", fontsize=8.5)
     ax.tick_params(axis="x", labelsize=8)
     for side in ("top", "right"):
