@@ -4,7 +4,8 @@ One lane per thread of ours (the busiest `max_lanes - 1` by on-CPU + run-queue t
 folded into one lane), segments coloured by state (running / runnable / blocked I/O / sleeping),
 runnable time whose CPU was held by another task in a stronger colour and the longest of those
 labelled with the blocker's `comm:pid`; pipeline stages as a band across the top; time in ms from
-the window start. In schedstat mode there are no segments: per-thread stacked bars of the /proc
+the window start. With a captured device view (a CUDA engine), GPU lanes under the stage band and
+the threads' waits for the GPU (tracing/timeline_gpu_png.py). In schedstat mode there are no segments: per-thread stacked bars of the /proc
 counters instead, with a note saying so.
 
 Uses matplotlib's object API (Figure + Agg canvas), never pyplot, so no global figure state is
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .mdsafe import mpl_text
+from .timeline_gpu_png import draw_gpu, extra_height_in
 
 STATE_COLORS = {
     "running": "#2e9e44",
@@ -68,12 +70,12 @@ def render_timeline(breakdown: dict, path_or_none=None, max_lanes: int = MAX_LAN
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _margins(height_in: float, top_in: float = 0.35) -> dict:
+def _margins(height_in: float, top_in: float = 0.35, bottom_in: float = BOTTOM_IN) -> dict:
     """Fixed margins in inches (lane labels left; title on top; axis label and legend below).
     Matplotlib's constrained layout measured every text to find them: ~40% of the render time,
     for margins that only change with the lane-label width, which MAX_LABEL_CHARS bounds."""
     return {"left": LEFT_IN / WIDTH_IN, "right": 1 - 0.15 / WIDTH_IN,
-            "top": 1 - top_in / height_in, "bottom": BOTTOM_IN / height_in}
+            "top": 1 - top_in / height_in, "bottom": bottom_in / height_in}
 
 
 def _num(d, key) -> float:
@@ -148,12 +150,15 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
                   max((_num(s, "end_s") - t0) * 1000.0 for s in bd.get("segments") or [{}]) if bd.get("segments") else 0.0,
                   1e-3)
 
-    height = 1.5 + 0.3 + 0.42 * n
+    gpu_in, top_extra, bottom_extra = extra_height_in(bd)  # zeros without a device view: the figure as before
+    height = 1.5 + 0.3 + 0.42 * n + gpu_in + top_extra + bottom_extra
     fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
-    gs = fig.add_gridspec(2, 1, height_ratios=[0.3, 0.42 * n], hspace=0.08 * 4 / (0.3 + 0.42 * n),
-                          **_margins(height))
+    ratios = [0.3] + ([gpu_in] if gpu_in else []) + [0.42 * n]
+    gs = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.08 * 2 * len(ratios) / sum(ratios),
+                          **_margins(height, 0.35 + top_extra, BOTTOM_IN + bottom_extra))
     ax_st = fig.add_subplot(gs[0])
-    ax = fig.add_subplot(gs[1], sharex=ax_st)
+    ax_gpu = fig.add_subplot(gs[1], sharex=ax_st) if gpu_in else None
+    ax = fig.add_subplot(gs[-1], sharex=ax_st)
     fig.suptitle("Request timeline — " + _title(bd), fontsize=9.5, x=0.01, ha="left")
 
     # stage band
@@ -163,7 +168,8 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
         w = (_num(s, "end_s") - _num(s, "start_s")) * 1000.0
         color = _STAGE_COLORS[i % len(_STAGE_COLORS)]
         ax_st.broken_barh([(x0, w)], (0, 1), facecolors=color, edgecolors="#888888", linewidth=0.5)
-        ax.axvspan(x0, x0 + w, color=color, alpha=0.25, linewidth=0, zorder=0)
+        for a in (ax, ax_gpu) if ax_gpu else (ax,):
+            a.axvspan(x0, x0 + w, color=color, alpha=0.25, linewidth=0, zorder=0)
         if w / span_ms > 0.03:
             label = f"{s.get('name', '?')} {w:.0f} ms" if w / span_ms > 0.12 else str(s.get("name", "?"))
             ax_st.text(x0 + w / 2, 0.5, mpl_text(label), ha="center", va="center", fontsize=7.5, clip_on=True)
@@ -201,6 +207,8 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
                 y = n - 1 - lane  # busiest lane on top
                 h = 0.7 if key != "sleep" else 0.36
                 ax.broken_barh(xs, (y - h / 2, h), facecolors=STATE_COLORS[key], edgecolors="none", zorder=2)
+    if ax_gpu is not None:
+        draw_gpu(fig, ax_gpu, ax, bd, lane_of, n, 0.27, height)
 
     # blocker labels on the longest blocked runnable segments, never overlapping within a lane
     blocked.sort(reverse=True)
