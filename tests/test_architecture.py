@@ -66,7 +66,7 @@ def test_door_and_tabs_stay_small():
 
 
 DEVICE_ANALYSIS = ("tracing/kineto.py", "tracing/clock.py", "tracing/device.py", "tracing/device_report.py",
-                   "tracing/timeline_gpu.py", "tracing/timeline_gpu_png.py")
+                   "tracing/timeline_gpu.py", "tracing/timeline_gpu_png.py", "tracing/snapshot_gpu.py")
 
 
 @pytest.mark.parametrize("name", DEVICE_ANALYSIS)

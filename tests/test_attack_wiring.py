@@ -212,7 +212,9 @@ def test_snapshot_limits_retention_and_history(tmp_path, servers):
         c.predict(["default", "realtime"], 1, "x", "rt", api_name="/snapshot")
     assert _snapshots(srv) == kept
     # 40 x "default" with n=2 is 2 requests, not 80
-    c.predict(["default"] * 40, 2, "Fold me.", "fold", api_name="/snapshot")
+    out = c.predict(["default"] * 40, 2, "Fold me.", "fold", api_name="/snapshot")
+    from tracing.snapshot import SUMMARY_HEAD  # the builtin engine has no GPU: no GPU share columns
+    assert out[1]["headers"] == SUMMARY_HEAD and [r[0] for r in out[1]["data"]] == ["default"]
     now = _snapshots(srv)
     assert len(now) == limits.MAX_SNAPSHOTS_KEPT and kept[0] not in now  # the oldest went
     new = next(n for n in now if n.endswith("fold"))

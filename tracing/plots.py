@@ -1,8 +1,9 @@
 """Images of a snapshot summary and of a diff: per-metric distributions side by side.
 
-One panel per metric (values in ms); in each panel a box plot per preset (summary) or per
-preset x {old, new} (diff), with every request drawn as a dot over its box, since N is small and
-the individual requests are the evidence. Diff panels whose metric regressed (median or tail)
+One panel per metric (values in ms; a snapshot whose requests have a device view adds the GPU
+idle and host_wait shares in %, tracing/snapshot_gpu.py); in each panel a box plot per preset
+(summary) or per preset x {old, new} (diff), with every request drawn as a dot over its box, since
+N is small and the individual requests are the evidence. Diff panels whose metric regressed (median or tail)
 are titled in red.
 
 Uses matplotlib's object API (`Figure` + Agg canvas, no pyplot): no global state, safe in the
@@ -17,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tracing.diff import METRICS, DiffResult, metric_values
+from tracing.snapshot_gpu import share_panels
 
 PLOTTED = ("wall", "runqueue_wait", "on_cpu", "blocked_io", "sleep", "irq", "softirq", "wakeup_p95")
 OLD_COLOR, NEW_COLOR, BAD = "#7f8c8d", "#2e86c1", "#c0392b"
@@ -49,20 +51,24 @@ def _box(ax, data, positions, colors) -> None:
 def summary_figure(snap, metrics=PLOTTED) -> Figure:
     presets = list(snap.samples)
     metrics = [m for m in metrics if any(metric_values(snap.samples[p], m) for p in presets)] or ["wall"]
-    rows, cols = _grid(len(metrics))
+    panels = [(METRICS[m][0], lambda ss, m=m: [v * 1000 for v in metric_values(ss, m)]) for m in metrics]
+    gpu = share_panels(snap.samples)  # GPU idle / host_wait shares in %, only with a device view
+    panels += gpu
+    rows, cols = _grid(len(panels))
     fig = Figure(figsize=(3.4 * cols, 2.9 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     title = snap.manifest.get("label") or str(getattr(snap, "path", ""))
-    fig.suptitle(f"Snapshot {title}: per-request distributions (ms)", fontsize=10)
-    for k, m in enumerate(metrics):
+    fig.suptitle(f"Snapshot {title}: per-request distributions (ms{'; GPU shares in %' if gpu else ''})",
+                 fontsize=10)
+    for k, (label, values) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
-        data = [[v * 1000 for v in metric_values(snap.samples[p], m)] for p in presets]
+        data = [values(snap.samples[p]) for p in presets]
         pos = list(range(1, len(presets) + 1))
         _box(ax, data, pos, [NEW_COLOR] * len(presets))
         for d, p in zip(data, pos):
             _strip(ax, p, d, NEW_COLOR)
         ax.set_xticks(pos, presets, rotation=20, fontsize=7)
-        ax.set_title(METRICS[m][0], fontsize=9)
+        ax.set_title(label, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     return fig

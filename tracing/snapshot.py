@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracing import stats
+from tracing import snapshot_gpu, stats
 from tracing.diff import METRICS, blocker_means, metric_values
 from tracing.tracefs import LATENCY_TRACERS
 
@@ -186,7 +186,15 @@ def _ms(v: float) -> str:
     return "-" if v is None or math.isnan(v) else f"{v * 1000:.1f}"
 
 
+def summary_head(snap: Snapshot) -> list[str]:
+    """SUMMARY_HEAD, then the GPU share columns when the snapshot's requests have a device view
+    (tracing/snapshot_gpu.py)."""
+    return SUMMARY_HEAD + snapshot_gpu.head(snap.samples)
+
+
 def summary_table(snap: Snapshot) -> list[list[str]]:
+    """One row per preset under summary_head(snap)."""
+    gpu = snapshot_gpu.has_device(snap.samples)
     rows = []
     for preset, ss in snap.samples.items():
         w = stats.summarize(metric_values(ss, "wall"))
@@ -199,7 +207,8 @@ def summary_table(snap: Snapshot) -> list[list[str]]:
         top = next(iter(bl.items()), None)
         rows.append([preset, str(len(ss)), _ms(w["p50"]), _ms(w["p95"]), _ms(rq["p50"]), _ms(rq["p95"]),
                      _ms(io["p95"]), _ms(irq["p95"]), str(lost), str(nf),
-                     f"{top[0]} {top[1] * 1000:.1f} ms/req" if top else "none"])
+                     f"{top[0]} {top[1] * 1000:.1f} ms/req" if top else "none"]
+                    + (snapshot_gpu.cells(ss) if gpu else []))
     return rows
 
 
@@ -210,11 +219,12 @@ def format_summary(snap: Snapshot) -> str:
              f"host {m.get('host')}, kernel {m.get('kernel')}, engine {m.get('engine')}, source {m.get('source')}, "
              f"N={m.get('n')} per preset" + ("" if m.get("complete") else " (INCOMPLETE)"),
              "latency tracers: " + (", ".join(f"{k} {v}" for k, v in lt.items()) or "unknown")]
-    table = [SUMMARY_HEAD] + summary_table(snap)
-    widths = [max(len(r[i]) for r in table) for i in range(len(SUMMARY_HEAD))]
+    table = [summary_head(snap)] + summary_table(snap)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Snapshot", "SnapshotError", "SnapshotWriter", "load_snapshot", "new_manifest", "summary_table",
+__all__ = ["Snapshot", "SnapshotError", "SnapshotWriter", "load_snapshot", "new_manifest", "summary_head",
+           "summary_table",
            "format_summary", "latency_tracer_status", "summary_from_attachment", "METRICS"]

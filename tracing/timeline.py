@@ -5,8 +5,8 @@ folded into one lane), segments coloured by state (running / runnable / blocked 
 runnable time whose CPU was held by another task in a stronger colour and the longest of those
 labelled with the blocker's `comm:pid`; pipeline stages as a band across the top; time in ms from
 the window start. With a captured device view (a CUDA engine), GPU lanes under the stage band and
-the threads' waits for the GPU (tracing/timeline_gpu_png.py). In schedstat mode there are no segments: per-thread stacked bars of the /proc
-counters instead, with a note saying so.
+the threads' waits for the GPU (tracing/timeline_gpu_png.py). In schedstat mode there are no
+segments: per-thread stacked bars of the /proc counters instead, with a note saying so.
 
 Uses matplotlib's object API (Figure + Agg canvas), never pyplot, so no global figure state is
 shared between the threads that render concurrently.

@@ -25,7 +25,7 @@ from tracing import diff as D
 from tracing import plots
 from tracing.series import DIFF_FILE, format_series, latest, load_series
 from tracing.snapshot import (DEFAULT_TEXT, SUMMARY_HEAD, SnapshotError, format_summary, latency_tracer_status,
-                              load_snapshot, summary_table)
+                              load_snapshot, summary_head, summary_table)
 
 SNAP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 MAX_N = limits.MAX_SNAPSHOT_N  # the UI's cap; the CLI allows more
@@ -95,7 +95,8 @@ def build(ctx) -> None:
         img = out_png(dest / "summary.png", plots.summary_png(snap))
         enforce_retention(ctx)
         names = list_snapshots(ctx)
-        return (format_summary(snap), summary_table(snap), img,
+        table = {"headers": summary_head(snap), "data": summary_table(snap)}  # GPU columns only with a GPU
+        return (format_summary(snap), table, img,
                 gr.update(choices=names), gr.update(choices=names, value=name))
 
     def do_diff(old, new, alpha, min_ratio, min_abs_ms):
