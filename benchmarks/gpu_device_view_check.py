@@ -5,7 +5,8 @@ device section (tracing/device.py) and prints: host_wait, GPU idle, the blamed b
 the clock alignment error and the probe residual. The check: host_wait grows by about the hog's
 length and the blame names the hog within 10% of its length. Slim attachments (summary.json,
 trace.txt, device_profile.json: no trace.dat or picture) of one clip of each kind are written to
-OUT/fixtures/, for tests/data/gpu/ (tests/test_device_fixtures.py re-analyses them on CPU).
+OUT/fixtures/, for tests/data/gpu/ (tests/test_device_fixtures.py re-analyses them on CPU); the
+same clips' timeline.png (GPU lanes on CUDA) as OUT/timeline-nohog.png and OUT/timeline-hog.png.
 
 Without CUDA (`--dry-run`: the builtin engine with --device-view cpu) the same steps run and the
 kernel trace's own blocker table stands in for the host_wait blame; nothing is written as a GPU
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
         name = f"{'dryrun' if args.dry_run else 'gpu'}-{kind}.zip"
         size = slim(rows[kind][-1]["attachment"], out / "fixtures" / name)
         print(f"fixture {out / 'fixtures' / name}: {size / 1024:.0f} KiB")
+        with zipfile.ZipFile(rows[kind][-1]["attachment"]) as z:  # the PNG with its GPU lanes, to look at
+            if "timeline.png" in z.namelist():
+                (out / f"timeline-{kind}.png").write_bytes(z.read("timeline.png"))
     (out / "gpu_device_view.json").write_text(json.dumps(summary, indent=1, default=str))
     return 0 if ok else 1
 

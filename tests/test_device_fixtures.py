@@ -45,3 +45,12 @@ def test_host_wait_names_the_planted_hog_within_ten_percent():
     grew = hog["device"]["totals"]["host_wait_s"] - nohog["device"]["totals"]["host_wait_s"]
     assert grew == pytest.approx(HOG_S, rel=0.5)  # one clip each: the rest of the run differs too
     assert any(f["kind"] == "gpu_starved" and "itts-gpu-hog" in f["message"] for f in found)
+
+
+def test_real_cuda_clip_draws_gpu_lanes_in_the_png():
+    from tracing.timeline import MAX_LANES, _timeline_figure
+    _, bd, _ = _again("gpu-hog.zip")
+    fig = _timeline_figure(bd, MAX_LANES)
+    d = bd["device"]["device"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == [f"GPU {d} idle", f"GPU {d} busy"]
+    assert len(fig.axes[1].collections) >= 2  # busy intervals and idle gaps drawn
