@@ -3,8 +3,8 @@
 One panel per metric (values in ms; a snapshot whose requests have a device view adds the GPU
 idle and host_wait shares in %, tracing/snapshot_gpu.py); in each panel a box plot per preset
 (summary) or per preset x {old, new} (diff), with every request drawn as a dot over its box, since
-N is small and the individual requests are the evidence. Diff panels whose metric regressed (median or tail)
-are titled in red.
+N is small and the individual requests are the evidence. Diff panels whose metric regressed
+(median or tail) are titled in red.
 
 Uses matplotlib's object API (`Figure` + Agg canvas, no pyplot): no global state, safe in the
 web server's worker threads.

@@ -226,5 +226,4 @@ def format_summary(snap: Snapshot) -> str:
 
 
 __all__ = ["Snapshot", "SnapshotError", "SnapshotWriter", "load_snapshot", "new_manifest", "summary_head",
-           "summary_table",
-           "format_summary", "latency_tracer_status", "summary_from_attachment", "METRICS"]
+           "summary_table", "format_summary", "latency_tracer_status", "summary_from_attachment", "METRICS"]

@@ -208,7 +208,7 @@ def _timeline_figure(bd: dict, max_lanes: int) -> Figure:
                 h = 0.7 if key != "sleep" else 0.36
                 ax.broken_barh(xs, (y - h / 2, h), facecolors=STATE_COLORS[key], edgecolors="none", zorder=2)
     if ax_gpu is not None:
-        draw_gpu(fig, ax_gpu, ax, bd, lane_of, n, 0.27, height)
+        draw_gpu(fig, ax_gpu, ax, bd, lane_of, n, height)
 
     # blocker labels on the longest blocked runnable segments, never overlapping within a lane
     blocked.sort(reverse=True)

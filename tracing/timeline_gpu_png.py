@@ -21,6 +21,7 @@ from .timeline_gpu import GPU_COLORS, gpu_bars, gpu_lane_labels
 
 GPU_LANE_IN = 0.3      # one GPU lane's height in inches (a thread lane is 0.42)
 HEADLINE_IN = 0.2      # the headline line under the title
+HEADLINE_TOP_IN = 0.27  # where it starts, from the figure's top: under the 9.5 pt suptitle
 LEGEND_ROW_IN = 0.22   # the GPU legend row above the states' legend
 _WAIT_STRIP = (0.2, 0.15)  # (offset from the lane's centre, height): the top of a thread's 0.7 bar
 # GPU_LABELS cut to fit one legend row of the 12 in figure (the interactive legend has room for them)
@@ -35,10 +36,10 @@ def extra_height_in(bd: dict) -> tuple[float, float, float]:
     return (GPU_LANE_IN * n, HEADLINE_IN, LEGEND_ROW_IN) if n else (0.0, 0.0, 0.0)
 
 
-def draw_gpu(fig, ax_gpu, ax, bd: dict, lane_of: dict, n: int, top_in: float, height_in: float) -> None:
+def draw_gpu(fig, ax_gpu, ax, bd: dict, lane_of: dict, n: int, height_in: float) -> None:
     """Draw the GPU lanes on ax_gpu, the threads' GPU waits on ax (thread lane i at y = n - 1 - i,
-    `lane_of`: tid -> i), the headline under the title (top_in from the figure's top) and the
-    legend row. Call only when gpu_lane_labels(bd) is not empty."""
+    `lane_of`: tid -> i), the headline under the title and the legend row. Call only when
+    gpu_lane_labels(bd) is not empty."""
     labels = gpu_lane_labels(bd)
     bars = gpu_bars(bd, lane_of)
     y_of = {labels[0]: 1, labels[1]: 0}  # busy on top, idle next to the threads
@@ -65,7 +66,7 @@ def draw_gpu(fig, ax_gpu, ax, bd: dict, lane_of: dict, n: int, top_in: float, he
         ax_gpu.spines[side].set_visible(False)
     dv = bd.get("device") or {}
     if dv.get("headline"):
-        fig.text(0.01, 1 - top_in / height_in, mpl_text(dv["headline"]), fontsize=7.5, ha="left", va="top",
+        fig.text(0.01, 1 - HEADLINE_TOP_IN / height_in, mpl_text(dv["headline"]), fontsize=7.5, ha="left", va="top",
                  color="#333333")
     handles = [Patch(facecolor=GPU_COLORS[k], edgecolor="#999999" if k == "no_gpu_work" else "none",
                      label=SHORT_LABELS[k]) for k in GPU_COLORS if k in bars]
