@@ -141,9 +141,17 @@ class SynthesisResult:
 
 
 class StageSink(Protocol):
-    """Receives pipeline stage boundaries (trace markers, progress bar)."""
+    """Receives pipeline stage boundaries (trace markers, progress bar) and the audio segment by
+    segment as it is made (`segment`: the streaming hand-off, see docs/streaming.md)."""
 
     def stage(self, name: str) -> ContextManager[None]: ...
+
+    def segment(self, audio: np.ndarray, sample_rate: int) -> None:
+        """The next piece of the clip, int16 mono, in order: the silence that upstream puts
+        between two segments travels at the head of the later one, so the pieces joined are the
+        clip SynthesisResult.audio holds. Called on the synthesis thread the moment the piece
+        exists; it must return at once (the sink hands it over, never processes it there)."""
+        ...
 
 
 class NullStages:
@@ -151,6 +159,17 @@ class NullStages:
 
     def stage(self, name: str) -> ContextManager[None]:
         return contextlib.nullcontext()
+
+    def segment(self, audio: np.ndarray, sample_rate: int) -> None:
+        pass
+
+
+def hand_off(stages: StageSink, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """stages.segment(audio) as int16, for sinks that take segments (a sink written before the
+    hand-off existed only has stage(): it gets the whole clip at the end, as before)."""
+    fn = getattr(stages, "segment", None)
+    if fn is not None and len(audio):
+        fn(np.ascontiguousarray(audio, dtype=np.int16), sample_rate)
 
 
 class Engine(Protocol):

@@ -8,6 +8,8 @@ Stages (marked through the StageSink, in order):
            chosen so the eSpeak output is already near the target F0
   voice    models.voice.VoiceStage per segment: residual pitch shift to the target F0, EQ toward
            the speaker prompt's spectrum, emotion tilt, loudness; segments joined with silence
+acoustic and voice run segment by segment, and each segment's audio is handed to the sink as soon
+as it exists (StageSink.segment): the first sound waits for the first segment only.
 
 Target F0 = speaker prompt median F0 (or the default voice's F0 without a prompt) times
 2^(emotion pitch_st / 12).
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Iterator
 
 import numpy as np
 
 from models import emotion as emo
 from models import espeak
 from models.audio_io import load_audio, median_f0
-from models.base import EMO_MODES, SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest, SynthesisResult
+from models.base import (EMO_MODES, SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest, SynthesisResult,
+                         hand_off)
 from models.text import prepare
 from models.voice import VoiceStage
 
@@ -99,8 +103,20 @@ class BuiltinEngine:
         return vec, info
 
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
-        req.validate()
+        """The whole clip; each segment is handed to `stages.segment` as soon as its voice stage
+        is done (the acoustic and voice stages run per segment, so the first sound does not wait
+        for the last segment's eSpeak run)."""
         stages = stages or NullStages()
+        pieces, info = [], {}
+        for piece in self.stream(req, stages, info):
+            hand_off(stages, piece)
+            pieces.append(piece)
+        return SynthesisResult(np.concatenate(pieces) if pieces else np.zeros(0, np.int16), SAMPLE_RATE, info)
+
+    def stream(self, req: SynthesisRequest, stages: StageSink, info: dict) -> Iterator[np.ndarray]:
+        """The clip as int16 pieces, one per text segment (the silence between segments at the
+        head of the later one); `info` is filled in as the segments are made (complete at the end)."""
+        req.validate()
         rng = np.random.default_rng(self._seed) if req.use_random else None
 
         with stages.stage("text"):
@@ -119,40 +135,13 @@ class BuiltinEngine:
                 pros.pitch_st += float(np.clip(rng.normal(0, 0.3), -0.6, 0.6))
                 pros.rate_x *= float(np.exp(np.clip(rng.normal(0, 0.03), -0.06, 0.06)))
                 pros.range_x *= float(np.exp(np.clip(rng.normal(0, 0.08), -0.15, 0.15)))
-
-        with stages.stage("acoustic"):
-            variant = FEMALE_VARIANT if spk_f0 is not None and spk_f0 > FEMALE_ABOVE_HZ else None
-            shift = 2 ** (pros.pitch_st / 12)
-            raw_segments = []
-            targets = []
-            for seg in segments:
-                dom = max(seg.runs, key=lambda r: len(r[1]))[0]
-                base_f0 = spk_f0 if spk_f0 is not None else self.natural_f0(dom, variant)
-                target = base_f0 * shift
-                pieces = []
-                for lang, txt in seg.runs:
-                    p = espeak.Prosody(rate=BASE_RATE_WPM[lang] * pros.rate_x,
-                                       pitch=self.pitch_param_for(lang, variant, target),
-                                       range=50 * pros.range_x, volume=100)
-                    pcm = espeak.synthesize(txt, lang, p, variant)
-                    pieces.append(_trim(pcm.astype(np.float32) / 32768.0, RUN_PAD_S))
-                raw_segments.append(np.concatenate(pieces) if pieces else np.zeros(0, np.float32))
-                targets.append(target)
-
-        with stages.stage("voice"):
             profile = self.voice.profile(spk) if spk is not None else None
-            gap = np.zeros(int(SAMPLE_RATE * req.interval_silence / 1000), np.float32)
-            out, seg_facts = [], []
-            for raw, target in zip(raw_segments, targets):
-                y, facts = self.voice.apply(raw, target, profile, tilt_db=pros.tilt_db, volume_x=pros.volume_x)
-                if out:
-                    out.append(gap)
-                out.append(y)
-                seg_facts.append(facts)
-            audio = np.concatenate(out) if out else np.zeros(0, np.float32)
-            pcm16 = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
 
-        info = {
+        variant = FEMALE_VARIANT if spk_f0 is not None and spk_f0 > FEMALE_ABOVE_HZ else None
+        shift = 2 ** (pros.pitch_st / 12)
+        gap = np.zeros(int(SAMPLE_RATE * req.interval_silence / 1000), np.float32)
+        targets, seg_facts = [], []
+        info.update({
             "engine": self.name,
             "segments": len(segments),
             "segment_tokens": [s.n_tokens for s in segments],
@@ -162,11 +151,29 @@ class BuiltinEngine:
             "prosody": pros.to_dict(),
             "voice_variant": variant or "default",
             "speaker_f0_hz": None if spk_f0 is None else round(spk_f0, 1),
-            "target_f0_hz": [round(t, 1) for t in targets],
+            "target_f0_hz": targets,
             "voice": seg_facts,
             "random": bool(req.use_random),
-        }
-        return SynthesisResult(pcm16, SAMPLE_RATE, info)
+        })
+        for i, seg in enumerate(segments):
+            with stages.stage("acoustic"):
+                dom = max(seg.runs, key=lambda r: len(r[1]))[0]
+                base_f0 = spk_f0 if spk_f0 is not None else self.natural_f0(dom, variant)
+                target = base_f0 * shift
+                parts = []
+                for lang, txt in seg.runs:
+                    p = espeak.Prosody(rate=BASE_RATE_WPM[lang] * pros.rate_x,
+                                       pitch=self.pitch_param_for(lang, variant, target),
+                                       range=50 * pros.range_x, volume=100)
+                    pcm = espeak.synthesize(txt, lang, p, variant)
+                    parts.append(_trim(pcm.astype(np.float32) / 32768.0, RUN_PAD_S))
+                raw = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                targets.append(round(target, 1))
+            with stages.stage("voice"):
+                y, facts = self.voice.apply(raw, target, profile, tilt_db=pros.tilt_db, volume_x=pros.volume_x)
+                seg_facts.append(facts)
+                audio = np.concatenate([gap, y]) if i else y
+                yield np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
 
     def warmup(self) -> None:
         """One short zh and en synthesis: loads eSpeak, its dictionaries, the pitch calibration

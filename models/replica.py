@@ -16,6 +16,9 @@ Pipeline (stage names shared with the indextts2 engine where the role is the sam
   gpt_latents     one full forward of the same GPT over text + generated codes
   cfm             flow matching: `diffusion_steps` Euler steps of a DiT estimator (CFG: batch 2)
   vocoder         BigVGAN-like transposed-conv upsampler with multi-kernel residual blocks
+gpt_autoregressive .. vocoder run once per text segment (the builtin front end's segmentation, as
+IndexTTS2's infer loop runs per segment), each followed by that segment's audio (builtin_speech),
+handed to the sink at once (StageSink.segment): time to first sound has IndexTTS2's shape too.
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.base import NullStages, SAMPLE_RATE, StageSink, SynthesisRequest, SynthesisResult
+from models.base import NullStages, SAMPLE_RATE, StageSink, SynthesisRequest, SynthesisResult, hand_off
+from models.text import prepare
 
 DEFAULT_SCALE = 0.1  # one short sentence in ~1-3 s on a 2-core CPU (measured: ~2.7 s, 54 GFLOP)
 
@@ -295,49 +300,70 @@ class ReplicaEngine:
     # -- the load -----------------------------------------------------------------------------
     @torch.inference_mode()
     def compute(self, req: SynthesisRequest, stages: StageSink | None = None) -> dict:
-        """Run IndexTTS2-shaped inference for `req` (random weights) and return what was computed:
-        mel tokens, beams, diffusion steps, frames, samples, flops, seconds per stage."""
-        stages = stages or NullStages()
-        s, dev = self.shape, self.device
+        """Run IndexTTS2-shaped inference for `req` (random weights) as one segment and return
+        what was computed: mel tokens, beams, diffusion steps, frames, samples, flops, seconds per
+        stage. (synthesize() runs the same work segment by segment.)"""
+        run = self._start(req, stages or NullStages())
+        self._prompt(req, run)
+        self._text(req.text, run)
+        self._segment(req.text, run)
+        return self._info(run)
+
+    def _start(self, req: SynthesisRequest, stages: StageSink) -> dict:
         gen_cfg = req.generation or {}
-        beams = max(1, int(gen_cfg.get("num_beams", 3)))
-        top_k = int(gen_cfg.get("top_k", 30) or 0) or None
-        temperature = float(gen_cfg.get("temperature", 0.8))
         g = torch.Generator(device="cpu").manual_seed(1234)  # inputs: the same on every device
-        # sampling runs where the logits are: a CPU generator is refused for CUDA tensors
-        gs = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(1234)
-        rnd = lambda *shape: torch.randn(*shape, generator=g).to(dev)  # noqa: E731
+        dev = self.device
         times: dict[str, float] = {}
-        start_flops = self.flops.total
+        return {"stages": stages, "times": times, "g": g,
+                # sampling runs where the logits are: a CPU generator is refused for CUDA tensors
+                "gs": g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(1234),
+                "beams": max(1, int(gen_cfg.get("num_beams", 3))),
+                "top_k": int(gen_cfg.get("top_k", 30) or 0) or None,
+                "temperature": float(gen_cfg.get("temperature", 0.8)),
+                "max_mel": min(int(gen_cfg.get("max_mel_tokens", 1500)), self.shape.max_mel_tokens),
+                "flops0": self.flops.total, "mel_tokens": 0, "text_tokens": 0, "mel_frames": 0, "samples": 0,
+                "segments": 0, "timed": lambda name: _Timed(stages.stage(name), times, name)}
 
-        def timed(name):
-            return _Timed(stages.stage(name), times, name)
+    def _rnd(self, run, *shape):
+        return torch.randn(*shape, generator=run["g"]).to(self.device)
 
+    @torch.inference_mode()
+    def _prompt(self, req: SynthesisRequest, run: dict) -> None:
+        """Prompt features (cached per speaker prompt, as IndexTTS2) and the emotion decoder."""
+        s, dev, timed = self.shape, self.device, run["timed"]
         prompt_key = req.spk_audio_prompt or "<no speaker prompt>"
         prompt_frames = 150  # ~3 s of prompt at 50 Hz (IndexTTS2 cuts prompts at 15 s)
         if self._prompt_cache is None or self._prompt_cache[0] != prompt_key:
             with timed("semantic_model"):
-                cond = self.w2v(rnd(1, prompt_frames, 160))
+                cond = self.w2v(self._rnd(run, 1, prompt_frames, 160))
             with timed("campplus"):
-                style = self.campplus(rnd(1, 80, 2 * prompt_frames))
-            self._prompt_cache = (prompt_key, cond, style, rnd(1, int(prompt_frames * 1.72), s.n_mels))
-        _, cond, style, prompt_mel = self._prompt_cache
-
+                style = self.campplus(self._rnd(run, 1, 80, 2 * prompt_frames))
+            self._prompt_cache = (prompt_key, cond, style, self._rnd(run, 1, int(prompt_frames * 1.72), s.n_mels))
         if req.emo_control_method == 3:
             with timed("emotion_text"):
                 units = text_units(req.emo_text or req.text)
-                self.qwen.generate(self.qwen.emb(torch.randint(0, 32000, (1, units + 16), generator=g).to(dev)),
-                                   s.qwen_answer_tokens, gs, top_k=None, temperature=1.0)
+                self.qwen.generate(self.qwen.emb(torch.randint(0, 32000, (1, units + 16), generator=run["g"]).to(dev)),
+                                   s.qwen_answer_tokens, run["gs"], top_k=None, temperature=1.0)
 
-        with timed("text"):
-            n_text = max(1, text_units(req.text))
-            text_ids = torch.randint(0, s.text_vocab, (1, n_text), generator=g).to(dev)
-            n_mel = mel_tokens_for(req.text, min(int(gen_cfg.get("max_mel_tokens", 1500)), s.max_mel_tokens))
+    @torch.inference_mode()
+    def _text(self, text: str, run: dict) -> None:
+        """Tokenization of the whole text (IndexTTS2 tokenizes once, then splits into segments)."""
+        with run["timed"]("text"):
+            run["text_ids"] = torch.randint(0, self.shape.text_vocab, (1, max(1, text_units(text))),
+                                            generator=run["g"]).to(self.device)
 
+    @torch.inference_mode()
+    def _segment(self, text: str, run: dict) -> None:
+        """One segment: GPT decode, latent pass, flow matching with the prompt prefix, vocoder."""
+        s, dev, timed = self.shape, self.device, run["timed"]
+        _, cond, style, prompt_mel = self._prompt_cache
+        text_ids = run["text_ids"][:, :max(1, text_units(text))]  # (a segment's share of the tokens)
+        n_text = text_ids.shape[1]
+        n_mel = mel_tokens_for(text, run["max_mel"])
         with timed("gpt_autoregressive"):
             cond_lat = self.cond_proj(cond[:, : s.gpt_cond_latents])
-            prefix = torch.cat([cond_lat, self.text_emb(text_ids)], 1).expand(beams, -1, -1)
-            codes = self.gpt.generate(prefix, n_mel, gs, top_k, temperature)[:1]
+            prefix = torch.cat([cond_lat, self.text_emb(text_ids)], 1).expand(run["beams"], -1, -1)
+            codes = self.gpt.generate(prefix, n_mel, run["gs"], run["top_k"], run["temperature"])[:1]
 
         with timed("gpt_latents"):
             full = torch.cat([cond_lat, self.text_emb(text_ids), self.gpt.emb(codes)], 1)
@@ -349,7 +375,7 @@ class ReplicaEngine:
             content = torch.cat([torch.zeros(1, prompt_mel.shape[1], s.dit_dim, device=dev), content], 1)
             total = content.shape[1]
             prompt = torch.cat([prompt_mel, torch.zeros(1, frames, s.n_mels, device=dev)], 1)
-            x = rnd(1, total, s.n_mels)
+            x = self._rnd(run, 1, total, s.n_mels)
             dt = 1.0 / s.diffusion_steps
             for i in range(s.diffusion_steps):  # classifier-free guidance: cond + uncond in one batch
                 t = torch.full((2,), i * dt, device=dev)
@@ -360,27 +386,54 @@ class ReplicaEngine:
 
         with timed("vocoder"):
             wav = self.vocoder(mel)
-        return {"mel_tokens": n_mel, "text_tokens": n_text, "num_beams": beams, "mel_frames": frames,
-                "diffusion_steps": s.diffusion_steps, "samples": int(wav.shape[-1]),
-                "flops": int(self.flops.total - start_flops), "params": self.params, "scale": self.scale,
-                "device": str(self.device), "torch_threads": torch.get_num_threads(),
-                "stage_s": {k: round(v, 4) for k, v in times.items()}}
+        run["mel_tokens"] += n_mel
+        run["text_tokens"] += n_text
+        run["mel_frames"] += frames
+        run["samples"] += int(wav.shape[-1])
+        run["segments"] += 1
+
+    def _info(self, run: dict) -> dict:
+        s = self.shape
+        return {"mel_tokens": run["mel_tokens"], "text_tokens": run["text_tokens"], "num_beams": run["beams"],
+                "mel_frames": run["mel_frames"], "diffusion_steps": s.diffusion_steps, "samples": run["samples"],
+                "segments": run["segments"], "flops": int(self.flops.total - run["flops0"]), "params": self.params,
+                "scale": self.scale, "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                "stage_s": {k: round(v, 4) for k, v in run["times"].items()}}
 
     # -- the Engine interface -----------------------------------------------------------------
     def synthesize(self, req: SynthesisRequest, stages: StageSink | None = None) -> SynthesisResult:
+        """Segment by segment, as IndexTTS2's infer loop: the replica's load for a segment, then
+        that segment's audio from the builtin engine, handed to `stages.segment` at once. The
+        segments are the builtin front end's (models.text.prepare), so load and audio agree."""
         req.validate()
         stages = stages or NullStages()
+        if self._builtin is None:
+            from models.builtin import BuiltinEngine  # the audible part
+            self._builtin = BuiltinEngine()
         with self._lock:  # like IndexTTS2: one request at a time (shared prompt cache)
-            replica = self.compute(req, stages)
-            if self._builtin is None:
-                from models.builtin import BuiltinEngine  # the audible part
-                self._builtin = BuiltinEngine()
-            with stages.stage("builtin_speech"):
-                res = self._builtin.synthesize(req, NullStages())
-        info = dict(res.info)
+            run = self._start(req, stages)
+            self._prompt(req, run)
+            self._text(req.text, run)
+            binfo: dict = {}
+            audio_pieces = self._builtin.stream(req, NullStages(), binfo)  # lazy: runs on next()
+            pieces = []
+            for seg in prepare(req.text, req.max_text_tokens_per_segment):
+                self._segment(seg.text, run)
+                with stages.stage("builtin_speech"):
+                    piece = next(audio_pieces, None)
+                if piece is None:
+                    break
+                hand_off(stages, piece)
+                pieces.append(piece)
+            for piece in audio_pieces:  # (none: same segmentation) kept so the clip is whole
+                hand_off(stages, piece)
+                pieces.append(piece)
+            replica = self._info(run)
+        info = dict(binfo)
         info.update(engine=self.name, replica=replica,
                     note="audio from the builtin engine; the replica's compute is load only")
-        return SynthesisResult(audio=res.audio, sample_rate=res.sample_rate, info=info)
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+        return SynthesisResult(audio=audio, sample_rate=SAMPLE_RATE, info=info)
 
 
 class _Timed:

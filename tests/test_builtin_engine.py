@@ -8,6 +8,7 @@ from models.audio_io import median_f0, speaking_rate
 from models.base import EMOTIONS, InputError, SynthesisRequest
 from models.builtin import BuiltinEngine
 from models.emotion import to_prosody
+from models.text import prepare
 
 
 def emo_neutral():
@@ -171,3 +172,36 @@ def test_multichannel_96k_speaker_prompt(engine, tmp_path):
     sf.write(p, np.stack([x96] * 8, 1).astype(np.float32), 96000)
     r = engine.synthesize(SynthesisRequest(text="你好", spk_audio_prompt=str(p)), None)
     assert r.info["speaker_f0_hz"] > 200 and len(r.audio) > 0
+
+
+class SegmentStages(RecordingStages):
+    """Also takes the segment hand-off (StageSink.segment), noting the stages seen before each."""
+
+    def __init__(self):
+        super().__init__()
+        self.segments = []
+
+    def segment(self, audio, sample_rate):
+        assert sample_rate == SR and audio.dtype == np.int16
+        self.segments.append((len(self.names), audio.copy()))
+
+
+def test_each_segment_is_handed_off_before_the_next_is_made(engine):
+    """Three sentences above the segment budget: a piece per segment, each handed over right after its
+    own voice stage and before the next segment's eSpeak run; joined (the silence between two
+    segments travels at the head of the later one) they are exactly the returned clip."""
+    rec = SegmentStages()
+    text = ("The first sentence is long enough to fill a segment on its own today. "
+            "第二句话也足够长，可以自己成为一个分段，对不对呢朋友们。 "
+            "The third and last sentence closes the text and ends the clip now.")
+    res = engine.synthesize(SynthesisRequest(text=text, max_text_tokens_per_segment=20, interval_silence=200), rec)
+    n = len(prepare(text, 20))
+    assert n >= 3 and len(rec.segments) == n == res.info["segments"]
+    assert [rec.names[at - 1] for at, _ in rec.segments] == ["voice"] * n
+    assert rec.names[rec.segments[0][0]:].count("acoustic") == n - 1  # the other segments still to make
+    assert np.array_equal(np.concatenate([a for _, a in rec.segments]), res.audio)
+    gap = int(SR * 0.2)
+    assert not rec.segments[1][1][:gap].any() and rec.segments[0][1][:gap].any()  # silence leads the later one
+    # a sink without segment() (written before the hand-off) still gets the same clip
+    plain = engine.synthesize(SynthesisRequest(text=text, max_text_tokens_per_segment=20), RecordingStages())
+    assert np.array_equal(plain.audio, res.audio)

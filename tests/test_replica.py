@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,11 @@ from models.replica import DEFAULT_SCALE, HOP, ReplicaEngine, Shape, mel_tokens_
 
 TINY = 0.03  # widths at 3 %: same depths and step counts, fast enough for unit tests
 SHORT = {"num_beams": 1, "max_mel_tokens": 16}  # where the token count is not under test
+# four sentences of 12-14 tokens: with max_text_tokens_per_segment=20 no two share a segment
+FOUR_SEGMENTS = ("The first sentence is long enough to fill a segment on its own today. "
+                 "The second sentence is also long enough to stand alone as a segment. "
+                 "A third sentence follows here and it is as long as the other two. "
+                 "The fourth and last sentence closes the text and ends the clip now.")
 
 
 class Recorder:
@@ -20,6 +26,11 @@ class Recorder:
         self.names: list[str] = []
         self.open = 0
         self.max_open = 0
+        self.segments: list[tuple[int, np.ndarray]] = []  # (stages seen so far, audio)
+
+    def segment(self, audio, sample_rate):
+        assert sample_rate == SAMPLE_RATE
+        self.segments.append((len(self.names), audio.copy()))
 
     @contextlib.contextmanager
     def stage(self, name):
@@ -131,21 +142,36 @@ def test_synthesize_returns_builtin_speech_with_replica_info(tiny):
 def test_one_request_at_a_time(tiny):
     pytest.importorskip("models.builtin")
     active, peak = [0], [0]
-    orig = tiny.compute
+    orig = tiny._prompt
 
-    def counting(req, stages=None):
+    def counting(req, run):
         active[0] += 1
         peak[0] = max(peak[0], active[0])
         try:
-            return orig(req, stages)
+            orig(req, run)
+            time.sleep(0.05)  # long enough for the other thread to get in, were it allowed
         finally:
             active[0] -= 1
 
-    tiny.compute = counting
+    tiny._prompt = counting
     try:
         ts = [threading.Thread(target=tiny.synthesize, args=(SynthesisRequest(text="Hi.", generation=SHORT),)) for _ in range(2)]
         [t.start() for t in ts]
         [t.join() for t in ts]
     finally:
-        del tiny.compute
+        del tiny._prompt
     assert peak[0] == 1
+
+
+def test_segments_are_handed_off_as_each_is_made(tiny):
+    """Four sentences: four segments, each handed over right after its own builtin_speech stage
+    (before the next segment's load runs), and joined they are the clip."""
+    pytest.importorskip("models.builtin")
+    rec = Recorder()
+    res = tiny.synthesize(SynthesisRequest(text=FOUR_SEGMENTS, max_text_tokens_per_segment=20, generation=SHORT), rec)
+    assert len(rec.segments) == 4 == res.info["replica"]["segments"] == res.info["segments"]
+    for at, _ in rec.segments:
+        assert rec.names[at - 1] == "builtin_speech"
+    first_at = rec.segments[0][0]
+    assert rec.names[first_at:].count("gpt_autoregressive") == 3  # three segments still to make
+    assert np.array_equal(np.concatenate([a for _, a in rec.segments]), res.audio)
