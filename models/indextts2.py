@@ -10,6 +10,11 @@ Proven on the real upstream code: tests/real_indextts installs v2.0.0's source f
 random weights and drives this adapter through the launcher (pytest -m real_indextts). The fast
 suite also drives it against a stand-in with v2.0.0's exact signatures (tests/standin/indextts).
 
+Streaming: upstream's infer(stream_return=True) (`infer_generator`) yields each text segment's
+audio as soon as it is vocoded (its webui never uses it); run_infer drives that path and hands
+each segment to the sink (StageSink.segment) while upstream makes the next, then reads back the
+wav upstream writes at the end (docs/streaming.md).
+
 Upstream v2 (and 2.5) pass `do_sample=True` to the GPT whatever the caller asks: the engine
 reports such parameters in `ignored_generation` (read from the installed code) so the UI can say
 the toggle has no effect.
@@ -30,7 +35,7 @@ import numpy as np
 
 from models.base import (
     DEFAULT_GENERATION, SAMPLE_RATE, InputError, NullStages, StageSink, SynthesisRequest,
-    SynthesisResult,
+    SynthesisResult, hand_off,
 )
 
 # IndexTTS2's webui refuses to start without these (webui.py, v2.0.0).
@@ -322,18 +327,20 @@ class IndexTTS2Engine:
 
 def run_infer(engine, req: SynthesisRequest, stages: StageSink | None, label: str, prefix: str,
               make_kwargs) -> tuple:
-    """One upstream infer() call, as both adapters (this module's and indextts25's) make it: the
-    request checked, make_kwargs(out_wav_path, normalize) -> infer's keywords, infer under the
-    engine's lock with its stage hooks, the wav read back (16-bit, SAMPLE_RATE). Returns
-    (audio, sample_rate, kwargs); `label` names the engine in errors."""
+    """One upstream inference, as both adapters (this module's and indextts25's) make it: the
+    request checked, make_kwargs(out_wav_path, normalize) -> infer's keywords, run under the
+    engine's lock with its stage hooks through upstream's own streaming path (stream_call), each
+    segment handed to `stages.segment` as upstream yields it, the wav upstream wrote read back
+    (16-bit, SAMPLE_RATE). Returns (audio, sample_rate, kwargs); `label` names the engine in errors."""
     req.validate()
     check_prompt_files(req, label)
+    stages = stages or NullStages()
     normalize = getattr(engine.tts, "normalize_emo_vec", normalize_emo_vec)
     tmpdir = tempfile.mkdtemp(prefix=prefix)
     try:
         kwargs = make_kwargs(os.path.join(tmpdir, "out.wav"), normalize)
-        with engine._lock, engine.hooks.use(stages or NullStages()):
-            out = engine.tts.infer(**kwargs)
+        with engine._lock, engine.hooks.use(stages):
+            out = stream_call(engine.tts, kwargs, stages)
         if not out or not os.path.isfile(str(out)):
             raise RuntimeError(f"{label} produced no audio (infer returned {out!r}).")
         audio, sr = _read_wav_int16(str(out))
@@ -342,6 +349,59 @@ def run_infer(engine, req: SynthesisRequest, stages: StageSink | None, label: st
     if sr != SAMPLE_RATE:
         raise RuntimeError(f"{label} wrote {sr} Hz audio; expected {SAMPLE_RATE}.")
     return audio, sr, kwargs
+
+
+def streaming_entry(tts: Any) -> str | None:
+    """Which of upstream's methods streams: "infer" where infer() names stream_return (upstream
+    v2.0.0 and main/2.5: infer(stream_return=True) returns infer_generator's generator),
+    "infer_generator" where only that one does (indextts25-inference 0.2.0: its infer() returns
+    the generator's first item, so it must be called directly), None where neither does."""
+    for name in ("infer", "infer_generator"):
+        fn = getattr(type(tts), name, None)
+        if fn is not None and "stream_return" in inspect.signature(fn).parameters:
+            return name
+    return None
+
+
+def stream_call(tts: Any, kwargs: dict, stages: StageSink) -> Any:
+    """Run upstream's inference with stream_return=True and hand each segment it yields to
+    `stages` (models.base.hand_off) while it goes on with the next; with output_path set,
+    upstream still writes the whole clip there at the end. Returns what the non-streaming infer()
+    returns (the output path). Upstream yields, per segment, the segment's wav (float tensor in
+    int16 range, [1, N]) and then `interval_silence` ms of zeros (v2/2.5: after every segment;
+    indextts25: between segments only); a silence is held and sent at the head of the next
+    segment, so the pieces joined are exactly the file (no trailing silence). Where the installed
+    code cannot stream (or returns a path, as a stand-in may), the whole clip is one piece."""
+    entry = streaming_entry(tts)
+    out = getattr(tts, entry or "infer")(**kwargs, **({"stream_return": True} if entry else {}))
+    if out is None or isinstance(out, (str, bytes, os.PathLike, tuple)):
+        if out is not None and not isinstance(out, tuple) and os.path.isfile(str(out)):
+            hand_off(stages, _read_wav_int16(str(out))[0])  # no streaming: the clip is the piece
+        return out
+    held = None
+    for item in out:  # upstream's generator: runs the next segment on the next step
+        pcm = _pcm16(item)
+        if pcm is None:
+            continue  # v2 yields its list of wavs as "silence" when interval_silence <= 0
+        if not pcm.any():
+            held = pcm if held is None else np.concatenate([held, pcm])
+            continue
+        hand_off(stages, pcm if held is None else np.concatenate([held, pcm]))
+        held = None
+    return kwargs.get("output_path")
+
+
+def _pcm16(item: Any) -> np.ndarray | None:
+    """One yielded wav -> int16 mono (the first channel), converted as upstream saves it
+    (`wav.type(torch.int16)`: truncation toward zero); None for what is not audio."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str):
+        item = item[0]  # indextts25's emit_text form: (audio, text)
+    if hasattr(item, "detach"):
+        item = item.detach().cpu().float().numpy()
+    if not isinstance(item, np.ndarray) or item.size == 0:
+        return None
+    a = item.reshape(-1, item.shape[-1])[0] if item.ndim > 1 else item
+    return a.astype(np.int16) if a.dtype != np.int16 else a
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from models.base import SAMPLE_RATE, InputError, SynthesisRequest
+from models.indextts2 import streaming_entry
 from models.indextts25 import IndexTTS25Engine, infer_parameters
 
 UPSTREAM_EE40FA7 = {
@@ -57,7 +58,19 @@ def fake_class(sigs: dict, gpt_call: str):
                   "    self.calls.append(args)\n"
                   "    sf.write(output_path, (np.sin(np.arange(SR // 10) / 5.0) * 3000).astype(np.int16), SR)\n"
                   "    return output_path\n"),
-        "infer_generator": f"    {gpt_call}\n",
+        # as the real ones: with stream_return, each segment's wav (float, [1, N]) and the silence
+        # between two; the whole clip written to output_path at the end (gpt_call: read, not run)
+        "infer_generator": ("    args = {k: v for k, v in locals().items() if k != 'self'}\n"
+                            "    self.calls.append(args)\n"
+                            "    if args is None:\n"
+                            f"        {gpt_call}\n"
+                            "    seg = (np.sin(np.arange(SR // 20) / 5.0) * 3000)[None, :]\n"
+                            "    parts = [seg, np.zeros((1, SR // 50)), -seg]\n"
+                            "    if stream_return:\n"
+                            "        yield from parts\n"
+                            "    sf.write(output_path, np.concatenate(parts, 1)[0].astype(np.int16), SR)\n"
+                            "    if not stream_return:\n"
+                            "        yield output_path\n"),
     }
     src = "class IndexTTS2:\n" + "".join(f"  def {name}{sig}:\n" + "\n".join("  " + ln for ln in body[name].splitlines())
                                         + "\n" for name, sig in sigs.items())
@@ -196,7 +209,8 @@ def test_one_synthesis_at_a_time(code, tmp_path):
     eng, tts = _engine(cls)
     spk = _voice(tmp_path / "s.wav")
     inside, overlap = [0], []
-    orig = tts.infer
+    entry = streaming_entry(tts) or "infer"  # the method the adapter calls
+    orig = getattr(tts, entry)
 
     def slow(**kw):
         inside[0] += 1
@@ -208,7 +222,7 @@ def test_one_synthesis_at_a_time(code, tmp_path):
         finally:
             inside[0] -= 1
 
-    tts.infer = slow
+    setattr(tts, entry, slow)
     th = [threading.Thread(target=eng.synthesize, args=(SynthesisRequest(text="a", spk_audio_prompt=spk),))
           for _ in range(3)]
     for t in th:
@@ -216,3 +230,26 @@ def test_one_synthesis_at_a_time(code, tmp_path):
     for t in th:
         t.join()
     assert max(overlap) == 1
+
+
+def test_segments_stream_through_the_method_each_code_streams_with(code, tmp_path):
+    """upstream: infer(stream_return=True) (infer_generator behind it); indextts25: infer_generator
+    (its infer() returns the first item only). The fake indextts25 yields two segments with a
+    silence between: handed over as two pieces (the silence at the head of the second), joined
+    they are the file the code wrote."""
+    which, cls, _ = code
+    eng, tts = _engine(cls)
+    pieces = []
+
+    class Sink(Recorder):
+        def segment(self, audio, sample_rate):
+            pieces.append(audio.copy())
+
+    res = eng.synthesize(SynthesisRequest(text="Hola.", spk_audio_prompt=_voice(tmp_path / "s.wav")), Sink())
+    assert streaming_entry(tts) == ("infer" if which == "upstream" else "infer_generator")
+    assert tts.calls[-1].get("stream_return", tts.calls[-1].get("kwargs", {}).get("stream_return")) is True
+    if which == "upstream":  # this fake's infer() does not stream: the whole clip is one piece
+        assert len(pieces) == 1
+    else:
+        assert len(pieces) == 2 and not pieces[1][:SAMPLE_RATE // 50].any() and pieces[0][:100].any()
+    assert np.array_equal(np.concatenate(pieces), res.audio)

@@ -179,7 +179,8 @@ def test_generation_kwargs_and_segmentation(engine, voices):
                                          "length_penalty": 0.5, "num_beams": 2, "repetition_penalty": 7.0,
                                          "max_mel_tokens": 600}
     assert call["max_text_tokens_per_segment"] == 40 and call["interval_silence"] == 300
-    assert call["use_random"] is True and call["verbose"] is False and call["stream_return"] is False
+    # upstream's own streaming path (segments handed over as they are made, docs/streaming.md)
+    assert call["use_random"] is True and call["verbose"] is False and call["stream_return"] is True
     # defaults fill missing keys
     _, call = _run(engine, text="Hi.", spk_audio_prompt=spk, generation={})
     assert call["generation_kwargs"]["top_k"] == 30 and call["generation_kwargs"]["num_beams"] == 3
@@ -367,3 +368,28 @@ def test_standin_matches_upstream_where_it_differed(standin_path, model_dir):
     assert quantized.is_floating_point() and quantized.shape == (1, 5, 32)
     assert not isinstance(tts.cfg, dict) and tts.cfg.gpt.stop_mel_token == 8193 and tts.cfg["gpt"]["stop_mel_token"] == 8193
     assert tts.model_version == 2.0
+
+
+def test_segments_are_handed_over_while_upstream_makes_the_next(engine, voices):
+    """infer(stream_return=True): each segment reaches the sink before the next segment's GPT
+    decode starts (upstream's generator runs one segment per step); the silence upstream yields
+    after a segment travels at the head of the next one, and joined the pieces are the file."""
+    spk, _ = voices
+    pieces = []
+
+    class Sink(Recorder):
+        def segment(self, audio, sample_rate):
+            assert sample_rate == SAMPLE_RATE and audio.dtype == np.int16
+            pieces.append((len(self.names()), audio.copy()))
+
+    rec = Sink()
+    text = " ".join(["word"] * 60)
+    res = engine.synthesize(SynthesisRequest(text=text, spk_audio_prompt=spk, max_text_tokens_per_segment=20,
+                                             interval_silence=100), rec)
+    n = rec.names().count("gpt_autoregressive")
+    assert n >= 3 and len(pieces) == n
+    first_at = pieces[0][0]
+    assert rec.names()[:first_at].count("gpt_autoregressive") == 1  # only the first segment made then
+    gap = int(SAMPLE_RATE * 0.1)
+    assert all(not p[:gap].any() for _, p in pieces[1:]) and pieces[0][1][:gap].any()
+    assert np.array_equal(np.concatenate([p for _, p in pieces]), res.audio)

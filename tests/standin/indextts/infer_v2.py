@@ -315,13 +315,20 @@ class IndexTTS2:
             interval_silence=interval_silence, verbose=verbose,
             max_text_tokens_per_segment=max_text_tokens_per_segment, stream_return=stream_return,
             more_segment_before=more_segment_before, generation_kwargs=dict(generation_kwargs)))
-        with torch.no_grad():
-            return self._infer(spk_audio_prompt, text, output_path, emo_audio_prompt, emo_alpha, emo_vector,
-                               use_emo_text, emo_text, use_random, interval_silence,
-                               max_text_tokens_per_segment, dict(generation_kwargs))
+        gen = self._infer(spk_audio_prompt, text, output_path, emo_audio_prompt, emo_alpha, emo_vector,
+                          use_emo_text, emo_text, use_random, interval_silence,
+                          max_text_tokens_per_segment, dict(generation_kwargs), stream_return)
+        if stream_return:  # upstream: infer_generator's generator itself
+            return gen
+        return list(gen)[0]
 
+    @torch.no_grad()
     def _infer(self, spk_audio_prompt, text, output_path, emo_audio_prompt, emo_alpha, emo_vector,
-               use_emo_text, emo_text, use_random, interval_silence, max_text_tokens_per_segment, gen):
+               use_emo_text, emo_text, use_random, interval_silence, max_text_tokens_per_segment, gen,
+               stream_return=False):
+        """infer_generator's shape: with stream_return, yields each segment's wav (float, int16
+        range, [1, N]) and then the silence after it (upstream v2.0.0 yields one after every
+        segment, the last too), writes output_path at the end and returns; else yields the path."""
         if use_emo_text or emo_vector is not None:
             emo_audio_prompt = None
         if use_emo_text:
@@ -383,6 +390,9 @@ class IndexTTS2:
             mel = mel[:, :, ref_mel.shape[-1]:]
             wav = self.bigvgan(mel.float()).reshape(1, -1)
             wavs.append(torch.clamp(32767 * wav, -32767.0, 32767.0))
+            if stream_return:
+                yield wavs[-1]
+                yield torch.zeros(1, int(SR * interval_silence / 1000.0)) if interval_silence > 0 else wavs
         silence = torch.zeros(1, int(SR * interval_silence / 1000.0)) if interval_silence > 0 else None
         parts = []
         for i, w in enumerate(wavs):
@@ -393,5 +403,8 @@ class IndexTTS2:
         if output_path:
             os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
             sf.write(output_path, wav[0].numpy().astype(np.int16), SR, subtype="PCM_16")
-            return output_path
-        return (SR, wav.to(torch.int16).numpy().T)
+            if not stream_return:
+                yield output_path
+            return
+        if not stream_return:
+            yield (SR, wav.to(torch.int16).numpy().T)
