@@ -45,6 +45,7 @@ from app import device_view
 from app.queue_time import QueueClock
 from app.store import ClipStore
 from tracing import tracedat
+from tracing.analysis import SEGMENT_COUNTER
 from tracing.attachment import build_attachment
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
@@ -57,6 +58,9 @@ from tuning.roles import TRACE_AUX, ThreadRoles
 log = logging.getLogger("service")
 
 Progress = Callable[[float, str], None]  # (fraction 0..1, description)
+# (int16 audio, sample rate, segment index, time.monotonic() of the hand-off): called on the
+# synthesis thread; must only queue the segment (app/streaming.py)
+OnSegment = Callable[..., None]
 
 
 class ServiceError(RuntimeError):
@@ -64,12 +68,28 @@ class ServiceError(RuntimeError):
 
 
 class _Stages:
-    """StageSink handed to the engine: writes atrace markers into the window (when tracing) and
-    moves the progress bar stage by stage."""
+    """StageSink handed to the engine: writes atrace markers into the window (when tracing),
+    moves the progress bar stage by stage, and takes the engine's segments (segment())."""
 
-    def __init__(self, window: TraceWindow | None, progress: Progress | None, names: tuple[str, ...]):
+    def __init__(self, window: TraceWindow | None, progress: Progress | None, names: tuple[str, ...],
+                 on_segment: OnSegment | None = None):
         self.window, self.progress, self.names = window, progress, list(names)
         self.seen: list[str] = []
+        self.on_segment = on_segment
+        self.t0: float | None = None  # synthesis start (time.monotonic), set by the service
+        self.segment_s: list[float] = []  # when each segment was handed over, seconds after t0
+
+    def segment(self, audio, sample_rate: int) -> None:
+        """On the synthesis thread, the moment a segment exists: note the time, mark it in the
+        window (the analysis splits the breakdown at the first one, tracing.analysis
+        SEGMENT_COUNTER), hand it on. Nothing here reads or writes the audio: the caller's
+        callback only queues it (app/streaming.py), so no tracing work delays the sound."""
+        t = time.monotonic()
+        self.segment_s.append(round(t - (self.t0 if self.t0 is not None else t), 4))
+        if self.window is not None:
+            self.window.marker(f"C|{os.getpid()}|{SEGMENT_COUNTER}|{len(self.segment_s)}")
+        if self.on_segment is not None:
+            self.on_segment(audio, sample_rate, len(self.segment_s) - 1, t)
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -107,6 +127,10 @@ class ClipRecord:
     roles: dict = field(default_factory=dict)  # tid -> role kind (tuning.roles) when synthesis ran
     queue_s: float | None = None  # arrival to synthesis start, apart from wall_s (app/queue_time.py)
     queue_ahead: int | None = None  # requests served before this one that were in when it arrived
+    # time to first sound on the server: synthesis start -> the first segment handed over (the
+    # engine's StageSink.segment); wall_s when the engine handed the clip over in one piece
+    first_sound_s: float | None = None
+    segment_s: list = field(default_factory=list)  # each segment's hand-off, seconds after the start
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -253,10 +277,11 @@ class Service:
 
     def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
               trace: bool | None = None, progress: Progress | None = None, history: bool = True,
-              hold: bool = False, arrived: float | None = None) -> Job:
+              hold: bool = False, arrived: float | None = None, on_segment: OnSegment | None = None) -> Job:
         """Synthesize; return as soon as the audio is written, with the post-processing queued
         (hold=True: each step waits for Job.release(), see Job). `arrived`: when the request reached
-        the server (app.queue_time.arrival_of), for its queue time; default: now.
+        the server (app.queue_time.arrival_of), for its queue time; default: now. on_segment(audio,
+        sample_rate, index, t) gets each segment while synthesis goes on (app/streaming.py).
         Raises InputError (bad input), TuningError (preset refused; nothing changed) or
         ServiceError (engine failed; window closed, preset restored)."""
         try:
@@ -271,12 +296,12 @@ class Service:
         trace = self.tracing_enabled if trace is None else bool(trace)
         ticket = self.queue.arrive(arrived)
         try:
-            return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold)
+            return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold, on_segment)
         except BaseException:
             self.queue.finish(ticket)
             raise
 
-    def _start_locked(self, ticket, req, preset, scope, trace, progress, history, hold) -> Job:
+    def _start_locked(self, ticket, req, preset, scope, trace, progress, history, hold, on_segment=None) -> Job:
         with self._lock:
             self.requests += 1
             rid = new_request_id()
@@ -286,7 +311,8 @@ class Service:
                 self.failures += 1
                 raise ServiceError(_storage_error("create the clip's directory", self.store.root, e)) from e
             try:
-                record, window, dv = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket)
+                record, window, dv = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket,
+                                               on_segment)
             except BaseException:
                 self.failures += 1
                 self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
@@ -306,7 +332,7 @@ class Service:
                 self._aux.submit(self._prepare_next)  # the next request's window gets ready
         return Job(record, analysed, done, gates)
 
-    def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket) -> tuple:
+    def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket, on_segment=None) -> tuple:
         self._settle()  # the previous request's tracing work is over before this one starts
         if scope == "request" and preset:
             scope_cm = self.tuner.request_scope(preset)
@@ -323,14 +349,15 @@ class Service:
             in_force = self.tuner.readback()
             window = self._take_window() if trace else None  # before the clock: not synthesis
             dv = device_view.DeviceCapture(self.engine, window, self.device_view)  # GPU side, on CUDA
-            t0 = time.monotonic()
+            sink = _Stages(window, progress, self.engine.stages, on_segment)
+            t0 = sink.t0 = time.monotonic()
             queued = self.queue.start(ticket, t0)
             try:
                 if trace:
                     with window, dv:
-                        result = self.engine.synthesize(req, _Stages(window, progress, self.engine.stages))
+                        result = self.engine.synthesize(req, sink)
                 else:
-                    result = self.engine.synthesize(req, _Stages(None, progress, self.engine.stages))
+                    result = self.engine.synthesize(req, sink)
             except (InputError, TuningError):
                 raise
             except Exception as e:  # (the window removed itself on the way out)
@@ -340,6 +367,8 @@ class Service:
         try:
             record = self._audio(rid, clip_dir, req, result, wall, in_force, trace, roles)
             record.queue_s, record.queue_ahead = round(queued[0], 4), queued[1]
+            record.segment_s = list(sink.segment_s)
+            record.first_sound_s = sink.segment_s[0] if sink.segment_s else record.wall_s
             return record, window, dv
         except BaseException as e:
             if window is not None:

@@ -66,6 +66,12 @@ gets the overlap of our threads' state intervals with [begin, end]. Our other ma
 `markers` ({ts_s, text}, at most MAX_MARKERS: the clock marks of tracing/clock.py), and our threads'
 IRQ/softirq handler intervals as `irq_segments` ({tid, start_s, end_s, soft}; the longest
 MAX_SEGMENTS), which the device view joins with GPU idle gaps (tracing/device.py).
+First sound: the service writes the atrace counter `C|<tgid>|audio_segments|<n>` the moment the
+engine hands segment n over (app/service.py). The first one splits the window in two slices,
+`first_sound.before` [window start, first segment] and `.after` [first segment, window end], each
+with the stage slices' columns plus idle_wait_s and its own blockers (time_s: the part of each
+blocker's hold on our CPU that falls inside the slice), so "what delayed the first sound" is told
+apart from "what made the rest slow". {} when no segment was marked.
 """
 from __future__ import annotations
 
@@ -82,6 +88,8 @@ STATE_NAMES = ("running", "runnable", "blocked_io", "sleep")  # as segments carr
 _STATE_KEYS = ("on_cpu_s", "runqueue_wait_s", "blocked_io_s", "sleep_s")
 MAX_SEGMENTS = 4000  # enough for a timeline; shortest ones are dropped beyond that (see _cap_segments)
 MAX_MARKERS = 64  # non-stage markers kept (clock marks: two or three per window)
+SEGMENT_COUNTER = "audio_segments"  # atrace counter the service writes per audio segment handed over
+MAX_PHASE_BLOCKERS = 10  # blockers kept per first-sound slice (the top ones by time)
 _R, _D = ord("R"), ord("D")
 UNKNOWN = -1  # pid of "some task" in a blocker timeline: the gap of an inferred switch
 INFERRED = 2  # column c of a switch row _infer_switches inserted (real switches: 0, or 1 for "+")
@@ -107,6 +115,7 @@ class Breakdown:
     missing_events: dict = field(default_factory=dict)  # event -> why the window did not record it
     markers: list = field(default_factory=list)  # our non-stage trace_marker lines (clock marks, tracing/clock.py)
     irq_segments: list = field(default_factory=list)  # IRQ/softirq handlers on our threads (device join)
+    first_sound: dict = field(default_factory=dict)  # {at_s, before, after} (see the docstring), or {}
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "pid": self.pid, "window": dict(self.window), "totals": dict(self.totals),
@@ -115,7 +124,7 @@ class Breakdown:
                 "lost_events": self.lost_events, "segments": [dict(s) for s in self.segments],
                 "events": self.events, "source": self.source, "latency": dict(self.latency),
                 "missing_events": dict(self.missing_events), "markers": [dict(m) for m in self.markers],
-                "irq_segments": [dict(q) for q in self.irq_segments]}
+                "irq_segments": [dict(q) for q in self.irq_segments], "first_sound": dict(self.first_sound)}
 
 
 def empty_lost(cpus=()) -> dict:
@@ -263,8 +272,12 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
             marks.append((ts, ev.sa(i)))
 
     # Stages from atrace markers of our tgid.
+    seg_marks = []
     for ts, text in marks:
         parts = text.strip().split("|")
+        if len(parts) >= 4 and parts[0] == "C" and parts[1] == str(pid) and parts[2] == SEGMENT_COUNTER:
+            seg_marks.append(ts)
+            continue
         if len(parts) < 2 or parts[0] not in ("B", "E") or parts[1] != str(pid):
             continue
         stack = stage_stack.setdefault(pid, [])
@@ -342,20 +355,19 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
 
     # Stage slices: overlap of every interval with the stage.
     irq_all = [iv for iv in irq_iv if iv[0] in ours]
+    recl_ours = [iv for iv in reclaim_iv if iv[0] in ours]
     for sg in stages_out:
-        a0, b0 = sg["start_s"], sg["end_s"]
-        sg["wall_s"] = b0 - a0
-        ov = np.clip(np.minimum(seg_b, b0) - np.maximum(seg_a, a0), 0, None)
-        by_state = np.bincount(seg_st, weights=ov, minlength=4)
-        for st, key in enumerate(_STATE_KEYS):
-            sg[key] = float(by_state[st])
-        sg["irq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if not soft_)
-        sg["softirq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if soft_)
-        sg["reclaim_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e in reclaim_iv if _ in ours)
-        sg["migrations"] = sum(1 for t in migr_ts if a0 <= t <= b0)
+        _slice_into(sg, sg["start_s"], sg["end_s"], seg_st, seg_a, seg_b, irq_all, recl_ours, migr_ts)
+    first_sound = {}
+    if seg_marks:  # the first segment handed over splits the window (see the docstring)
+        t1 = min(max(min(seg_marks), start_ts), end_ts)
+        first_sound = {"at_s": t1, "before": _phase(start_ts, t1, seg_st, seg_a, seg_b, irq_all, recl_ours,
+                                                    migr_ts, pieces),
+                       "after": _phase(t1, end_ts, seg_st, seg_a, seg_b, irq_all, recl_ours, migr_ts, pieces)}
 
     segments = _cap_segments(seg_tid, seg_st, seg_a, seg_b, seg_cpu, pieces)
-    other_marks = [{"ts_s": ts, "text": text.strip()} for ts, text in marks if not text.startswith(("B|", "E|"))]
+    other_marks = [{"ts_s": ts, "text": text.strip()} for ts, text in marks
+                   if not text.startswith(("B|", "E|", f"C|{pid}|{SEGMENT_COUNTER}|"))]
     irq_segs = sorted(irq_all, key=lambda iv: iv[2] - iv[1], reverse=True)[:MAX_SEGMENTS]
     return Breakdown(
         mode="full", pid=pid,
@@ -364,7 +376,36 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         blockers=blockers, lost_events=lost if lost is not None else empty_lost(sorted(first_on_cpu)),
         segments=segments, events=n, markers=other_marks[:MAX_MARKERS],
         irq_segments=[{"tid": t, "start_s": a, "end_s": b, "soft": bool(soft_)}
-                      for t, a, b, soft_ in sorted(irq_segs, key=lambda iv: iv[1])])
+                      for t, a, b, soft_ in sorted(irq_segs, key=lambda iv: iv[1])], first_sound=first_sound)
+
+
+def _slice_into(sg: dict, a0: float, b0: float, seg_st, seg_a, seg_b, irq_all, reclaim_ours, migr_ts) -> dict:
+    """The stage-slice columns of [a0, b0] into sg: the overlap of every interval with it."""
+    sg["wall_s"] = b0 - a0
+    ov = np.clip(np.minimum(seg_b, b0) - np.maximum(seg_a, a0), 0, None)
+    by_state = np.bincount(seg_st, weights=ov, minlength=4)
+    for st, key in enumerate(_STATE_KEYS):
+        sg[key] = float(by_state[st])
+    sg["irq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if not soft_)
+    sg["softirq_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e, soft_ in irq_all if soft_)
+    sg["reclaim_s"] = sum(max(0.0, min(e, b0) - max(s, a0)) for _, s, e in reclaim_ours)
+    sg["migrations"] = sum(1 for t in migr_ts if a0 <= t <= b0)
+    return sg
+
+
+def _phase(a0: float, b0: float, seg_st, seg_a, seg_b, irq_all, reclaim_ours, migr_ts, pieces: "_Pieces") -> dict:
+    """A first-sound slice: the stage columns of [a0, b0], idle_wait_s and the blockers whose hold
+    on our CPU falls inside it (each piece clipped to the slice)."""
+    ph = _slice_into({"start_s": a0, "end_s": b0}, a0, b0, seg_st, seg_a, seg_b, irq_all, reclaim_ours, migr_ts)
+    inside = np.clip(np.minimum(pieces.start + pieces.dur, b0) - np.maximum(pieces.start, a0), 0, None)
+    ph["idle_wait_s"] = float(inside[pieces.pid == 0].sum())
+    acc: dict[tuple, float] = {}
+    for p_, ni, d in zip(pieces.pid.tolist(), pieces.name.tolist(), inside.tolist()):
+        if p_ > 0 and d > 0:
+            acc[(pieces.names[ni], p_)] = acc.get((pieces.names[ni], p_), 0.0) + d
+    top = sorted(acc.items(), key=lambda kv: -kv[1])[:MAX_PHASE_BLOCKERS]
+    ph["blockers"] = [{"comm": c, "pid": p_, "time_s": t} for (c, p_), t in top]
+    return ph
 
 
 # The thread state machine, vectorised. Every event of one of our threads is an item of that
@@ -738,20 +779,21 @@ def _cpu_timelines(ev: P.Events, inf: _Inferred):
 class _Pieces:
     """Stretches of another task running on the CPU where our thread sat runnable, as columns:
     segment index, pid (0 = the CPU was idle, UNKNOWN = the gap of an inferred switch), seconds,
-    the task's comm (index into names), and the switch row that began it."""
+    the task's comm (index into names), the switch row that began it, and its start time."""
     si: np.ndarray
     pid: np.ndarray
     dur: np.ndarray
     name: np.ndarray
     names: list
     row: np.ndarray
+    start: np.ndarray
 
 
 def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
     """Per CPU, vectorised: first the runnable segments with one task in the way (the next switch
     on that CPU is the one to us), then those in which several ran in turn, piece by piece."""
     tl = _cpu_timelines(ev, inf)
-    si_l, pid_l, row_l, nxt_l, dur_l = [], [], [], [], []
+    si_l, pid_l, row_l, nxt_l, dur_l, st_l = [], [], [], [], [], []
     runnable = seg_st == RUNNABLE
     for cpu in np.unique(seg_cpu[runnable]).tolist():
         if cpu not in tl:
@@ -766,23 +808,24 @@ def _blocker_pieces(ev, inf, seg_tid, seg_st, seg_a, seg_b, seg_cpu) -> _Pieces:
         single = k_end <= k + 1
         ok = single & (pid_cur != tid_a)  # pid 0 (idle) kept: it becomes idle_wait_s
         si_l.append(si_a[ok]), pid_l.append(pid_cur[ok]), row_l.append(row_cur[ok])
-        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok])
+        nxt_l.append(k[ok] >= 0), dur_l.append(b0[ok] - a0[ok]), st_l.append(a0[ok])
         several = np.flatnonzero(~single)
         walk = _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0, b0, tid_a)
         walk[0] = si_a[walk[0]]
-        for lst, col in zip((si_l, pid_l, row_l, nxt_l, dur_l), walk):
+        for lst, col in zip((si_l, pid_l, row_l, nxt_l, dur_l, st_l), walk):
             lst.append(col)
     cat = [np.concatenate(x) if x else np.zeros(0, dtype=dt)
-           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l), _PIECE_TYPES)]
-    si, pid, row, is_next, dur = cat
+           for x, dt in zip((si_l, pid_l, row_l, nxt_l, dur_l, st_l), _PIECE_TYPES)]
+    si, pid, row, is_next, dur, start = cat
     name, names = _comm_names(ev, pid, row, is_next)
-    return _Pieces(si, pid, dur, name, names, row)
+    return _Pieces(si, pid, dur, name, names, row, start)
 
 
 def _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0, b0, tid_a) -> list:
     """Pieces of the segments `several` (indices into a0/b0/tid_a) in which tasks ran in turn: from
     each segment's start, every switch on the CPU up to its end begins a piece (a task other than
-    the segment's own thread, for a positive time). Columns: segment, pid, row, is_next, seconds."""
+    the segment's own thread, for a positive time). Columns: segment, pid, row, is_next, seconds,
+    start time."""
     if len(several) and np.all(times[1:] >= times[:-1]):
         cnt = k_end[several] - k[several]  # switches k .. k_end - 1 (times sorted)
         seg = np.repeat(several, cnt)
@@ -795,8 +838,8 @@ def _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0
         t_cur = np.where(step == 0, a0[seg], times[at])
         t_end = np.minimum(t_next, b0[seg])
         keep = (pid != tid_a[seg]) & (t_end > t_cur)
-        return [seg[keep], pid[keep], row[keep], (kk >= 0)[keep], (t_end - t_cur)[keep]]
-    walk = ([], [], [], [], [])
+        return [seg[keep], pid[keep], row[keep], (kk >= 0)[keep], (t_end - t_cur)[keep], t_cur[keep]]
+    walk = ([], [], [], [], [], [])
     for j in several.tolist():  # (times out of order: the same, switch by switch)
         t_cur, kk, end, tid = float(a0[j]), int(k[j]), float(b0[j]), int(tid_a[j])
         while True:
@@ -804,7 +847,7 @@ def _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0
             t_next = float(times[kk + 1]) if kk + 1 < len(times) else math.inf
             t_end = min(t_next, end)
             if pid != tid and t_end > t_cur:
-                for col, v in zip(walk, (j, pid, row, is_next, t_end - t_cur)):
+                for col, v in zip(walk, (j, pid, row, is_next, t_end - t_cur, t_cur)):
                     col.append(v)
             if t_next >= end:
                 break
@@ -812,7 +855,7 @@ def _walk_switches(times, nxt, rows, first_pid, first_row, several, k, k_end, a0
     return [np.array(col, dtype=dt) for col, dt in zip(walk, _PIECE_TYPES)]
 
 
-_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64)
+_PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64, np.float64)
 
 
 def _comm_names(ev, pid, row, is_next):

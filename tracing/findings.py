@@ -40,11 +40,12 @@ MISSING_EVENTS = "missing_events"      # an event could not be enabled: part of 
 GPU_STARVED = "gpu_starved"            # the GPU sat idle waiting for the host (device view, tracing/device.py)
 GPU_SYNC_SPIN = "gpu_sync_spin"        # a thread spun on-CPU inside a CUDA synchronize
 GPU_LAUNCH_BOUND = "gpu_launch_bound"  # a stage's kernels are too short to keep the GPU busy
+FIRST_SOUND = "first_sound_delay"     # a named task / reclaim / I/O held up the first audio segment
 HEALTHY = "healthy"                    # nothing above stood out
 
 KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
          MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, INFERRED_SWITCHES, MISSING_EVENTS,
-         GPU_STARVED, GPU_SYNC_SPIN, GPU_LAUNCH_BOUND, HEALTHY)
+         GPU_STARVED, GPU_SYNC_SPIN, GPU_LAUNCH_BOUND, FIRST_SOUND, HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
 
@@ -137,6 +138,11 @@ LAUNCH_BOUND_MIN_KERNELS = 100
 LAUNCH_BOUND_SHORT_SHARE = 0.5
 LAUNCH_BOUND_BUSY_SHARE = 0.5
 LAUNCH_BOUND_MIN_STAGE_S = 0.050
+# First sound (breakdown first_sound.before: window start -> first segment handed over): a blocker,
+# direct reclaim or D-state wait that took >= 5% of that time (and >= 5 ms) delayed the sound the
+# user waits for, whatever it did to the rest of the clip; >= 20% of it is the main reason.
+FIRST_SOUND_WARN_SHARE = 0.05
+FIRST_SOUND_CRIT_SHARE = 0.20
 
 _KSWAPD = re.compile(r"^kswapd\d*")
 # Write-back / journal flushers: kworker (flush work runs there), jbd2 (ext4 journal), journald,
@@ -711,6 +717,39 @@ def _rule_missing_events(bd: dict, ctx: dict) -> list[dict]:
     return out
 
 
+def _rule_first_sound(bd: dict, ctx: dict) -> list[dict]:
+    """What held up the first audio segment: the largest of the other tasks on our CPU (kswapd,
+    flushers and the rest alike), direct reclaim and D-state waits, in first_sound.before only."""
+    before = (bd.get("first_sound") or {}).get("before") or {}
+    wall = _num(before, "wall_s")
+    if not before or wall <= 0:
+        return []
+    ours = _our_tids(bd)
+    cands = [(_num(b, "time_s"), f"{_blocker_name(b)} holding our CPU while synthesis waited", b)
+             for b in before.get("blockers") or [] if b.get("pid") not in ours]
+    cands += [(_num(before, "reclaim_s"), "direct memory reclaim in our threads", None),
+              (_num(before, "blocked_io_s"), "blocked I/O (D state) in our threads", None)]
+    t, what, b = max(cands, key=lambda c: c[0])
+    sev = _sev(t / wall, FIRST_SOUND_WARN_SHARE, FIRST_SOUND_CRIT_SHARE)
+    if sev is None or t < MIN_BLOCKER_S:
+        return []
+    comm = str((b or {}).get("comm", ""))
+    if b is None and "reclaim" in what or _KSWAPD.match(comm):
+        advice = "free memory or add swap so reclaim is not in the request path"
+    elif b is None:
+        advice = "keep model files and logs off a busy disk (or preload them)"
+    elif _FLUSHER.match(comm):
+        advice = "spread write-back (vm.dirty_* limits) or keep the synthesis CPUs free of it"
+    else:
+        advice = "give synthesis CPUs of its own (a pinned preset) or lower that task's priority"
+    msg = (f"First sound was delayed {_ms(t)} by {what}: {_pct(t / wall)} of the {_ms(wall)} before the "
+           f"first segment was out; {advice}.")
+    ev = {"delay_s": t, "before_s": wall, "share": t / wall}
+    if b is not None:
+        ev.update(comm=b.get("comm"), pid=b.get("pid"))
+    return [_f(FIRST_SOUND, sev, msg, ev)]
+
+
 def _healthy(bd: dict) -> dict:
     tot = bd.get("totals", {})
     wall = _wall(bd)
@@ -820,4 +859,5 @@ def _rule_gpu_launch_bound(bd: dict, ctx: dict) -> list[dict]:
 
 _RULES = (_rule_missing_events, _rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup,
           _rule_memory, _rule_writeback, _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded,
-          _rule_kernel_latency, _rule_inferred, _rule_gpu_starved, _rule_gpu_sync_spin, _rule_gpu_launch_bound)
+          _rule_kernel_latency, _rule_inferred, _rule_gpu_starved, _rule_gpu_sync_spin, _rule_gpu_launch_bound,
+          _rule_first_sound)
