@@ -225,3 +225,40 @@ def test_the_longest_audio_wait_fits_inside_the_services_hold():
     with pytest.raises(SystemExit):
         webui.parse_args(["--audio-wait-s", str(delivery.MAX_WAIT_S + 0.5)])
     assert webui.parse_args(["--audio-wait-s", "0"]).audio_wait_s == 0
+
+
+LONG = ("The first sentence is long enough to fill a segment on its own today. "
+        "The second sentence is also long enough to stand alone as a segment. "
+        "A third sentence follows here and it is as long as the other two. "
+        "The fourth and last sentence closes the text and ends the clip now.")
+
+
+def test_segments_reach_the_caller_during_synthesis_and_first_sound_is_recorded(svc):
+    """on_segment gets each segment on the synthesis thread while synthesis goes on; the record
+    keeps the hand-off times (first_sound_s = the first), and the breakdown splits there."""
+    import threading
+    import time as _t
+    got = []
+    t_start = _t.monotonic()
+    job = svc.start(SynthesisRequest(text=LONG, max_text_tokens_per_segment=20),
+                    on_segment=lambda a, sr, i, t: got.append((i, len(a), sr, t, threading.get_native_id())))
+    t_back = _t.monotonic()
+    rec = job.result()
+    assert [g[0] for g in got] == [0, 1, 2, 3] and all(g[2] == 22050 for g in got)
+    import soundfile as sf
+    assert sum(g[1] for g in got) == sf.info(rec.audio_path).frames  # the pieces are the clip
+    assert got[0][3] < got[-1][3] <= t_back and t_start < got[0][3]  # before start() returned
+    assert len({g[4] for g in got}) == 1  # all on the synthesis thread
+    assert rec.segment_s == sorted(rec.segment_s) and len(rec.segment_s) == 4
+    assert rec.first_sound_s == rec.segment_s[0] and 0 < rec.first_sound_s < 0.6 * rec.wall_s
+    fs = rec.breakdown["first_sound"]
+    w = rec.breakdown["window"]
+    assert w["start_s"] < fs["at_s"] < w["end_s"]
+    assert fs["before"]["wall_s"] == pytest.approx(fs["at_s"] - w["start_s"])
+    assert fs["before"]["wall_s"] == pytest.approx(rec.first_sound_s, abs=0.05)
+    assert fs["before"]["on_cpu_s"] > 0 and fs["after"]["on_cpu_s"] > 0
+
+
+def test_untraced_request_records_first_sound_too(svc):
+    rec = svc.synthesize(SynthesisRequest(text=LONG, max_text_tokens_per_segment=20), trace=False)
+    assert len(rec.segment_s) == 4 and 0 < rec.first_sound_s < rec.wall_s
