@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     try:
         app.block_thread()
     finally:
+        ctx.streamer.close()  # its worker ends with the request in flight, then the service
         ctx.service.close()
     return 0
 

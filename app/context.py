@@ -13,6 +13,7 @@ from app.device_view import offer_gpu_local
 from app.delivery import Watch
 from app.service import Service
 from app.store import ClipStore
+from app.streaming import Streamer
 from models.base import NullStages, SynthesisRequest
 from models.registry import create_engine
 from tracing.tracefs import cleanup_stale, find_tracefs, probe
@@ -49,6 +50,7 @@ class Context:
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
                                trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb,
                                device_view=getattr(args, "device_view", "auto"))
+        self.streamer = Streamer(self.service)  # segments to the caller as they are made (app/streaming.py)
         self.delivery = Watch()  # punched when a clip's audio has been downloaded (app/delivery.py)
         self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces
         print(f"* {self.access.describe()}", flush=True)

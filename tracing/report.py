@@ -187,6 +187,27 @@ def blocker_rows(bd: dict, limit: int = 10, share: bool = False) -> list[list]:
     return rows
 
 
+FIRST_SOUND_HEADERS = ["slice", "wall ms", "on-CPU ms", "run-queue ms", "blocked I/O ms", "sleep ms", "IRQ ms",
+                       "reclaim ms", "idle-CPU wait ms", "top blockers"]
+
+
+def first_sound_rows(bd: dict) -> list[list]:
+    """The breakdown's first_sound split as two rows, before and after the first segment
+    ([] when the request handed over no segment, or in schedstat mode)."""
+    fs = bd.get("first_sound") or {}
+    rows = []
+    for name, label in (("before", "before first sound"), ("after", "after first sound")):
+        ph = fs.get(name)
+        if not ph:
+            continue
+        top = ", ".join(f"{b.get('comm', '?')}:{b.get('pid')} {fmt_ms(_num(b, 'time_s'))}"
+                        for b in (ph.get("blockers") or [])[:3])
+        rows.append([label] + [fmt_ms(_num(ph, k)) for k in ("wall_s", "on_cpu_s", "runqueue_wait_s", "blocked_io_s",
+                                                              "sleep_s", "irq_s", "reclaim_s", "idle_wait_s")]
+                    + [top or "-"])
+    return rows
+
+
 def _table(headers: list[str], rows: list[list], indent: str = "  ") -> list[str]:
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -319,6 +340,12 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
 
     if bd.get("device"):
         L.extend(device_lines(bd["device"], _table))
+        L.append("")
+    fs_rows = first_sound_rows(bd)
+    if fs_rows:
+        L.append(f"Before and after the first sound (first segment out at "
+                 f"{fmt_ms(_num(bd['first_sound']['before'], 'wall_s'))} ms into the window)")
+        L.extend(_table(FIRST_SOUND_HEADERS, fs_rows))
         L.append("")
 
     tr = thread_rows(bd)

@@ -49,6 +49,25 @@ def build_clip_panel(prefix: str = "") -> list:
 PENDING = ("analysis", "attachment")
 
 
+def first_sound_line(rec: dict, bd: dict) -> str:
+    """Time to first sound (server side: the first segment handed over), and once analysed what
+    the kernel did before it (tracing.analysis first_sound). '' for records made before it existed."""
+    fs_s, segs = rec.get("first_sound_s"), rec.get("segment_s") or []
+    if fs_s is None:
+        return ""
+    out = (f"  \n**First sound** {fs_s * 1000:.0f} ms (the first of {len(segs)} segments handed over; "
+           f"the whole clip {rec['wall_s'] * 1000:.0f} ms)") if len(segs) > 1 else \
+        f"  \n**First sound** {fs_s * 1000:.0f} ms (the clip came in one piece)"
+    before = (bd.get("first_sound") or {}).get("before")
+    if before:
+        top = (before.get("blockers") or [None])[0]
+        out += (f"  \n**Before the first sound:** on CPU {fmt_ms(before.get('on_cpu_s'))} ms · run-queue "
+                f"{fmt_ms(before.get('runqueue_wait_s'))} ms · blocked I/O {fmt_ms(before.get('blocked_io_s'))} ms"
+                + (f" · most in the way: {md_text(str(top.get('comm')))} (pid {top.get('pid')}) "
+                   f"{fmt_ms(top.get('time_s'))} ms" if top else ""))
+    return out
+
+
 _KEEP = object()
 
 
@@ -72,6 +91,7 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
             f"(RTF {rec['rtf']:.2f})")
     if queue_text(rec.get("queue_s"), rec.get("queue_ahead")):  # apart from the wall: time before synthesis
         head += f" · **Queue:** {queue_text(rec.get('queue_s'), rec.get('queue_ahead'))}"
+    head += first_sound_line(rec, bd)
     if not rec.get("tracing"):
         head += "\n\n_Tracing was off for this request._"
     elif analysing:

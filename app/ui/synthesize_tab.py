@@ -10,6 +10,7 @@ from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import KEEP, SCOPES, SERVICE_QUEUE, attachment_for, check_preset, named_preset, num, user_error
 from app.ui.compat import PRIVATE
+from app.ui.live_player import build_live, live_steps
 from models.base import DEFAULT_GENERATION, DURATION_FACTOR_RANGE, LANGUAGES_25, InputError, SynthesisRequest
 from tuning.apply import TuningError
 
@@ -25,12 +26,14 @@ EMO_LABELS = ["喜 Happy", "怒 Angry", "哀 Sad", "惧 Afraid", "厌恶 Disgust
               "惊喜 Surprised", "平静 Calm"]
 
 
-def make_run_request(ctx):
-    """The /synthesize handler. Every argument after text defaults to None (= the UI's default) so
-    API clients may pass only what they change, by name: client.predict(text=..., api_name="/synthesize").
+def make_run_request(ctx, live: bool = False):
+    """The /synthesize handler (live=True: /synthesize_stream, the button's). Every argument after
+    text defaults to None (= the UI's default) so API clients may pass only what they change, by
+    name: client.predict(text=..., api_name="/synthesize").
     A generator: the audio goes out the moment synthesis ends, the breakdown when the trace is
     analysed, the complete clip (timeline, attachment) last; predict() returns that last one,
-    submit() sees each (clip_panel.clip_outputs says what each step holds)."""
+    submit() sees each (clip_panel.clip_outputs says what each step holds). live=True yields each
+    segment first, to the live player and as a file, while synthesis goes on (app/ui/live_player.py)."""
     svc = ctx.service
 
     def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
@@ -72,12 +75,33 @@ def make_run_request(ctx):
                                               "repetition_penalty"),
                     "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))},
                 **v25)
-            job = svc.start(req, preset=preset or None,
-                            scope="request" if scope == SCOPES[1] else "service",
-                            trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True,
-                            arrived=arrival_of(request))  # queue time from the HTTP arrival
+            req.validate()  # refused here, before a live request starts its worker
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
+        start = dict(preset=preset or None, scope="request" if scope == SCOPES[1] else "service",
+                     trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True,
+                     arrived=arrival_of(request))  # queue time from the HTTP arrival
+        steps = panel_steps(ctx, request, progress)
+        if live:
+            yield from live_steps(ctx, req, start, steps, N_PANEL)
+            return
+        try:
+            job = svc.start(req, **start)
+        except (InputError, TuningError, ServiceError) as e:
+            raise user_error(e)
+        yield from steps(job)
+
+    return run_request
+
+
+N_PANEL = 10  # clip_panel.build_clip_panel's components
+
+
+def panel_steps(ctx, request, progress):
+    """job -> the clip panel's updates after synthesis: the audio, then (traced) the breakdown
+    with the audio slot skipped, then the complete clip. Each post-processing step is released
+    once the previous update has reached the client (app/delivery.py, Job)."""
+    def steps(job):
         ticket = ctx.delivery.expect()  # before the yield: the download may beat our resumption
         try:
             yield clip_outputs(job.record.to_dict(), pending="analysis")
@@ -97,8 +121,7 @@ def make_run_request(ctx):
         finally:
             ctx.delivery.drop(ticket)
             job.release()  # a client gone (generator closed) or an error: never hold the next request
-
-    return run_request
+    return steps
 
 
 def engine_inputs(engine) -> tuple:
@@ -179,10 +202,16 @@ def build(ctx) -> dict:
                         gr.Slider(20, 600, value=ctx.args.gui_seg_tokens, step=2,
                                   label="分句最大Token数 / Max tokens per segment")]
             with gr.Column():
+                live = build_live()
                 clip_panel = build_clip_panel()
         emo_mode.change(_show_mode, emo_mode, [emo_ref, vec_group, emo_text], **PRIVATE)
-        gen.click(make_run_request(ctx),
-                  [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
-                   preset, scope, trace, lang, duration],
-                  clip_panel, api_name="synthesize", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
+        inputs = [text, spk, emo_mode, emo_ref, emo_weight, *vecs, emo_text, use_random, *gen_inputs,
+                  preset, scope, trace, lang, duration]
+        # the button streams (live player + segment files, then the panel); /synthesize, the API's
+        # complete-clip endpoint, is the same request without the segments (a hidden trigger)
+        gen.click(make_run_request(ctx, live=True), inputs, [*live, *clip_panel], api_name="synthesize_stream",
+                  concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
+        api_only = gr.Button(visible=False, elem_id="synthesize_api")
+        api_only.click(make_run_request(ctx), inputs, clip_panel, api_name="synthesize", concurrency_limit=1,
+                       concurrency_id=SERVICE_QUEUE)
     return {"preset": preset, "scope": scope}
