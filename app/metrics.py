@@ -24,6 +24,10 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
       serving GPU sat idle (device view, tracing/device.py; only requests that have one)
 - itts_gpu_host_wait_share{preset,engine}             histogram: the share it sat idle waiting for the
       host (HTA's host_wait: the next launch came after the GPU went idle)
+- itts_first_sound_seconds{preset,engine}            histogram: time to first sound on the server
+      (synthesis start -> the first audio segment handed over; ClipRecord.first_sound_s)
+- itts_first_sound_breakdown_seconds{component,preset,engine}  histogram: the breakdown of the time
+      before the first sound (breakdown["first_sound"]["before"]), components as above
 - itts_lost_events_total{preset,engine}               counter: trace events the kernel dropped
       (a non-zero rate means breakdowns are incomplete: enlarge --trace-buffer-kb)
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
@@ -113,6 +117,12 @@ class Metrics:
         self.gpu_host_wait = Histogram("itts_gpu_host_wait_share",
                                        "Share of the synthesis window the serving GPU waited for the host (host_wait)",
                                        ["preset", "engine"], buckets=SHARE_BUCKETS, registry=r)
+        self.first_sound = Histogram("itts_first_sound_seconds",
+                                     "Time to first sound: synthesis start -> first audio segment handed over",
+                                     ["preset", "engine"], buckets=BUCKETS, registry=r)
+        self.first_sound_bd = Histogram("itts_first_sound_breakdown_seconds",
+                                        "Kernel breakdown of the time before the first sound",
+                                        ["component", "preset", "engine"], buckets=BUCKETS, registry=r)
         self.lost = Counter("itts_lost_events_total", "Trace events lost (ring buffer overrun or dropped)",
                             ["preset", "engine"], registry=r)
         self.findings = Counter("itts_findings_total", "Diagnosis findings by kind and severity",
@@ -157,6 +167,7 @@ class Metrics:
                 v = _num(t.get(key))
                 if v is not None:
                     hist.labels(preset, engine).observe(v)
+        self._observe_first_sound(record, bd, preset, engine)
         lost = _num((bd.get("lost_events") or {}).get("total"))
         if bd:
             self.lost.labels(preset, engine).inc(lost or 0)  # inc(0) makes the series exist at 0
@@ -172,6 +183,16 @@ class Metrics:
                 return "other"
             self._comms.add(name)
         return _label(name)
+
+    def _observe_first_sound(self, record: dict, bd: dict, preset: str, engine: str) -> None:
+        fs = _num(record.get("first_sound_s"))
+        if fs is not None:
+            self.first_sound.labels(preset, engine).observe(fs)
+        before = (bd.get("first_sound") or {}).get("before") or {}
+        for c in COMPONENTS:
+            v = _num(before.get(c + "_s"))
+            if v is not None:
+                self.first_sound_bd.labels(c, preset, engine).observe(v)
 
     def sync_failures(self, engine: str, failures: int) -> None:
         """Bring itts_requests_total{status="error"} up to the service's failure count (failed

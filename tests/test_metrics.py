@@ -155,3 +155,19 @@ def test_periodic_series_verdict_and_busy_gauges(tmp_path):
     in_gradio[0] = 0
     body = mi.exposition().decode()
     assert _plain(body, "itts_requests_running") == 0 and _plain(body, "itts_requests_waiting") == 0
+
+
+def test_first_sound_histograms():
+    m = Metrics()
+    bd = contended()
+    bd["first_sound"] = {"at_s": 1.0, "before": {"on_cpu_s": 0.2, "runqueue_wait_s": 0.3, "blocked_io_s": 0.0},
+                         "after": {}}
+    m.observe({"engine": "replica", "preset": {"preset": "pinned"}, "wall_s": 1.2, "first_sound_s": 0.3,
+               "breakdown": bd})
+    m.observe({"engine": "replica", "preset": {"preset": "pinned"}, "wall_s": 1.0, "breakdown": None})  # older record
+    body = m.exposition().decode()
+    assert _value(body, "itts_first_sound_seconds_count", preset="pinned", engine="replica") == 1
+    assert _value(body, "itts_first_sound_seconds_bucket", preset="pinned", le="0.25") == 0
+    assert _value(body, "itts_first_sound_seconds_bucket", preset="pinned", le="0.5") == 1
+    assert _value(body, "itts_first_sound_breakdown_seconds_sum", component="runqueue_wait",
+                  preset="pinned") == pytest.approx(0.3)
