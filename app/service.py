@@ -462,6 +462,7 @@ class Service:
         summary = {"request_id": record.id, "created": record.created, "engine": record.engine,
                    "engine_label": record.engine_label, "engine_info": record.engine_info,
                    "preset": record.preset, "request": record.params, "wall_s": record.wall_s,
+                   "first_sound_s": record.first_sound_s, "segment_s": record.segment_s,
                    "duration_s": record.duration_s, "breakdown": record.breakdown,
                    "findings": record.findings, "versions": versions(), "pid": os.getpid()}
         dat = None

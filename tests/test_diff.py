@@ -151,3 +151,21 @@ def test_blocker_gate_decides_only_when_asked():
     import pytest
     with pytest.raises(ValueError, match="Unknown metric"):
         D.diff(old, new, tail_metrics=("nope",))
+
+
+def test_first_sound_is_gated_like_wall():
+    """Same wall, a first sound 0.5 s later on 'pinned' (a stall before the first segment): a
+    median and a tail regression of first_sound; snapshots made before first_sound existed (no
+    values) are compared without it and raise nothing."""
+    old, new = quiet(8), quiet(8, seed=3)
+    for snap, late in ((old, 0.0), (new, 0.5)):
+        for p, ss in snap.samples.items():
+            for i, s in enumerate(ss):
+                s["first_sound_s"] = 0.25 + 0.004 * i + (late if p == "pinned" else 0.0)
+    r = D.diff(old, new)
+    row = next(x for x in r.rows if x["preset"] == "pinned" and x["metric"] == "first_sound")
+    assert row["verdict"] == "regression" and row["tail_verdict"] == "regression" and row["label"] == "time to first sound"
+    assert not [x for x in r.regressions if x["preset"] == "default"]
+    assert "time to first sound" in D.format_diff(r)
+    bare_old, bare_new = quiet(8), quiet(8, seed=3)
+    assert not D.diff(bare_old, bare_new).has_regression

@@ -6,6 +6,8 @@ A snapshot (tracing/snapshot.py) is anything with `.manifest` (dict) and `.sampl
 
 Metrics, one value per request, all in seconds (METRICS is the single definition):
 - wall            the service's wall time of the synthesis window (summary `wall_s`)
+- first_sound     time to first sound on the server: synthesis start -> the first audio segment
+                  handed over (summary `first_sound_s`; absent in snapshots made before it existed)
 - on_cpu          breakdown totals.on_cpu_s: time our threads ran (summed over threads)
 - runqueue_wait   totals.runqueue_wait_s: runnable but not running (woken or preempted -> switch-in)
 - blocked_io      totals.blocked_io_s: off-CPU in state D
@@ -59,6 +61,7 @@ def _device(key):
 
 METRICS = {
     "wall": ("wall", lambda s: s.get("wall_s")),
+    "first_sound": ("time to first sound", lambda s: s.get("first_sound_s")),
     "on_cpu": ("on-CPU", _total("on_cpu_s")),
     "runqueue_wait": ("run-queue wait", _total("runqueue_wait_s")),
     "blocked_io": ("blocked I/O", _total("blocked_io_s")),
@@ -80,7 +83,7 @@ def _any_values(old, new, metric: str) -> bool:
 
 BLOCKER_MIN_S = 0.005
 BLOCKER_ABSENT_S = 0.001
-TAIL_METRICS = ("wall", "runqueue_wait")
+TAIL_METRICS = ("wall", "first_sound", "runqueue_wait")  # first sound: gated like wall (issue 23)
 
 
 def metric_values(summaries: list[dict], metric: str) -> list[float]:

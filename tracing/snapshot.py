@@ -4,9 +4,9 @@ Layout of a snapshot directory:
     manifest.json            schema, created, label, source (in-process | URL), host, kernel,
                              versions, engine, presets, n, text, cpus, capabilities,
                              latency_tracers ({tracer: "available" | "not available" | ...}),
-                             requests [{preset, index, request_id, wall_s, dir}], complete
+                             requests [{preset, index, request_id, wall_s, first_sound_s, dir}], complete
     <preset>/<i>/summary.json   the request's attachment summary (breakdown, findings, preset read
-                                back, engine, wall_s, versions)
+                                back, engine, wall_s, first_sound_s, segment_s, versions)
     <preset>/<i>/trace.zip      the request's attachment as the service built it
 
 This module is the format only: `SnapshotWriter` writes one, `load_snapshot` reads one back for
@@ -134,7 +134,8 @@ class SnapshotWriter:
         if self.manifest.get("engine") is None and summary.get("engine"):
             self.manifest["engine"] = summary["engine"]
         self.manifest["requests"].append({"preset": preset, "index": i, "request_id": summary.get("request_id"),
-                                          "wall_s": summary.get("wall_s"), "dir": f"{preset}/{i}"})
+                                          "wall_s": summary.get("wall_s"),
+                                          "first_sound_s": summary.get("first_sound_s"), "dir": f"{preset}/{i}"})
         self._write_manifest()
         return d
 
