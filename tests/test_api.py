@@ -149,3 +149,39 @@ def test_streamed_untraced_clip_has_two_updates(client):
     assert updates[0][0] and updates[0][9]["pending"] == "analysis" and updates[0][8] is None
     assert "Tracing was off" in updates[0][2] and "Analysing" not in updates[0][2]
     assert final[1] == updates[0][1] and final[8] and not final[9]["breakdown"]
+
+
+FOUR_SEGMENTS = ("The first sentence is long enough to fill a segment on its own today. "
+                 "The second sentence is also long enough to stand alone as a segment. "
+                 "A third sentence follows here and it is as long as the other two. "
+                 "The fourth and last sentence closes the text and ends the clip now.")
+
+
+def test_stream_endpoint_hands_segments_to_the_client_as_they_are_made(client):
+    """/synthesize_stream: one update per segment (its wav, playable on the client's disk) before
+    the clip panel's steps, ending in the complete clip with its first-sound time; joined, the
+    segments are the clip. (That the first reaches a client before the last segment is made is
+    shown where a segment takes seconds: tests/real_indextts, the benchmark; the builtin engine
+    here makes these four in well under the time a busy host takes to deliver one update.)"""
+    from tests.stream_client import stream
+    res = stream(client, {"text": FOUR_SEGMENTS, "max_tokens_seg": 20})
+    final = res["final"]
+    segs = final["segment_s"]
+    assert len(res["segments"]) == len(segs) == 4
+    assert final["first_sound_s"] == segs[0] and "pending" not in final
+    fs = final["breakdown"]["first_sound"]
+    assert fs["before"]["wall_s"] < final["breakdown"]["window"]["duration_s"]
+    pieces = [sf.read(p, dtype="int16")[0] for p in res["segments"]]
+    clip, sr = sf.read(res["clip"], dtype="int16")
+    assert sr == 22050 and np.array_equal(np.concatenate(pieces), clip)  # the pieces are the clip
+    assert res["segment_at_s"] == sorted(res["segment_at_s"])
+    assert res["first_s"] < res["audio_s"] <= res["complete_s"]
+
+
+def test_plain_synthesize_is_unchanged_by_streaming(client):
+    """/synthesize (the complete-clip endpoint) still yields no segment: its first update is the
+    clip's audio, and it has the panel's ten outputs."""
+    job = client.submit(text=FOUR_SEGMENTS, max_tokens_seg=20, api_name="/synthesize")
+    updates = list(job)
+    assert len(updates[0]) == 10 and updates[0][0].endswith("audio.wav")
+    assert len(job.result()[9]["segment_s"]) == 4

@@ -122,7 +122,8 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
     fmd = "\n".join(f"- **{md_text(str(f['severity']).upper())}** {md_text(f['message'])}" for f in findings) or (
         "_Analysing the trace…_" if analysing else "_No findings._")
     json_out = {"breakdown": bd, "findings": findings, "preset": preset, "engine": rec["engine"],
-                "request_id": rec["id"], "queue": {"queue_s": rec.get("queue_s"), "ahead": rec.get("queue_ahead")}}
+                "request_id": rec["id"], "queue": {"queue_s": rec.get("queue_s"), "ahead": rec.get("queue_ahead")},
+                "first_sound_s": rec.get("first_sound_s"), "segment_s": rec.get("segment_s") or []}
     if pending:
         json_out["pending"] = pending  # only in the steps before the complete clip
     return (rec["audio_path"], rec["id"], head,

@@ -4,7 +4,8 @@ The Synthesize button's event (/synthesize_stream) yields each segment the engin
 a Gradio streaming audio output (gr.Audio(streaming=True, autoplay=True)): the page's player
 starts on the first segment. Each update also carries the segment as a wav file (a hidden
 gr.File) for API clients: `client.submit(..., api_name="/synthesize_stream")` sees one update per
-segment, then the clip panel's steps exactly as /synthesize gives them (docs/streaming.md).
+segment, then the clip panel's steps exactly as /synthesize gives them (docs/streaming.md). The
+page sends live_player=True; an API client gets the player's chunks only if it does too.
 /synthesize itself is unchanged: it returns the complete clip.
 
 Gradio (5.45 and 6.x alike) encodes streamed audio with ffmpeg. Without ffmpeg on PATH the
@@ -43,13 +44,15 @@ def build_live() -> list:
     return [live, segment]
 
 
-def live_steps(ctx, req, start: dict, panel_steps, n_panel: int):
+def live_steps(ctx, req, start: dict, panel_steps, n_panel: int, player: bool = True):
     """The generator behind /synthesize_stream: per segment (live chunk, segment file, the panel
     left as it is), then the panel's steps (panel_steps(job)) after two skipped slots. A refused
-    request reaches the page as on /synthesize (user_error)."""
+    request reaches the page as on /synthesize (user_error). player=False (an API client that
+    does not ask for it): no live chunks, so no AAC encoding (an ffmpeg process Gradio starts per
+    stream, 0.3-0.6 s on a busy 2-CPU host) delays its segment files."""
     feed = ctx.streamer.start(req, **start)
     files = SegmentFiles()
-    live = live_available()
+    live = player and live_available()
     job = None
     try:
         for seg in feed:

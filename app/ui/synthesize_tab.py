@@ -33,7 +33,8 @@ def make_run_request(ctx, live: bool = False):
     A generator: the audio goes out the moment synthesis ends, the breakdown when the trace is
     analysed, the complete clip (timeline, attachment) last; predict() returns that last one,
     submit() sees each (clip_panel.clip_outputs says what each step holds). live=True yields each
-    segment first, to the live player and as a file, while synthesis goes on (app/ui/live_player.py)."""
+    segment first, as a file and (live_player=True: the page) to the live player, while synthesis
+    goes on (app/ui/live_player.py)."""
     svc = ctx.service
 
     def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
@@ -41,7 +42,8 @@ def make_run_request(ctx, live: bool = False):
                     use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
                     length_penalty=None, num_beams=None, repetition_penalty=None,
                     max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
-                    lang=None, duration_factor=None, request: gr.Request = None, progress=gr.Progress()):
+                    lang=None, duration_factor=None, live_player=None, request: gr.Request = None,
+                    progress=gr.Progress()):
         d = DEFAULT_GENERATION
 
         def dflt(v, default):
@@ -83,7 +85,7 @@ def make_run_request(ctx, live: bool = False):
                      arrived=arrival_of(request))  # queue time from the HTTP arrival
         steps = panel_steps(ctx, request, progress)
         if live:
-            yield from live_steps(ctx, req, start, steps, N_PANEL)
+            yield from live_steps(ctx, req, start, steps, N_PANEL, player=bool(live_player))
             return
         try:
             job = svc.start(req, **start)
@@ -209,8 +211,11 @@ def build(ctx) -> dict:
                   preset, scope, trace, lang, duration]
         # the button streams (live player + segment files, then the panel); /synthesize, the API's
         # complete-clip endpoint, is the same request without the segments (a hidden trigger)
-        gen.click(make_run_request(ctx, live=True), inputs, [*live, *clip_panel], api_name="synthesize_stream",
-                  concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
+        # the page feeds its live player (live_on: True); an API client that leaves it out gets
+        # the segment files only, without the player's AAC encoding in its way (app/ui/live_player.py)
+        live_on = gr.Checkbox(value=True, visible=False, elem_id="live_on")
+        gen.click(make_run_request(ctx, live=True), [*inputs, live_on], [*live, *clip_panel],
+                  api_name="synthesize_stream", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
         api_only = gr.Button(visible=False, elem_id="synthesize_api")
         api_only.click(make_run_request(ctx), inputs, clip_panel, api_name="synthesize", concurrency_limit=1,
                        concurrency_id=SERVICE_QUEUE)
