@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv (with test deps), the system tools the tests drive for real
-# (trace-cmd, stress-ng, chromium, prometheus + promtool, nginx; installed with apt when missing and we are root), mounts tracefs,
+# (trace-cmd, stress-ng, chromium, ffmpeg, prometheus + promtool, nginx; installed with apt when missing and we
+# are root), mounts tracefs,
 # then runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +11,8 @@ missing=()
 command -v trace-cmd >/dev/null || missing+=(trace-cmd)
 command -v stress-ng >/dev/null || missing+=(stress-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Gradio encodes the live player's streamed audio with ffmpeg (docs/streaming.md)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v promtool >/dev/null || missing+=(prometheus)  # the alert rules' tests, the fleet tests' server
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # the reverse proxy of the fleet tests

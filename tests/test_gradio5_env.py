@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -214,3 +215,40 @@ def test_gradio5_page_fetches_the_audio_before_the_analysis_starts(g5_server):
             browser.close()
     after = delivery_counts(g5_server)
     assert after["fetched"] == before["fetched"] + 1 and after["timeout"] == before["timeout"], (before, after)
+
+
+def test_gradio5_live_player_plays_before_the_clip_is_complete(g5_server):
+    """Gradio 5.45's streaming audio output (through the same live_player code): on its own page
+    in a real browser the live player is playing a long text's first segment before the
+    request's complete clip has arrived."""
+    from tests.e2e.conftest import ARGS, CHROMIUM, needs_chromium
+    from tests.e2e.live import play_long_text
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("no ffmpeg: the live player is hidden")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.set_default_timeout(120_000)
+            page.goto(g5_server.url)
+            page.wait_for_selector("#generate")
+            seen = play_long_text(page)
+        finally:
+            browser.close()
+    assert seen["playing"]["full_then"] is False and seen["playing"]["t"] < seen["full"]["t"], seen
+    assert "First sound" in seen["done"]["head"]
+
+
+def test_gradio5_client_gets_segments_from_the_stream_endpoint(g5_server, user_env):
+    """The env's gradio_client 1.13 on /synthesize_stream: one wav per segment, then the clip."""
+    fields = {"text": " ".join(f"Sentence number {w} is long enough to be a segment of its own here."
+                               for w in ("one", "two", "three", "four")), "max_tokens_seg": 20}
+    p = subprocess.run([str(user_env), str(ROOT / "tests" / "stream_client.py"), g5_server.url, json.dumps(fields)],
+                       capture_output=True, text=True, timeout=300, cwd="/")
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert len(res["segments"]) == len(res["final"]["segment_s"]) >= 4
+    assert res["first_s"] < res["audio_s"] and res["clip"].endswith("audio.wav")

@@ -4,6 +4,7 @@ playing before the request's complete clip has arrived."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -11,7 +12,8 @@ from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import needs_chromium
 from tests.e2e.live import play_long_text
 
-pytestmark = [pytest.mark.e2e, needs_chromium]
+pytestmark = [pytest.mark.e2e, needs_chromium,
+              pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg: the live player is hidden")]
 
 
 def test_live_player_plays_before_the_request_completes(page, server):

@@ -193,3 +193,47 @@ def test_ui_says_whether_do_sample_counts(real):
     config = urllib.request.urlopen(srv.url + "config", timeout=30).read().decode()
     note = "hard-codes do_sample=True in its own code"
     assert (note in config) == (version == "2")
+
+
+# several sentences: more than one segment at the API's minimum of 20 tokens per segment in both
+# versions (v2's shrunk BPE spells unknown words letter by letter; 2.5's tiktoken is byte-level)
+MULTI = "Hello world. This is the second part. And here is a third one. 你好。"
+
+
+@pytest.fixture(scope="module")
+def streamed(real, clip, tmp_path_factory):
+    """One /synthesize_stream request through the env's own gradio_client (tests/stream_client.py
+    run by the env's interpreter), timed on the client."""
+    version, py, srv = real
+    d = tmp_path_factory.mktemp("stream")
+    sr = 22050
+    t = np.arange(int(1.5 * sr)) / sr
+    sf.write(str(d / "v.wav"), (0.08 * np.sin(2 * np.pi * 160 * t)).astype(np.float32), sr)
+    fields = {"text": MULTI, "max_tokens_seg": 20, "max_mel_tokens": MAX_MEL_TOKENS}
+    p = subprocess.run([str(py), str(ROOT / "tests" / "stream_client.py"), srv.url, json.dumps(fields),
+                        str(d / "v.wav")], capture_output=True, text=True, timeout=900, cwd="/")
+    assert p.returncode == 0, p.stderr[-4000:]
+    return version, json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+
+
+def test_first_audio_reaches_the_client_before_the_last_segment_is_made(streamed):
+    """Upstream's own streaming path (infer(stream_return=True) on v2.0.0, infer_generator on
+    indextts25): the client holds the first segment's wav before the server handed over the last
+    segment (both on CLOCK_MONOTONIC, same host: the trace clock of first_sound.at_s), and the
+    segments joined are the clip upstream wrote."""
+    version, res = streamed
+    final = res["final"]
+    segs = final["segment_s"]
+    assert final["engine"] == EXPECT[version][0]
+    assert len(segs) >= 3 and len(res["segments"]) == len(segs), (segs, res["segments"])
+    assert final["first_sound_s"] == segs[0] < segs[-1]
+    b = final["breakdown"]
+    if b.get("mode") == "full":
+        last_handed = b["first_sound"]["at_s"] + (segs[-1] - segs[0])
+        assert res["monotonic_first"] < last_handed, (res["monotonic_first"], last_handed, segs)
+        assert b["first_sound"]["before"]["on_cpu_s"] > 0
+    else:  # no trace clock to compare against: the update order still says it
+        assert res["first_s"] < res["audio_s"]
+    pieces = [sf.read(p, dtype="int16")[0] for p in res["segments"]]
+    clip, sr = sf.read(res["clip"], dtype="int16")
+    assert sr == 22050 and np.array_equal(np.concatenate(pieces), clip)
