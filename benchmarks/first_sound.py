@@ -13,11 +13,11 @@ Printed per engine, each a median with a bootstrap 95% interval (5000 resamples)
   first-sound/complete ratio <median> [<lo>, <hi>]          per request, all requests
   first-sound traced/untraced ratio <median> [<lo>, <hi>]   per pair
 Goals (issue 23): <= 0.35 and <= 1.05. Pairwise ratios cancel most of a shared machine's drift.
-The API client asks for no live-player chunks (as tests/stream_client.py): what the page adds on
-top (Gradio's AAC encoding, HLS) is its own cost, see docs/streaming.md; --live-player includes it.
+This is the API client's first sound: the page's live player adds Gradio's AAC encoding and HLS
+on top (docs/streaming.md; tests/e2e/test_live_playback.py shows it playing before the clip).
 
     .venv/bin/python benchmarks/first_sound.py [--pairs 10] [--engines builtin,replica]
-        [--max-tokens-seg 20] [--text "..."] [--replica-generation JSON] [--live-player] [--json out.json]
+        [--max-tokens-seg 20] [--text "..."] [--replica-generation JSON] [--json out.json]
 
 Example (docs/streaming.md's figures):
     flock /tmp/itts-bench.lock .venv/bin/python benchmarks/first_sound.py --pairs 10 \\
@@ -46,10 +46,8 @@ TEXT = ("The first sentence is long enough to fill a segment on its own today. "
 MIN_SEGMENTS = 4
 
 
-def one_request(client, text: str, traced: bool, tokens: int, gen: dict, live: bool) -> dict:
+def one_request(client, text: str, traced: bool, tokens: int, gen: dict) -> dict:
     fields = {"text": text, "trace": traced, "max_tokens_seg": tokens, **gen}
-    if live:
-        fields["live_player"] = True
     r = stream(client, fields)
     final = r["final"] or {}
     segs = final.get("segment_s") or []
@@ -61,18 +59,18 @@ def one_request(client, text: str, traced: bool, tokens: int, gen: dict, live: b
             "mode": (final.get("breakdown") or {}).get("mode")}
 
 
-def measure(engine: str, pairs: int, text: str, tokens: int, tmp: Path, gen: dict, live: bool,
+def measure(engine: str, pairs: int, text: str, tokens: int, tmp: Path, gen: dict,
             server_args: list[str] = ()) -> dict:
     from gradio_client import Client
     srv = Server(tmp / f"outputs-{engine}", engine, None, list(server_args))
     try:
         client = Client(srv.url, verbose=False)
         for traced in (True, False):  # warm both paths, untimed
-            one_request(client, text, traced, tokens, gen, live)
+            one_request(client, text, traced, tokens, gen)
         rows = []
         for i in range(pairs):
             order = (True, False) if i % 2 == 0 else (False, True)
-            rows.append({r["traced"]: r for r in (one_request(client, text, t, tokens, gen, live) for t in order)})
+            rows.append({r["traced"]: r for r in (one_request(client, text, t, tokens, gen) for t in order)})
             print(f"  {engine} pair {i + 1}/{pairs}: first sound {rows[-1][True]['first_s'] * 1000:.0f} / "
                   f"{rows[-1][False]['first_s'] * 1000:.0f} ms, complete {rows[-1][True]['complete_s'] * 1000:.0f}"
                   f" / {rows[-1][False]['complete_s'] * 1000:.0f} ms", file=sys.stderr, flush=True)
@@ -104,7 +102,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens-seg", type=int, default=20, help="segment budget (the API's minimum is 20)")
     ap.add_argument("--replica-generation", default=None, metavar="JSON",
                     help='generation arguments for the replica, e.g. \'{"max_mel_tokens": 60, "num_beams": 1}\'')
-    ap.add_argument("--live-player", action="store_true", help="also feed the page's live player (AAC via ffmpeg)")
     ap.add_argument("--server-args", default="", help="more webui.py flags")
     ap.add_argument("--json", default=None, help="also write every request's figures here")
     args = ap.parse_args(argv)
@@ -114,7 +111,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="first-sound-") as tmp:
         rgen = json.loads(args.replica_generation) if args.replica_generation else {}
         results = [measure(e, args.pairs, args.text, args.max_tokens_seg, Path(tmp), rgen if e == "replica" else {},
-                           args.live_player, args.server_args.split()) for e in args.engines.split(",")]
+                           args.server_args.split()) for e in args.engines.split(",")]
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     for r in results:

@@ -23,13 +23,13 @@ def stream(client, fields: dict, api_name: str = "/synthesize_stream") -> dict:
     last = None
     for up in job:  # each update as it arrives (its files downloaded first: playable on disk)
         now = time.monotonic()
-        seg = up[1] if isinstance(up[1], str) and up[1].endswith(".wav") else None
+        seg = up[0] if isinstance(up[0], str) and up[0].endswith(".wav") else None
         if seg:
             out["segments"].append(seg)
             out["segment_at_s"].append(now - t0)
             if out["first_s"] is None:
                 out["first_s"], out["monotonic_first"] = now - t0, now
-        if out["audio_s"] is None and isinstance(up[2], str) and up[2].endswith(".wav"):
+        if out["audio_s"] is None and isinstance(up[1], str) and up[1].endswith(".wav"):
             out["audio_s"] = now - t0  # the complete clip's audio (the panel's first step)
         last = up
     final = job.result()
@@ -37,7 +37,7 @@ def stream(client, fields: dict, api_name: str = "/synthesize_stream") -> dict:
     if last is None:
         last = final
     out["final"] = final[-1] if isinstance(final[-1], dict) else None
-    out["clip"] = final[2]
+    out["clip"] = final[1]
     return out
 
 

@@ -1,12 +1,13 @@
 """The live player: the request's audio played while the rest is still being made (issue 23).
 
-The Synthesize button's event (/synthesize_stream) yields each segment the engine hands over to
-a Gradio streaming audio output (gr.Audio(streaming=True, autoplay=True)): the page's player
-starts on the first segment. Each update also carries the segment as a wav file (a hidden
-gr.File) for API clients: `client.submit(..., api_name="/synthesize_stream")` sees one update per
-segment, then the clip panel's steps exactly as /synthesize gives them (docs/streaming.md). The
-page sends live_player=True; an API client gets the player's chunks only if it does too.
-/synthesize itself is unchanged: it returns the complete clip.
+The Synthesize button's event (private: not in the API) yields each segment the engine hands over
+to a Gradio streaming audio output (gr.Audio(streaming=True, autoplay=True)): the page's player
+starts on the first segment. For API clients, /synthesize_stream yields each segment as a wav
+file (the hidden gr.File), one update per segment, then the clip panel's steps exactly as
+/synthesize gives them (docs/streaming.md); /synthesize itself is unchanged: the complete clip.
+A streamed-audio output stays out of the API: gradio_client 1.x (Gradio 5) fails on its HLS
+playlist (403), and its AAC encoding (an ffmpeg process per stream, 0.3-0.6 s for the first chunk
+on a busy 2-CPU host) would only delay an API client's segment files.
 
 Gradio (5.45 and 6.x alike) encodes streamed audio with ffmpeg. Without ffmpeg on PATH the
 player stays hidden and says why; the segment files, the clip and its first-sound time are the
@@ -44,26 +45,27 @@ def build_live() -> list:
     return [live, segment]
 
 
-def live_steps(ctx, req, start: dict, panel_steps, n_panel: int, player: bool = True):
-    """The generator behind /synthesize_stream: per segment (live chunk, segment file, the panel
-    left as it is), then the panel's steps (panel_steps(job)) after two skipped slots. A refused
-    request reaches the page as on /synthesize (user_error). player=False (an API client that
-    does not ask for it): no live chunks, so no AAC encoding (an ffmpeg process Gradio starts per
-    stream, 0.3-0.6 s on a busy 2-CPU host) delays its segment files."""
+def live_steps(ctx, req, start: dict, panel_steps, n_panel: int, player: bool):
+    """The generator behind the button (player=True: live chunk, segment file, the panel left as
+    it is) and /synthesize_stream (player=False: segment file, the panel left as it is), one
+    update per segment, then the panel's steps (panel_steps(job)) after the skipped slot(s). A
+    refused request reaches the page as on /synthesize (user_error)."""
     feed = ctx.streamer.start(req, **start)
     files = SegmentFiles()
-    live = player and live_available()
+    live = live_available()
+    lead = (lambda seg: (wav_bytes(seg.audio, seg.sample_rate) if live else gr.skip(), files.write(seg))) \
+        if player else (lambda seg: (files.write(seg),))
+    skipped = (gr.skip(),) * (2 if player else 1)
     job = None
     try:
         for seg in feed:
-            yield (wav_bytes(seg.audio, seg.sample_rate) if live else gr.skip(), files.write(seg),
-                   *[gr.skip()] * n_panel)
+            yield (*lead(seg), *[gr.skip()] * n_panel)
         try:
             job = feed.job()
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
         for out in panel_steps(job):
-            yield (gr.skip(), gr.skip(), *out)
+            yield (*skipped, *out)
     finally:
         files.remove()  # each file was copied into Gradio's cache when its update was processed
         if job is None:  # the client went away mid-stream: never hold the post-processing

@@ -26,15 +26,16 @@ EMO_LABELS = ["喜 Happy", "怒 Angry", "哀 Sad", "惧 Afraid", "厌恶 Disgust
               "惊喜 Surprised", "平静 Calm"]
 
 
-def make_run_request(ctx, live: bool = False):
-    """The /synthesize handler (live=True: /synthesize_stream, the button's). Every argument after
-    text defaults to None (= the UI's default) so API clients may pass only what they change, by
-    name: client.predict(text=..., api_name="/synthesize").
+def make_run_request(ctx, segments: bool = False, player: bool = False):
+    """The /synthesize handler (segments=True: /synthesize_stream; player=True too: the button's
+    private event, which also feeds the live player). Every argument after text defaults to None
+    (= the UI's default) so API clients may pass only what they change, by name:
+    client.predict(text=..., api_name="/synthesize").
     A generator: the audio goes out the moment synthesis ends, the breakdown when the trace is
     analysed, the complete clip (timeline, attachment) last; predict() returns that last one,
-    submit() sees each (clip_panel.clip_outputs says what each step holds). live=True yields each
-    segment first, as a file and (live_player=True: the page) to the live player, while synthesis
-    goes on (app/ui/live_player.py)."""
+    submit() sees each (clip_panel.clip_outputs says what each step holds). With segments, each
+    segment goes out first (as a file, and to the live player with player), while synthesis goes
+    on (app/ui/live_player.py)."""
     svc = ctx.service
 
     def run_request(text, spk=None, emo_mode=None, emo_ref=None, emo_weight=None, v1=None, v2=None,
@@ -42,8 +43,7 @@ def make_run_request(ctx, live: bool = False):
                     use_random=None, do_sample=None, top_p=None, top_k=None, temperature=None,
                     length_penalty=None, num_beams=None, repetition_penalty=None,
                     max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
-                    lang=None, duration_factor=None, live_player=None, request: gr.Request = None,
-                    progress=gr.Progress()):
+                    lang=None, duration_factor=None, request: gr.Request = None, progress=gr.Progress()):
         d = DEFAULT_GENERATION
 
         def dflt(v, default):
@@ -84,8 +84,8 @@ def make_run_request(ctx, live: bool = False):
                      trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True,
                      arrived=arrival_of(request))  # queue time from the HTTP arrival
         steps = panel_steps(ctx, request, progress)
-        if live:
-            yield from live_steps(ctx, req, start, steps, N_PANEL, player=bool(live_player))
+        if segments:
+            yield from live_steps(ctx, req, start, steps, N_PANEL, player=player)
             return
         try:
             job = svc.start(req, **start)
@@ -211,11 +211,15 @@ def build(ctx) -> dict:
                   preset, scope, trace, lang, duration]
         # the button streams (live player + segment files, then the panel); /synthesize, the API's
         # complete-clip endpoint, is the same request without the segments (a hidden trigger)
-        # the page feeds its live player (live_on: True); an API client that leaves it out gets
-        # the segment files only, without the player's AAC encoding in its way (app/ui/live_player.py)
-        live_on = gr.Checkbox(value=True, visible=False, elem_id="live_on")
-        gen.click(make_run_request(ctx, live=True), [*inputs, live_on], [*live, *clip_panel],
-                  api_name="synthesize_stream", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
+        # the button: segments to the live player (and as files), then the panel; a private event,
+        # because an API client cannot take a streamed-audio output (gradio_client 1.x fails on its
+        # HLS playlist) and must not pay for its AAC encoding. The API has, on hidden triggers,
+        # /synthesize (the complete clip, as ever) and /synthesize_stream (a wav per segment first).
+        gen.click(make_run_request(ctx, segments=True, player=True), inputs, [*live, *clip_panel],
+                  concurrency_limit=1, concurrency_id=SERVICE_QUEUE, **PRIVATE)
+        api_stream = gr.Button(visible=False, elem_id="synthesize_stream_api")
+        api_stream.click(make_run_request(ctx, segments=True), inputs, [live[1], *clip_panel],
+                         api_name="synthesize_stream", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
         api_only = gr.Button(visible=False, elem_id="synthesize_api")
         api_only.click(make_run_request(ctx), inputs, clip_panel, api_name="synthesize", concurrency_limit=1,
                        concurrency_id=SERVICE_QUEUE)

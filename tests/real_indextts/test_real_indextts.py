@@ -159,7 +159,8 @@ def test_breakdown_has_the_real_stage_slices(clip):
     for s in b["stages"]:  # a stage may be entered several times (text, semantic_model)
         got[s["name"]] = got.get(s["name"], 0.0) + s["on_cpu_s"]
     lost = (b.get("lost_events") or {}).get("total")
-    assert stages <= set(got), f"stages {sorted(got)}; expected at least {sorted(stages)} (lost events: {lost})"
+    assert stages <= set(got), (f"stages {sorted(got)}; expected at least {sorted(stages)} (lost events: {lost}, "
+                                f"mode {b.get('mode')}, events {b.get('events')}, missing {b.get('missing_events')})")
     if b["mode"] == "full":  # tracefs: per-stage on-CPU from the kernel's own switch events
         assert got["gpt_autoregressive"] > 0 and got["vocoder"] > 0, got
     assert b["totals"]["on_cpu_s"] > 0
