@@ -198,7 +198,7 @@ def test_ui_says_whether_do_sample_counts(real):
 
 # several sentences: more than one segment at the API's minimum of 20 tokens per segment in both
 # versions (v2's shrunk BPE spells unknown words letter by letter; 2.5's tiktoken is byte-level)
-MULTI = "Hello world. This is the second part. And here is a third one. 你好。"
+MULTI = "Hello world. This is the second part. And here is a third one. The fourth part ends it. 你好。"
 
 
 @pytest.fixture(scope="module")
@@ -221,12 +221,12 @@ def test_first_audio_reaches_the_client_before_the_last_segment_is_made(streamed
     """Upstream's own streaming path (infer(stream_return=True) on v2.0.0, infer_generator on
     indextts25): the client holds the first segment's wav before the server handed over the last
     segment (both on CLOCK_MONOTONIC, same host: the trace clock of first_sound.at_s), and the
-    segments joined are the clip upstream wrote."""
+    segments joined are the clip upstream wrote (within upstream's own rounding)."""
     version, res = streamed
     final = res["final"]
     segs = final["segment_s"]
     assert final["engine"] == EXPECT[version][0]
-    assert len(segs) >= 3 and len(res["segments"]) == len(segs), (segs, res["segments"])
+    assert len(segs) >= 2 and len(res["segments"]) == len(segs), (segs, res["segments"])
     assert final["first_sound_s"] == segs[0] < segs[-1]
     b = final["breakdown"]
     if b.get("mode") == "full":
@@ -235,6 +235,9 @@ def test_first_audio_reaches_the_client_before_the_last_segment_is_made(streamed
         assert b["first_sound"]["before"]["on_cpu_s"] > 0
     else:  # no trace clock to compare against: the update order still says it
         assert res["first_s"] < res["audio_s"]
-    pieces = [sf.read(p, dtype="int16")[0] for p in res["segments"]]
+    # joined, the segments are the clip upstream wrote: to the sample on v2.0.0, which saves as the
+    # adapter converts (truncating); within 1 LSB on indextts25, whose save_pcm_wav rounds
+    pieces = np.concatenate([sf.read(p, dtype="int16")[0] for p in res["segments"]]).astype(np.int32)
     clip, sr = sf.read(res["clip"], dtype="int16")
-    assert sr == 22050 and np.array_equal(np.concatenate(pieces), clip)
+    assert sr == 22050 and len(pieces) == len(clip)
+    assert np.abs(pieces - clip).max() <= (0 if version == "2" else 1)
