@@ -203,6 +203,6 @@ def test_each_segment_is_handed_off_before_the_next_is_made(engine):
     gap = int(SR * 0.2)
     assert not rec.segments[1][1][:gap].any() and rec.segments[0][1][:gap].any()  # silence leads the later one
     # a sink without segment() (written before the hand-off) still gets the whole clip (eSpeak's
-    # output differs by a few samples from run to run: the length is compared, not the samples)
+    # output differs by up to ~15 ms from run to run: the length is compared, not the samples)
     plain = engine.synthesize(SynthesisRequest(text=text, max_text_tokens_per_segment=20), RecordingStages())
-    assert abs(len(plain.audio) - len(res.audio)) < 0.01 * SR
+    assert abs(len(plain.audio) - len(res.audio)) < 0.05 * SR

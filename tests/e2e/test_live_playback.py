@@ -12,7 +12,8 @@ from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import needs_chromium
 from tests.e2e.live import play_long_text
 
-pytestmark = [pytest.mark.e2e, needs_chromium,
+# slow: a ~1900-character text through a real browser (tens of seconds on 2 busy vCPUs)
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_chromium,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg: the live player is hidden")]
 
 
