@@ -46,14 +46,15 @@ def build_live() -> list:
 
 
 def live_steps(ctx, req, start: dict, panel_steps, n_panel: int, player: bool):
-    """The generator behind the button (player=True: live chunk, segment file, the panel left as
-    it is) and /synthesize_stream (player=False: segment file, the panel left as it is), one
+    """The generator behind the button (player=True: live chunk, the file slot and the panel left
+    as they are) and /synthesize_stream (player=False: segment file, the panel left as it is), one
     update per segment, then the panel's steps (panel_steps(job)) after the skipped slot(s). A
     refused request reaches the page as on /synthesize (user_error)."""
     feed = ctx.streamer.start(req, **start)
     files = SegmentFiles()
     live = live_available()
-    lead = (lambda seg: (wav_bytes(seg.audio, seg.sample_rate) if live else gr.skip(), files.write(seg))) \
+    # the page plays the chunks and has no use for the files (they would only fill Gradio's cache)
+    lead = (lambda seg: (wav_bytes(seg.audio, seg.sample_rate) if live else gr.skip(), gr.skip())) \
         if player else (lambda seg: (files.write(seg),))
     skipped = (gr.skip(),) * (2 if player else 1)
     job = None
