@@ -79,3 +79,14 @@ def test_compare_puts_both_on_one_time_scale():
 def test_schedstat_says_why_there_is_no_timeline():
     fig = P.timeline_figure(schedstat())
     assert not fig.data and "schedstat" in fig.layout.annotations[0].text
+
+
+def test_first_sound_is_marked_on_the_timeline():
+    bd = contended()
+    t0 = bd["window"]["start_s"]
+    bd["first_sound"] = {"at_s": t0 + 0.25, "before": {}, "after": {}}
+    fig = P.timeline_figure(bd)
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 1 and lines[0].x0 == lines[0].x1 == 250.0
+    assert any(a.text == "first sound" for a in fig.layout.annotations)
+    assert not [s for s in P.timeline_figure(contended()).layout.shapes if s.type == "line"]

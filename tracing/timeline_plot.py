@@ -143,6 +143,14 @@ def _stage_shapes(bd: dict, yref: str = "y", xref: str = "x") -> tuple[list, lis
         notes.append({"xref": xref, "yref": f"{yref} domain", "x": (a + b) / 2, "y": 1.0, "yanchor": "bottom",
                       "yshift": shift, "text": name, "hovertext": f"stage {name}: {a:.1f}-{b:.1f} ms",
                       "showarrow": False, "font": {"size": 10}})
+    fs = bd.get("first_sound") or {}
+    if fs.get("at_s") is not None:  # the instant the first audio segment was handed over
+        x = (_num(fs, "at_s") - t0) * 1000.0
+        shapes.append({"type": "line", "xref": xref, "yref": f"{yref} domain", "x0": x, "x1": x, "y0": 0, "y1": 1,
+                       "line": {"width": 2, "dash": "dash", "color": "#2ca02c"}})
+        notes.append({"xref": xref, "yref": f"{yref} domain", "x": x, "y": 0.0, "yanchor": "top", "xanchor": "left",
+                      "text": "first sound", "hovertext": f"first segment handed over at {x:.1f} ms",
+                      "showarrow": False, "font": {"size": 10, "color": "#2ca02c"}})
     return shapes, notes
 
 
