@@ -3,7 +3,9 @@
 For each engine it starts webui.py (a real Gradio server) and sends pairs of requests to
 /synthesize_stream with gradio_client (tests/stream_client.py), one with the kernel trace on and
 one with it off, alternating which goes first. The text has at least four segments (the default:
-four sentences of ~14 tokens at 20 tokens per segment; the server's record is checked). Per
+30 short sentences, 4 segments at upstream's default 120 tokens per segment; --short: 4 sentences
+at the API's minimum of 20 tokens per segment, where the builtin engine's segments take ~0.1 s and
+the fixed cost of delivering an update dominates; the server's record is checked). Per
 request, on the client's clock (the server is on the same machine):
 - first sound: submit() -> the first segment's wav on the client's disk (playable);
 - complete: submit() -> the update carrying the complete clip's audio (what a client of the
@@ -17,7 +19,7 @@ This is the API client's first sound: the page's live player adds Gradio's AAC e
 on top (docs/streaming.md; tests/e2e/test_live_playback.py shows it playing before the clip).
 
     .venv/bin/python benchmarks/first_sound.py [--pairs 10] [--engines builtin,replica]
-        [--max-tokens-seg 20] [--text "..."] [--replica-generation JSON] [--json out.json]
+        [--max-tokens-seg 120] [--text "..." | --short] [--replica-generation JSON] [--json out.json]
 
 Example (docs/streaming.md's figures):
     flock /tmp/itts-bench.lock .venv/bin/python benchmarks/first_sound.py --pairs 10 \\
@@ -39,10 +41,13 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.tracing_overhead import Server, bootstrap_median  # noqa: E402
 from tests.stream_client import stream  # noqa: E402
 
-TEXT = ("The first sentence is long enough to fill a segment on its own today. "
-        "The second sentence is also long enough to stand alone as a segment. "
-        "A third sentence follows here and it is as long as the other two. "
-        "The fourth and last sentence closes the text and ends the clip now.")
+# 30 short sentences (~1850 characters): 4 segments at upstream's default of 120 tokens per segment
+TEXT = " ".join(f"Part {i} of the text plays while the rest is still being made." for i in range(1, 31))
+# four sentences of ~14 tokens: 4 segments at the API's minimum of 20 tokens (--max-tokens-seg 20)
+SHORT_TEXT = ("The first sentence is long enough to fill a segment on its own today. "
+              "The second sentence is also long enough to stand alone as a segment. "
+              "A third sentence follows here and it is as long as the other two. "
+              "The fourth and last sentence closes the text and ends the clip now.")
 MIN_SEGMENTS = 4
 
 
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--engines", default="builtin,replica")
     ap.add_argument("--text", default=TEXT)
-    ap.add_argument("--max-tokens-seg", type=int, default=20, help="segment budget (the API's minimum is 20)")
+    ap.add_argument("--short", action="store_true", help="the 4-sentence text at 20 tokens per segment instead")
+    ap.add_argument("--max-tokens-seg", type=int, default=120, help="segment budget (upstream's default 120)")
     ap.add_argument("--replica-generation", default=None, metavar="JSON",
                     help='generation arguments for the replica, e.g. \'{"max_mel_tokens": 60, "num_beams": 1}\'')
     ap.add_argument("--server-args", default="", help="more webui.py flags")
@@ -107,6 +113,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.pairs < 2:
         ap.error("--pairs must be at least 2")
+    if args.short:
+        args.text, args.max_tokens_seg = SHORT_TEXT, 20
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="first-sound-") as tmp:
         rgen = json.loads(args.replica_generation) if args.replica_generation else {}
