@@ -157,6 +157,7 @@ def main(argv=None) -> int:
     finally:
         ctx.streamer.close()  # its worker ends with the request in flight, then the service
         ctx.service.close()
+        ctx.tuner.close()  # what a preset moved machine-wide (its `away`) goes back
     return 0
 
 

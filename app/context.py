@@ -62,10 +62,14 @@ class Context:
         not pay for lazy initialisation (library load, torch kernels, caches)."""
         t = time.monotonic()
         try:
-            if hasattr(self.engine, "warmup"):
-                self.engine.warmup()
-            else:
-                self.engine.synthesize(SynthesisRequest(text="Hello. 你好。"), NullStages())
+            # observed: it sizes the first real-time budgets (tuning/rtbudget.py); the engines'
+            # warm-up texts are 6-11 characters ("Hello.", "你好, hello."): counting 6 overstates the
+            # rate, which only widens a budget
+            with self.tuner.rt_request(units=6):
+                if hasattr(self.engine, "warmup"):
+                    self.engine.warmup()
+                else:
+                    self.engine.synthesize(SynthesisRequest(text="Hello. 你好。"), NullStages())
             print(f"* Warm-up synthesis took {time.monotonic() - t:.2f} s", flush=True)
         except Exception as e:  # the engine may need a speaker prompt (indextts2): not fatal
             print(f"* Warm-up skipped: {e}", flush=True)

@@ -353,11 +353,14 @@ class Service:
             t0 = sink.t0 = time.monotonic()
             queued = self.queue.start(ticket, t0)
             try:
-                if trace:
-                    with window, dv:
+                # real-time presets: this request's RLIMIT_RTTIME budget (tuning/rtbudget.py)
+                with self.tuner.rt_request(len(req.text)) as rt:
+                    if trace:
+                        with window, dv:
+                            result = self.engine.synthesize(req, sink)
+                    else:
                         result = self.engine.synthesize(req, sink)
-                else:
-                    result = self.engine.synthesize(req, sink)
+                in_force.update(rt.to_readback())  # a demotion during the request is the clip's to say
             except (InputError, TuningError):
                 raise
             except Exception as e:  # (the window removed itself on the way out)

@@ -43,11 +43,11 @@ def measure(engine, tuner, presets, k, req, stages, demoted: dict) -> dict[str, 
         for p in presets:  # round-robin: every preset sees the same moments of the run
             tuner.apply(p)
             tuner.ensure()
-            tuner.rt_demoted = False
             t = time.perf_counter()
-            engine.synthesize(req, stages)
+            with tuner.rt_request(len(req.text)) as rt:  # as the service wraps every synthesis
+                engine.synthesize(req, stages)
             out[p].append(time.perf_counter() - t)
-            demoted[p] = demoted.get(p, 0) + tuner.rt_demoted  # RLIMIT_RTTIME fired mid-request
+            demoted[p] = demoted.get(p, 0) + rt.demoted  # RLIMIT_RTTIME fired mid-request
     tuner.apply("default")
     return out
 

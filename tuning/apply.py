@@ -17,6 +17,7 @@ to match the CPU set; torch is used only if the process already imported it.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -24,11 +25,14 @@ import resource
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, replace
 
 from . import kernel
 from .kernel import POLICIES, POLICY_NAMES, RT_POLICIES, ThreadState
+from .knobs import STATE_DIR, Housekeeping, KnobError
 from .presets import Preset, resolve_cpus
+from .rtbudget import RtBudget, RtGrant
 
 # RLIMIT_RTTIME: CPU time (us) a real-time thread may use without a blocking syscall (the count
 # survives switching policy back and forth; only sleeping resets it). At the soft limit the kernel
@@ -54,7 +58,11 @@ from .presets import Preset, resolve_cpus
 # RT throttling (sched_rt_runtime_us) still keeps 5% of each CPU for everyone else meanwhile. A
 # SIGXCPU from RLIMIT_CPU (unset unless the operator sets it) is treated the same while this is
 # installed: logged, not fatal, until RLIMIT_CPU's hard limit.
+# The soft limit is RTTIME_SOFT_US between requests; inside one (`rt_request`) it is the request's
+# budget, sized from its expected duration, and the synthesis thread's count restarts at 0
+# (tuning/rtbudget.py says why a fixed limit demoted legitimate requests).
 RTTIME_SOFT_US = 2_000_000
+RT_RESTART_SLEEP_S = 50e-6  # one real-time sleep: the kernel zeroes the thread's count on its wake-up
 
 
 class TuningError(RuntimeError):
@@ -71,6 +79,7 @@ class Target:
     rt_priority: int
     reset_on_fork: bool
     torch_threads: int | None
+    away: frozenset[str] = frozenset()  # machine-wide knobs moved off `cpus` (tuning/knobs.py)
 
     def state_for(self, tid: int) -> ThreadState:
         return ThreadState(tid, self.cpus, self.nice, self.policy, self.rt_priority, self.reset_on_fork)
@@ -90,7 +99,8 @@ class _Snapshot:
 class Tuner:
     def __init__(self, presets, allow_realtime: bool = False, force_realtime: bool = False,
                  pid: int | None = None, rt_runtime_path: str = kernel.RT_RUNTIME_PATH,
-                 online_cpus_path: str = kernel.ONLINE_CPUS_PATH, rttime_soft_us: int = RTTIME_SOFT_US):
+                 online_cpus_path: str = kernel.ONLINE_CPUS_PATH, rttime_soft_us: int = RTTIME_SOFT_US,
+                 knob_state_dir: str | None = STATE_DIR):
         self.presets = presets
         self.allow_realtime = allow_realtime
         self.force_realtime = force_realtime
@@ -110,6 +120,8 @@ class Tuner:
         self._rttime_saved: tuple[int, int] | None = None  # limit before we went real-time
         self._xcpu_prev = None  # SIGXCPU disposition before our handler, while installed
         self.rt_demoted = False  # set when SIGXCPU made us drop real-time (see RTTIME_SOFT_US)
+        self.demotions = 0  # how many times SIGXCPU demoted us (a request compares before/after)
+        self.budget = RtBudget(floor_s=rttime_soft_us / 1e6)  # per-request RT budgets (rt_request)
         base = presets.get("default") if hasattr(presets, "get") else None
         self._current: Preset = base or Preset(name="default", description="inherit everything")
         self._target = self._resolve(self._current)
@@ -118,10 +130,19 @@ class Tuner:
         self._closing = False
         if allow_realtime:
             self._install_xcpu()
+        # machine-wide knobs (a preset's `away`): a dead owner's leftovers go back first
+        self._hk = Housekeeping(knob_state_dir if self._is_self else None)
+        restored = self._hk.restore_stale()
+        if restored:
+            sys.stderr.write(f"tuning: restored what a dead launcher had moved: {', '.join(restored)}\n")
+        atexit.register(self._hk.restore)  # they outlive us otherwise (close() does it first)
 
     def close(self) -> None:
-        """Stop the SIGXCPU watchdog and give SIGXCPU back its previous disposition and mask
-        (main thread only; see RTTIME_SOFT_US)."""
+        """Put back what a preset's `away` moved machine-wide; stop the SIGXCPU watchdog and give
+        SIGXCPU back its previous disposition and mask (main thread only; see RTTIME_SOFT_US)."""
+        with self._lock:
+            for problem in self._hk.restore():
+                sys.stderr.write(f"tuning: could not restore {problem}\n")
         if threading.current_thread() is not threading.main_thread():
             return
         if self._watchdog is not None:
@@ -160,6 +181,7 @@ class Tuner:
             self._current = preset
             self._target = replace(self._resolve(preset), cpus=b.cpus, nice=b.nice, policy=b.policy,
                                    rt_priority=b.rt_priority, reset_on_fork=b.reset_on_fork)
+            self._apply_away(preset, self._target)  # machine-wide: apply_launch's tuner put them back
 
     def apply(self, name: str) -> Preset:
         """Apply a preset service-wide to every thread (except aux threads), all-or-nothing."""
@@ -204,6 +226,38 @@ class Tuner:
             with self._lock:
                 self._restore(snap)
 
+    @contextlib.contextmanager
+    def rt_request(self, units: int = 1):
+        """Wrap one synthesis (on the thread that runs it). When a real-time preset is in force:
+        the calling thread's RLIMIT_RTTIME count restarts at 0 (one real-time sleep) and the soft
+        limit becomes this request's budget (tuning/rtbudget.py), back to RTTIME_SOFT_US after.
+        Yields an RtGrant; its `demoted` says whether SIGXCPU demoted us meanwhile. A request
+        that completes undemoted is observed (its wall time sizes the next budgets), whatever
+        the preset: `units` is its length in characters."""
+        with self._lock:
+            armed = self._is_self and self._rttime_saved is not None and self._target.policy in RT_POLICIES
+            if armed:
+                grant = self.budget.grant(units, self._current.rt_budget_s)
+                self._set_soft_us(int(grant.budget_s * 1e6))
+            else:
+                grant = RtGrant()
+            before = self.demotions
+        if armed and os.sched_getscheduler(0) & ~kernel.RESET_ON_FORK in RT_POLICIES:
+            time.sleep(RT_RESTART_SLEEP_S)
+        t0 = time.monotonic()
+        ok = False
+        try:
+            yield grant
+            ok = True
+        finally:
+            wall = time.monotonic() - t0
+            with self._lock:
+                grant.demoted = self.demotions > before
+                if ok and not grant.demoted:
+                    self.budget.observe(wall, units)
+                if armed and self._rttime_saved is not None:  # still real-time: the net between requests
+                    self._set_soft_us(self._rttime_soft_us)
+
     def place_aux_thread(self) -> dict:
         """Place the *calling* thread (tracing/analysis worker) so it does not compete with
         synthesis: on launch CPUs the synthesis preset leaves free (else all of them), at SCHED_BATCH and
@@ -246,6 +300,8 @@ class Tuner:
         rl = self._get_rttime()
         out["rlimit_rttime_us"] = None if rl is None or rl[0] == resource.RLIM_INFINITY else rl[0]
         out["rt_demoted"] = self.rt_demoted
+        with self._lock:
+            out["away"] = self._hk.readback()
         out["matches"] = not mismatches
         out["mismatches"] = mismatches
         return out
@@ -289,7 +345,7 @@ class Tuner:
             tt = len(cpus)
         else:
             tt = self._torch_baseline  # None until torch is seen: then "leave it"
-        return Target(frozenset(cpus), nice, policy, prio, rof, tt)
+        return Target(frozenset(cpus), nice, policy, prio, rof, tt, frozenset(p.away))
 
     def _check_safety(self, p: Preset, t: Target) -> None:
         if t.policy not in RT_POLICIES:
@@ -316,8 +372,11 @@ class Tuner:
             self._set_autogroup(preset, ag_before)
             if going_rt:
                 self._arm_rttime()
+            self._apply_away(preset, target)
             self._transition(desired)
         except BaseException:
+            with contextlib.suppress(TuningError):
+                self._apply_away(self._current, self._target)  # what the preset in force had moved
             with contextlib.suppress(OSError, ValueError):
                 self._set_rttime(rl_before)
             with contextlib.suppress(OSError):
@@ -330,6 +389,17 @@ class Tuner:
             self._disarm_rttime()
         self._current, self._target = preset, target
         self._set_torch_threads(target.torch_threads)
+
+    def _apply_away(self, preset: Preset, t: Target) -> None:
+        """The preset's `away` knobs onto the online CPUs the synthesis does not use (all back when
+        it has none); all-or-nothing (tuning/knobs.py)."""
+        if not self._is_self:
+            return
+        cpus = kernel.online_cpus(self._online_path) - t.cpus if t.away else frozenset()
+        try:
+            self._hk.apply(t.away, cpus)
+        except KnobError as e:
+            raise TuningError(f"Preset {preset.name!r}: {e.strerror}. Nothing was changed.") from None
 
     def _set_autogroup(self, preset: Preset, now: int | None) -> None:
         """With autogroup on, a preset's nice also becomes its session group's nice; otherwise the
@@ -465,6 +535,10 @@ class Tuner:
                 with contextlib.suppress(OSError):  # raising it back never needs privilege... lowering
                     kernel.set_autogroup_nice(self.pid, s.autogroup_nice)  # back does: best effort
             self._current, self._target = s.current, s.target
+            try:
+                self._apply_away(s.current, s.target)
+            except TuningError as e:
+                sys.stderr.write(f"tuning: restoring after the request: {e}\n")
             self._set_rttime(s.rttime)
             self._rttime_saved = s.rttime_saved
             self._watchdog_rt(s.target.policy in RT_POLICIES)
@@ -536,6 +610,16 @@ class Tuner:
             resource.setrlimit(resource.RLIMIT_RTTIME, lim)
         else:
             resource.prlimit(self.pid, resource.RLIMIT_RTTIME, lim)
+
+    def _set_soft_us(self, soft_us: int) -> None:
+        """RLIMIT_RTTIME's soft limit (never above the hard one); best effort inside a request."""
+        cur = self._get_rttime()
+        if cur is None:
+            return
+        hard = cur[1]
+        want = soft_us if hard == resource.RLIM_INFINITY else min(soft_us, hard)
+        with contextlib.suppress(OSError, ValueError):
+            self._set_rttime((want, hard))
 
     def _arm_rttime(self) -> None:
         """Before going real-time: soft limit so a runaway RT loop gets SIGXCPU (see top), and
@@ -630,7 +714,10 @@ class Tuner:
                 if kernel.get_state(tid).policy in RT_POLICIES:
                     kernel.set_policy(tid, os.SCHED_OTHER)
         self.rt_demoted = True
-        sys.stderr.write(f"tuning: RLIMIT_RTTIME reached (a real-time thread ran {self._rttime_soft_us / 1e6:g} s "
+        self.demotions += 1
+        rl = self._get_rttime()
+        ran = f"{rl[0] / 1e6 - 1:g} s or more" if rl and rl[0] != resource.RLIM_INFINITY else "past its budget"
+        sys.stderr.write(f"tuning: RLIMIT_RTTIME reached (a real-time thread ran {ran} "  # the kernel adds 1 s per signal
                          "without blocking); "
                          "all threads demoted to SCHED_OTHER until the next request\n")
 

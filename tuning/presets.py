@@ -18,7 +18,9 @@ from .kernel import POLICIES
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.toml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FIELDS = {"cpus", "nice", "policy", "rt_priority", "torch_threads", "description"}
+_FIELDS = {"cpus", "nice", "policy", "rt_priority", "torch_threads", "rt_budget_s", "away", "description"}
+# what `away` may move off the synthesis CPUs (tuning/knobs.py: one get/set/restore unit each)
+AWAY_KINDS = ("irqs", "workqueues", "kthreads")
 
 
 class PresetError(ValueError):
@@ -80,10 +82,14 @@ class Preset:
     torch_threads: int | None = None
     description: str = ""
     source: str = field(default="", compare=False)  # file it came from (for messages)
+    rt_budget_s: float | None = None  # fifo/rr: fixed per-request RLIMIT_RTTIME budget (tuning/rtbudget.py)
+    away: tuple[str, ...] = ()  # AWAY_KINDS moved off the synthesis CPUs while in force (tuning/knobs.py)
 
     def __post_init__(self):
+        if isinstance(self.away, list):  # from TOML
+            object.__setattr__(self, "away", tuple(self.away))
         problem = _problem(self.name, self.cpus, self.nice, self.policy, self.rt_priority,
-                           self.torch_threads, self.description)
+                           self.torch_threads, self.description, self.rt_budget_s, self.away)
         if problem:
             raise PresetError(f"preset {self.name!r}: {problem[1]}")
 
@@ -92,12 +98,14 @@ class Preset:
         return self.policy in ("fifo", "rr")
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in
-                ("name", "cpus", "nice", "policy", "rt_priority", "torch_threads", "description")}
+        d = {k: getattr(self, k) for k in
+             ("name", "cpus", "nice", "policy", "rt_priority", "torch_threads", "rt_budget_s", "description")}
+        d["away"] = list(self.away)
+        return d
 
 
 def _problem(name, cpus=None, nice=None, policy=None, rt_priority=0, torch_threads=None,
-             description="") -> tuple[str, str] | None:
+             description="", rt_budget_s=None, away=()) -> tuple[str, str] | None:
     """(field, sentence) for the first invalid field, else None."""
     realtime = policy in ("fifo", "rr")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -121,6 +129,13 @@ def _problem(name, cpus=None, nice=None, policy=None, rt_priority=0, torch_threa
         return "rt_priority", "rt_priority is only valid with policy fifo or rr (use 0 or leave it out)"
     if torch_threads is not None and (not _is_int(torch_threads) or torch_threads < 1):
         return "torch_threads", f"torch_threads must be a positive integer, got {torch_threads!r}"
+    if rt_budget_s is not None:
+        if isinstance(rt_budget_s, bool) or not isinstance(rt_budget_s, (int, float)) or not 0 < rt_budget_s <= 3600:
+            return "rt_budget_s", f"rt_budget_s must be a number of seconds in (0, 3600], got {rt_budget_s!r}"
+        if not realtime:
+            return "rt_budget_s", "rt_budget_s is only valid with policy fifo or rr"
+    if not isinstance(away, (list, tuple)) or any(a not in AWAY_KINDS for a in away):
+        return "away", f"away must be a list of {', '.join(repr(k) for k in AWAY_KINDS)}, got {away!r}"
     if not isinstance(description, str):
         return "description", "description must be a string"
     return None
