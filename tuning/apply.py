@@ -58,9 +58,9 @@ from .rtbudget import RtBudget, RtGrant
 # RT throttling (sched_rt_runtime_us) still keeps 5% of each CPU for everyone else meanwhile. A
 # SIGXCPU from RLIMIT_CPU (unset unless the operator sets it) is treated the same while this is
 # installed: logged, not fatal, until RLIMIT_CPU's hard limit.
-# The soft limit is RTTIME_SOFT_US between requests; inside one (`rt_request`) it is the request's
-# budget, sized from its expected duration, and the synthesis thread's count restarts at 0
-# (tuning/rtbudget.py says why a fixed limit demoted legitimate requests).
+# The soft limit is RTTIME_SOFT_US when real-time is switched on; each request (`rt_request`) sets
+# it to that request's budget, sized from its expected duration, and restarts the synthesis
+# thread's count at 0 (tuning/rtbudget.py says why a fixed limit demoted legitimate requests).
 RTTIME_SOFT_US = 2_000_000
 RT_RESTART_SLEEP_S = 50e-6  # one real-time sleep: the kernel zeroes the thread's count on its wake-up
 
@@ -182,6 +182,8 @@ class Tuner:
             self._target = replace(self._resolve(preset), cpus=b.cpus, nice=b.nice, policy=b.policy,
                                    rt_priority=b.rt_priority, reset_on_fork=b.reset_on_fork)
             self._apply_away(preset, self._target)  # machine-wide: apply_launch's tuner put them back
+            if self._target.policy in RT_POLICIES and self.allow_realtime:
+                self._arm_rttime()  # the net and per-request budgets for a real-time launch too
 
     def apply(self, name: str) -> Preset:
         """Apply a preset service-wide to every thread (except aux threads), all-or-nothing."""
@@ -233,7 +235,10 @@ class Tuner:
         limit becomes this request's budget (tuning/rtbudget.py), back to RTTIME_SOFT_US after.
         Yields an RtGrant; its `demoted` says whether SIGXCPU demoted us meanwhile. A request
         that completes undemoted is observed (its wall time sizes the next budgets), whatever
-        the preset: `units` is its length in characters."""
+        the preset: `units` is its length in characters. The limit stays at the budget after
+        the request: lowering it while a thread that computed through the request is still
+        real-time and running (this one, or a torch worker still spinning) would demote it at
+        once (measured: a 10.5 s request demoted right after it ended, against a 2 s floor)."""
         with self._lock:
             armed = self._is_self and self._rttime_saved is not None and self._target.policy in RT_POLICIES
             if armed:
@@ -255,8 +260,6 @@ class Tuner:
                 grant.demoted = self.demotions > before
                 if ok and not grant.demoted:
                     self.budget.observe(wall, units)
-                if armed and self._rttime_saved is not None:  # still real-time: the net between requests
-                    self._set_soft_us(self._rttime_soft_us)
 
     def place_aux_thread(self) -> dict:
         """Place the *calling* thread (tracing/analysis worker) so it does not compete with

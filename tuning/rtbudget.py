@@ -21,7 +21,9 @@ at 0; `Tuner.rt_request`), and the soft limit becomes the request's budget:
 
 Wall time bounds every thread's CPU time in the request, so the budget never demotes a request
 that runs like the ones before it (up to FACTOR times slower), and a runaway (a loop that never
-returns) is demoted within one budget. Between requests the limit is FLOOR_S again. RT throttling
+returns) is demoted within one budget. The limit stays at the last budget between requests:
+lowering it while a thread that computed through the request is still real-time and running
+would demote it at once; idle threads sleep, and their counts restart. RT throttling
 (sched_rt_runtime_us) stays the system-wide net meanwhile: 5% of each CPU for everyone else.
 A request that was demoted is not observed (its wall time is what the runaway made it).
 """
