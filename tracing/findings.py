@@ -41,11 +41,13 @@ GPU_STARVED = "gpu_starved"            # the GPU sat idle waiting for the host (
 GPU_SYNC_SPIN = "gpu_sync_spin"        # a thread spun on-CPU inside a CUDA synchronize
 GPU_LAUNCH_BOUND = "gpu_launch_bound"  # a stage's kernels are too short to keep the GPU busy
 FIRST_SOUND = "first_sound_delay"     # a named task / reclaim / I/O held up the first audio segment
+NICE_INERT = "nice_inert"              # a nice boost in force that autogroup makes void against other sessions
+RT_DEMOTED = "rt_demoted"              # RLIMIT_RTTIME demoted our real-time threads during the request
 HEALTHY = "healthy"                    # nothing above stood out
 
 KINDS = (CPU_CONTENTION, SELF_CONTENTION, RUNQUEUE_WAIT, IDLE_WAKEUP, MEMORY_PRESSURE, WRITEBACK, IO_WAIT, IRQ,
          MIGRATIONS, RT_THROTTLING, LOST_EVENTS, DEGRADED_MODE, KERNEL_LATENCY, INFERRED_SWITCHES, MISSING_EVENTS,
-         GPU_STARVED, GPU_SYNC_SPIN, GPU_LAUNCH_BOUND, FIRST_SOUND, HEALTHY)
+         GPU_STARVED, GPU_SYNC_SPIN, GPU_LAUNCH_BOUND, FIRST_SOUND, NICE_INERT, RT_DEMOTED, HEALTHY)
 
 SEVERITY_ORDER = {"crit": 0, "warn": 1, "info": 2}
 
@@ -857,7 +859,64 @@ def _rule_gpu_launch_bound(bd: dict, ctx: dict) -> list[dict]:
     return out
 
 
+def _outside_blockers(bd: dict) -> list[dict]:
+    """Blockers that are not our own threads (other processes and kernel threads), largest first."""
+    ours = _our_tids(bd)
+    return sorted((b for b in _blockers(bd) if b.get("pid") not in ours and b.get("pid") != 0
+                   and _num(b, "time_s") >= MIN_BLOCKER_S), key=lambda b: -_num(b, "time_s"))
+
+
+def _rule_nice_inert(bd: dict, ctx: dict) -> list[dict]:
+    """A nice boost (nice < 0) in force while the kernel's autogroup puts the service in a session
+    group it does not own: CFS shares CPU time between groups first, so against another session's
+    tasks the boost is void (tuning/apply.py `_set_autogroup`). The preset read-back carries
+    `nice`, `autogroup_nice` (None: autogroup off) and `autogroup_owned`. warn when other tasks
+    held our CPU in this request (the boost was needed and did nothing), else info."""
+    p = ctx.get("preset") if isinstance(ctx.get("preset"), dict) else {}
+    nice = p.get("nice")
+    if not isinstance(nice, int) or isinstance(nice, bool) or nice >= 0:
+        return []
+    if p.get("autogroup_nice") is None or p.get("autogroup_owned") is not False:
+        return []
+    wall = _wall(bd)
+    held = _outside_blockers(bd)
+    held_s = sum(_num(b, "time_s") for b in held)
+    sev = "warn" if wall > 0 and held_s / wall >= CONTENTION_WARN_SHARE else "info"
+    who = (f"; meanwhile {_blocker_name(held[0])} and others held our CPU for {_ms(held_s)} "
+           f"({_pct(held_s / wall)} of the request)") if held and wall > 0 else ""
+    msg = (f"Nice cannot act: preset {_preset_name(ctx) or '?'} runs the synthesis at nice {nice}, but autogroup is on "
+           f"and {_proc_name(bd)} sits in the launching shell's session group (group nice "
+           f"{p.get('autogroup_nice')}), so its nice only orders it among that session's tasks and it gets no "
+           f"more than an equal group share against other sessions{who}. Run the service as its own session "
+           f"(a systemd service, or `setsid ./start_app.sh`) so presets set the group's nice too, or use a "
+           f"`pinned` or `realtime` preset.")
+    return [_f(NICE_INERT, sev, msg, {"nice": nice, "autogroup_nice": p.get("autogroup_nice"),
+                                      "autogroup_owned": False, "outside_blockers_s": held_s, "wall_s": wall})]
+
+
+def _rule_rt_demoted(bd: dict, ctx: dict) -> list[dict]:
+    """RLIMIT_RTTIME fired during the request (the read-back's `rt_demoted`, set per request by
+    the tuner's rt_request): every real-time thread ran the rest of it as SCHED_OTHER."""
+    p = ctx.get("preset") if isinstance(ctx.get("preset"), dict) else {}
+    if p.get("rt_demoted") is not True:
+        return []
+    budget = p.get("rt_budget_s")
+    source = p.get("rt_budget_source")
+    wall = _wall(bd)
+    why = {"observed": "sized from the recent requests' times (3x the expected)",
+           "unknown": "the budget for a first request, before any was observed",
+           "preset": "the preset's rt_budget_s"}.get(source, "its budget")
+    spent = f"{_ms(float(budget))} ({why})" if isinstance(budget, (int, float)) else why
+    msg = (f"Real-time lost mid-request: a real-time thread of {_proc_name(bd)} computed {spent} without "
+           f"blocking, so RLIMIT_RTTIME demoted every thread to SCHED_OTHER and the rest of this "
+           f"{_ms(wall) if wall else ''} request competed like a normal task. If the engine legitimately computes "
+           f"that long, set `rt_budget_s` in the preset above this request's time; if it should not, a thread "
+           f"is spinning (see its on-CPU time). The next request goes real-time again.")
+    return [_f(RT_DEMOTED, "crit", msg, {"preset": _preset_name(ctx), "rt_budget_s": budget,
+                                         "rt_budget_source": source, "wall_s": wall})]
+
+
 _RULES = (_rule_missing_events, _rule_contention, _rule_self_contention, _rule_runqueue, _rule_idle_wakeup,
           _rule_memory, _rule_writeback, _rule_io, _rule_irq, _rule_migrations, _rule_rt, _rule_lost, _rule_degraded,
           _rule_kernel_latency, _rule_inferred, _rule_gpu_starved, _rule_gpu_sync_spin, _rule_gpu_launch_bound,
-          _rule_first_sound)
+          _rule_first_sound, _rule_rt_demoted, _rule_nice_inert)
