@@ -1,4 +1,4 @@
-"""`python -m app <command>`: the commands that run requests (snapshot) and compare runs (diff).
+"""`python -m app <command>`: the commands that run requests (snapshot, advise) and compare runs (diff).
 `python -m tracing doctor` stays with the tracing room: it only reads tracefs."""
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="Pressure snapshots of the launcher.")
     sub = p.add_subparsers(dest="command", required=True)
+    from app.advisor import register_cli as advise_cli
     from app.snapshot_runs import register_cli
     register_cli(sub)
+    advise_cli(sub)
     return p
 
 

@@ -6,7 +6,7 @@ from tuning.presets import PresetError, Preset, load_presets, parse_cpu_list, re
 
 def test_shipped_defaults():
     p = load_presets()
-    assert list(p) == ["default", "pinned", "priority", "pinned-priority", "realtime", "background"]
+    assert list(p) == ["default", "pinned", "priority", "pinned-priority", "realtime", "background", "isolated"]
     assert p.allowed == list(p)
     d = p["default"]
     assert (d.cpus, d.nice, d.policy, d.rt_priority, d.torch_threads) == (None, None, None, 0, None)
@@ -15,6 +15,8 @@ def test_shipped_defaults():
     assert (p["pinned-priority"].cpus, p["pinned-priority"].nice) == ("last:1", -10)
     assert (p["realtime"].policy, p["realtime"].rt_priority) == ("fifo", 10)
     assert (p["background"].nice, p["background"].policy) == (10, "batch")
+    iso = p["isolated"]
+    assert (iso.cpus, iso.nice, iso.policy, iso.away) == ("last:1", -10, None, ("irqs", "workqueues", "kthreads"))
     assert all(x.description for x in p.values())
 
 

@@ -3,8 +3,8 @@
 without blocking (pbkdf2 in C with the GIL released, like a torch kernel), in a child process so a
 failure kills the child, not pytest; and through the real server under a real stress-ng.
 
-The RT tests spin a CPU at SCHED_FIFO for seconds and start stress-ng: marker `rt_budget`
-(run with `-m rt_budget`). The budget arithmetic is pure and cheap: unmarked."""
+The RT tests spin a CPU at SCHED_FIFO for seconds and start stress-ng: marker `presets_live`
+(run with `-m presets_live`). The budget arithmetic is pure and cheap: unmarked."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,6 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_N
 rt_throttled = pytest.mark.skipif(
     Path("/proc/sys/kernel/sched_rt_runtime_us").read_text().strip() == "-1",
     reason="RT throttling is off: a spinning FIFO thread could own a CPU")
-heavy = [pytest.mark.presets_live, needs_root, rt_throttled]
 
 
 # -- the budget arithmetic (pure) -------------------------------------------------------------

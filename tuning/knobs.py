@@ -163,6 +163,9 @@ class Housekeeping:
             self.kinds, self.cpus = kinds, cpus
             self.left = {k: "no CPU is left outside the synthesis CPUs" for k in sorted(kinds)}
             return
+        if os.geteuid() != 0:  # IRQs and workqueues need CAP_SYS_ADMIN; nothing is moved half-way
+            raise KnobError(errno.EPERM, "moving IRQs, workqueues and kernel threads off the synthesis CPUs "
+                                         "needs root")
         knobs, self.left = discover(kinds)
         try:
             for knob in knobs:

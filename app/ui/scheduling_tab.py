@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from app.access import SWITCHING
+from app.ui import advisor_panel
 from app.ui.common import KEEP, KERNEL_MD, SCOPES, SERVICE_QUEUE, check_preset, preset_line, require_operator, user_error
+from tracing.mdsafe import md_text
 from tuning.apply import TuningError
 
 THREAD_HEADERS = ["tid", "thread", "role", "CPUs", "nice", "policy", "rt prio"]
@@ -34,8 +36,26 @@ def scheduling_state(ctx):
             "inside it — run under systemd or `setsid` for nice presets to count)")
     md = (f"**In force:** `{rb.get('preset')}` · {preset_line(rb)} · torch threads: "
           f"{rb.get('torch_threads', '?')} intra-op / {rb.get('torch_interop_threads', '?')} inter-op"
-          + autogroup + ("" if rb.get("matches", True) else " · **read-back differs from the preset**"))
+          + autogroup + ("" if rb.get("matches", True) else " · **read-back differs from the preset**")
+          + away_line(rb.get("away") or {}) + rt_line(rb))
     return md, rows, rb
+
+
+def away_line(away: dict) -> str:
+    """What a preset's `away` moved machine-wide, and what stayed with why (tuning/knobs.py)."""
+    if not away.get("kinds"):
+        return ""
+    moved = "; ".join(f"{k}: {', '.join(md_text(x) for x in v)}" for k, v in away.get("moved", {}).items()) or "nothing"
+    left = "; ".join(md_text(w) for w in away.get("left", {}).values())
+    return (f"  \n**Moved off the synthesis CPUs** (to CPU {away.get('cpus') or 'none'}): {moved}"
+            + (f"  \n**Left in place:** {left}" if left else ""))
+
+
+def rt_line(rb: dict) -> str:
+    if rb.get("policy") not in ("fifo", "rr") or not rb.get("rlimit_rttime_us"):
+        return ""
+    return (f" · RLIMIT_RTTIME {rb['rlimit_rttime_us'] / 1e6:g} s (per-request budget)"
+            + (" · **demoted by RLIMIT_RTTIME since real-time was applied**" if rb.get("rt_demoted") else ""))
 
 
 def build(ctx, synth: dict) -> tuple:
@@ -86,4 +106,5 @@ def build(ctx, synth: dict) -> tuple:
         once_btn.click(apply_request_only, sched_preset, [synth["preset"], synth["scope"]],
                        api_name="preset_for_next_request")
         refresh_btn.click(state, None, outputs, api_name="scheduling_state")
+        advisor_panel.build(ctx, sched_preset)  # recommends a preset from a short trial; applies nothing
     return state, outputs
