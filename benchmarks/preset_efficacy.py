@@ -94,6 +94,27 @@ def print_phase(name, info, rows, best):
             mark + p, r["p50_s"] * 1e3, r["p95_s"] * 1e3, ci[0], ci[1], r["rt_demoted"]))
 
 
+def advise(engine, tuner, presets, n) -> dict:
+    """app.advisor.trial on a Service around this engine and tuner (traced, request-scoped)."""
+    import shutil
+    import tempfile
+
+    from app.advisor import trial
+    from app.service import Service
+    from app.store import ClipStore
+    from tracing.tracefs import find_tracefs
+
+    work = tempfile.mkdtemp(prefix="itts-efficacy-advise-")
+    svc = Service(engine, tuner, ClipStore(work, max_clips=10_000, max_bytes=1 << 40), tracing_enabled=True,
+                  trace_root=find_tracefs(None))
+    try:
+        return trial(svc, presets=presets, n=n).to_dict()
+    finally:
+        svc.close()
+        shutil.rmtree(work, ignore_errors=True)
+        tuner.apply("default")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -109,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-mbps", type=int, default=400, help="kswapd/memcg kinds: page-cache streamer rate")
     ap.add_argument("--write-mbps", type=int, default=100, help="writeback kind: writer rate")
     ap.add_argument("--memcg-headroom-mb", type=int, default=256, help="memcg kind: limit = usage + this")
+    ap.add_argument("--advise-n", type=int, default=5,
+                    help="cpu kind: also run the advisor's trial (N traced requests per preset through the "
+                         "service) under the same load and compare its pick with the benchmark's (0: skip)")
     ap.add_argument("--json", default=None, help="write every sample and figure here")
     args = ap.parse_args(argv)
 
@@ -162,6 +186,8 @@ def main(argv=None) -> int:
                 took = w.ready()
                 c0 = w.counter()
                 walls, dem = measure(engine, tuner, usable, args.k, req, stages)
+                if kind == "cpu" and args.advise_n:  # the advisor under the same load, as an operator runs it
+                    result["advisor"] = advise(engine, tuner, usable, args.advise_n)
                 ev = w.counter() - c0
                 alive = w.alive()
                 info = (f"{w.describe()}; ready after {took:.1f} s; "
@@ -197,6 +223,11 @@ def main(argv=None) -> int:
               f"{'holds' if holds else 'does NOT hold'} (<= {HOLD_RATIO})")
         result["kinds"][kind] = {"info": info, "evidence": ev, "seconds": secs, "rows": rows, "best": best,
                                  "holds": holds}
+        if kind == "cpu" and result.get("advisor"):
+            a = result["advisor"]
+            print(f"advisor (the trial of `python -m app advise`, N={a['n']} traced requests per preset through "
+                  f"the service, same load): recommends {a['recommended']}: "
+                  f"{'matches' if a['recommended'] == best else 'DIFFERS from'} the benchmark's best")
         summary.append((kind, best, r95, holds, rows.get("realtime", {}).get("rt_demoted")))
     print("\n## summary: the best preset per kind (advisor's rule: lowest p95, least invasive within 5%)")
     for kind, best, r95, holds, rtd in summary:
