@@ -113,7 +113,7 @@ def trial(svc, presets: list[str] | None = None, n: int = DEFAULT_TRIAL_N, text:
     p50/p95 per preset, the blockers each left and their findings. A preset the tuner refuses is
     reported, not tried."""
     from app.snapshot_runs import run_service
-    from models.base import SynthesisRequest
+    from models.base import InputError, SynthesisRequest
     from tuning.apply import TuningError
 
     load0 = _loadavg()
@@ -124,7 +124,7 @@ def trial(svc, presets: list[str] | None = None, n: int = DEFAULT_TRIAL_N, text:
             rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=False, history=False)
             svc.store.discard(rec.id)
             tried.append(p)
-        except TuningError as e:
+        except (TuningError, InputError) as e:  # refused by the tuner, or not a preset of this service
             refused[p] = str(e)
     if not tried:
         return Advice(None, "no preset could be tried", n, refused=refused, load=[load0, _loadavg()])

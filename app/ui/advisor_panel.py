@@ -20,7 +20,8 @@ def advice_markdown(a) -> str:
         why = "; ".join(f"{md_text(p)}: {md_text(w)}" for p, w in a.refused.items()) or md_text(a.rule)
         return f"**No recommendation:** {why}"
     refused = "".join(f"  \n_{md_text(p)} not tried: {md_text(w)}_" for p, w in a.refused.items())
-    return (f"**Recommended: `{md_text(a.recommended)}`** — {md_text(a.rule)}; {a.n} requests per preset, "
+    # preset names are [A-Za-z0-9_.-] (tuning/presets.py): safe in a code span, where escapes would show
+    return (f"**Recommended: `{a.recommended}`** — {md_text(a.rule)}; {a.n} requests per preset, "
             f"load average {md_text(' → '.join(a.load))}.  \n_{md_text(a.note)}_" + refused)
 
 
