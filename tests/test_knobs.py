@@ -146,19 +146,25 @@ def test_all_cpus_leave_nothing_to_move(tmp_path, unchanged):
 def test_unprivileged_is_refused_with_nothing_moved(tmp_path, unchanged):
     if not IS_ROOT or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to run a child as nobody")
+    import tempfile
+    state = tempfile.mkdtemp(prefix="itts-knobs-root-", dir="/tmp")  # 0700, in a directory nobody can search
     child = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from tuning.apply import Tuner, TuningError
         from tuning.presets import Preset, PresetSet
+        # a state directory this user sees but may not read (root's 0700, as /run/itts-launcher is)
         t = Tuner(PresetSet({{"default": Preset("default"), "iso": Preset("iso", cpus="last:1", away=["irqs"])}}),
-                  knob_state_dir="/tmp/nonexistent-itts-knobs")
+                  knob_state_dir={state!r})
         try:
             t.apply("iso"); print("APPLIED")
         except TuningError as e:
             print("REFUSED", e)
     """)
-    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", child],
-                       capture_output=True, text=True, timeout=60, cwd="/")
+    try:
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                            child], capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        os.rmdir(state)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("REFUSED") and "needs root" in r.stdout and "Nothing was changed" in r.stdout

@@ -259,10 +259,12 @@ class Housekeeping:
 
     def restore_stale(self) -> list[str]:
         """Restore the knobs of state files whose owner is gone; returns what was restored."""
-        if not self.state_dir or not os.path.isdir(self.state_dir):
+        try:
+            names = sorted(os.listdir(self.state_dir)) if self.state_dir else []
+        except OSError:  # none yet, or not ours to read (a user who may not move knobs anyway)
             return []
         done = []
-        for name in sorted(os.listdir(self.state_dir)):
+        for name in names:
             m = re.fullmatch(r"knobs-(\d+)-(\d+|None)\.json", name)
             if not m or _start_time(int(m.group(1))) == m.group(2):
                 continue  # not ours, or its owner still runs
