@@ -49,13 +49,22 @@ def _die_with_parent():
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _spawn(argv, preexec=None) -> subprocess.Popen:
-    def pre():
-        _die_with_parent()
-        if preexec:
-            preexec()
+def _spawn(argv) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=pre)
+                            preexec_fn=_die_with_parent)
+
+
+def _spawn_helper(argv, timeout_s: float = 60.0) -> subprocess.Popen:
+    """This file's reader/writer: returns once it says it is ready (its SIGTERM clean-up is
+    installed), so even a kill -9 of ours right after is cleaned up by it (PDEATHSIG)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=_die_with_parent, text=True)
+    import select
+    ready, _, _ = select.select([p.stdout], [], [], timeout_s)
+    if not ready or p.stdout.readline().strip() != "ready":
+        _kill(p)
+        raise Unavailable(f"the workload process did not start: {' '.join(argv[2:4])}")
+    return p
 
 
 def _kill(p: subprocess.Popen | None) -> None:
@@ -249,10 +258,17 @@ class Streamer(Interference):
 
     def start(self) -> None:
         path = self._file()
-        if self.raise_wm:
+        # full speed until free memory reaches the watermarks, then the set rate. The streamer
+        # removes its file, and puts the watermark setting back, when it is stopped: also when we
+        # die first (PDEATHSIG), so a benchmark killed with -9 leaves neither behind. It is ready
+        # (its clean-up installed) before the watermarks are raised.
+        back = []
+        if self.raise_wm and os.access(WSF_PATH, os.W_OK):
+            back = ["--restore-wsf", _read(WSF_PATH)]
+        self.procs = [_spawn_helper([sys.executable, HERE, "reader", path, "--mbps", str(self.mbps), "--ramp",
+                                     "--cleanup", self.dir, *back])]
+        if back:
             self._raise_watermarks()
-        # full speed until free memory reaches the watermarks, then the set rate
-        self.procs = [_spawn([sys.executable, HERE, "reader", path, "--mbps", str(self.mbps), "--ramp"])]
 
     def ready(self, timeout_s: float = 240.0) -> float:  # the ramp (see the class docstring)
         return super().ready(timeout_s)
@@ -334,7 +350,8 @@ class Memcg(Streamer):
         _write(f"{cg}/memory.max" if self.v2 else f"{cg}/memory.limit_in_bytes", str(usage + self.headroom))
         path = self._file()
         # forked from this process: born in the cgroup
-        self.procs = [_spawn([sys.executable, HERE, "reader", path, "--mbps", str(self.mbps)])]
+        self.procs = [_spawn_helper([sys.executable, HERE, "reader", path, "--mbps", str(self.mbps),
+                                     "--cleanup", self.dir, "--cgroup", cg, "--cgroup-home", self.home])]
 
     def stop(self) -> None:
         super().stop()  # the streamer first: its cache is what the limit holds
@@ -367,8 +384,9 @@ class Writer(Interference):
 
     def start(self) -> None:
         self.dir = disk_dir(self.base)
-        self.procs = [_spawn([sys.executable, HERE, "writer", os.path.join(self.dir, "dirty"),
-                              "--mbps", str(self.mbps), "--fsync-mb", str(self.fsync_mb)])]
+        self.procs = [_spawn_helper([sys.executable, HERE, "writer", os.path.join(self.dir, "dirty"),
+                                     "--mbps", str(self.mbps), "--fsync-mb", str(self.fsync_mb),
+                                     "--cleanup", self.dir])]
 
     def stop(self) -> None:
         super().stop()
@@ -479,9 +497,33 @@ def _mem_free() -> int:
     return 0
 
 
-def reader(path: str, mbps: float, ramp: bool) -> None:
+def _clean_up_on_term(path: str, cleanup: str | None, restore_wsf: str | None,
+                      cgroup: str | None = None, home: str | None = None) -> None:
+    """On SIGTERM (stop(), or the benchmark's death through PDEATHSIG): the watermark setting back,
+    the file's page cache dropped, its directory removed, this process out of the benchmark's
+    cgroup and the cgroup removed (it is empty once the benchmark is dead); then say ready."""
+    def term(*_):
+        if restore_wsf is not None:
+            _write(WSF_PATH, restore_wsf)
+        _drop_cache(path)
+        if cleanup:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        if cgroup and home:
+            try:
+                _write(f"{home}/cgroup.procs", str(os.getpid()))
+                os.rmdir(cgroup)  # fails while the benchmark is in it: stop() removes it then
+            except OSError:
+                pass
+        os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+    print("ready", flush=True)
+
+
+def reader(path: str, mbps: float, ramp: bool, cleanup: str | None = None, restore_wsf: str | None = None,
+           cgroup: str | None = None, home: str | None = None) -> None:
     """Read `path` front to back in 1 MB chunks, forever (new pages each time: the file is larger
     than memory). --ramp: no rate limit until free memory is down to twice the low watermark."""
+    _clean_up_on_term(path, cleanup, restore_wsf, cgroup, home)
     buf = bytearray(CHUNK)
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
@@ -497,8 +539,9 @@ def reader(path: str, mbps: float, ramp: bool) -> None:
         off = (off + CHUNK) % size
 
 
-def writer(path: str, mbps: float, fsync_mb: int, size_mb: int = 256) -> None:
+def writer(path: str, mbps: float, fsync_mb: int, cleanup: str | None = None, size_mb: int = 256) -> None:
     """Overwrite a size_mb file in 1 MB writes at mbps, fsync every fsync_mb MB, forever."""
+    _clean_up_on_term(path, cleanup, None)
     buf = os.urandom(CHUNK)  # not zeros: nothing on the way may skip them
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     n = 0
@@ -516,15 +559,20 @@ def main(argv=None) -> int:
     r.add_argument("path")
     r.add_argument("--mbps", type=float, default=400)
     r.add_argument("--ramp", action="store_true")
+    r.add_argument("--restore-wsf", default=None)
+    r.add_argument("--cleanup", default=None)
+    r.add_argument("--cgroup", default=None)
+    r.add_argument("--cgroup-home", default=None)
     w = sub.add_parser("writer")
     w.add_argument("path")
     w.add_argument("--mbps", type=float, default=100)
     w.add_argument("--fsync-mb", type=int, default=16)
+    w.add_argument("--cleanup", default=None)
     a = ap.parse_args(argv)
     if a.cmd == "reader":
-        reader(a.path, a.mbps, a.ramp)
+        reader(a.path, a.mbps, a.ramp, a.cleanup, a.restore_wsf, a.cgroup, a.cgroup_home)
     else:
-        writer(a.path, a.mbps, a.fsync_mb)
+        writer(a.path, a.mbps, a.fsync_mb, a.cleanup)
     return 0
 
 

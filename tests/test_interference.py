@@ -60,3 +60,35 @@ def test_disk_dir_is_never_tmpfs(tmp_path):
         assert I._fs_type(d) != I.TMPFS_MAGIC
     finally:
         os.rmdir(d)
+
+
+@pytest.mark.parametrize("kind", ["kswapd", "memcg", "writeback"])
+def test_a_killed_benchmark_leaves_nothing_behind(kind):
+    """kill -9 of the process running a workload: its helper (PDEATHSIG) puts the watermark setting
+    back, removes its file and its cgroup."""
+    import signal
+    import subprocess
+    import sys
+    wsf = open(I.WSF_PATH).read()
+    child = ("import sys, time, json; sys.path.insert(0, %r)\n"
+             "from benchmarks import interference as I\n"
+             "w = I.make(%r, write_mbps=20, mbps=50); w.start()\n"
+             "print(json.dumps([getattr(w, 'wsf_set', None), w.dir, getattr(w, 'cg', None)]), flush=True)\n"
+             "time.sleep(60)\n") % (os.path.dirname(os.path.dirname(I.HERE)), kind)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        import json
+        raised, d, cg = json.loads(p.stdout.readline())
+        assert os.path.isdir(d) and (cg is None or os.path.isdir(cg))
+        if raised is not None:
+            assert int(open(I.WSF_PATH).read()) == raised
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (os.path.exists(d) or (cg and os.path.exists(cg))
+                                           or open(I.WSF_PATH).read() != wsf):
+        time.sleep(0.1)
+    assert open(I.WSF_PATH).read() == wsf
+    assert not os.path.exists(d), "the workload's files outlived the benchmark"
+    assert not (cg and os.path.exists(cg)), "the cgroup outlived the benchmark"

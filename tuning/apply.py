@@ -232,8 +232,7 @@ class Tuner:
     def rt_request(self, units: int = 1):
         """Wrap one synthesis (on the thread that runs it). When a real-time preset is in force:
         the calling thread's RLIMIT_RTTIME count restarts at 0 (one real-time sleep) and the soft
-        limit becomes this request's budget (tuning/rtbudget.py), back to RTTIME_SOFT_US after.
-        Yields an RtGrant; its `demoted` says whether SIGXCPU demoted us meanwhile. A request
+        limit becomes this request's budget (tuning/rtbudget.py). Yields an RtGrant; its `demoted` says whether SIGXCPU demoted us meanwhile. A request
         that completes undemoted is observed (its wall time sizes the next budgets), whatever
         the preset: `units` is its length in characters. The limit stays at the budget after
         the request: lowering it while a thread that computed through the request is still
@@ -247,7 +246,7 @@ class Tuner:
             else:
                 grant = RtGrant()
             before = self.demotions
-        if armed and os.sched_getscheduler(0) & ~kernel.RESET_ON_FORK in RT_POLICIES:
+        if armed and (os.sched_getscheduler(0) & ~kernel.RESET_ON_FORK) in RT_POLICIES:
             time.sleep(RT_RESTART_SLEEP_S)
         t0 = time.monotonic()
         ok = False
