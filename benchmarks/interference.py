@@ -128,9 +128,12 @@ def _fs_type(path: str) -> int | None:
 
 
 class Interference:
-    """One kind: start(), ready() (waits for its evidence), evidence(), stop(); a context manager."""
+    """One kind: start(), ready() (waits until its evidence counter moves), counter(), alive(),
+    stop(); a context manager."""
 
     name = ""
+    counted = True      # False: no counter applies (the cpu hogs are their own evidence)
+    evidence_name = ""  # what counter() reads, for the report
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -156,9 +159,6 @@ class Interference:
                 return time.monotonic() - t0
             time.sleep(0.2)
         raise Unavailable(f"{self.name}: no evidence after {timeout_s:.0f} s ({self.evidence_name} did not move)")
-
-    counted = True
-    evidence_name = ""
 
     def stop(self) -> None:
         for p in self._procs():
