@@ -96,8 +96,10 @@ def candidates(tuner) -> tuple[list[str], dict[str, str]]:
     by design (nice > 0, batch/idle), nor real-time ones on a service without --allow-realtime."""
     out, skipped = [], {}
     for name in tuner.allowed:
-        p = tuner.presets[name]
-        if (p.nice or 0) > 0 or p.policy in ("batch", "idle"):
+        p = tuner.presets.get(name)
+        if p is None:  # a computed preset not available here (gpu-local without a GPU)
+            skipped[name] = "not available on this machine"
+        elif (p.nice or 0) > 0 or p.policy in ("batch", "idle"):
             skipped[name] = "yields to other work by design"
         elif p.realtime and not tuner.allow_realtime:
             skipped[name] = "real-time: the service runs without --allow-realtime"
