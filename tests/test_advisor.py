@@ -48,7 +48,11 @@ def test_candidates_skip_what_yields_by_design_and_unallowed_realtime():
     names, skipped = candidates(Tuner(load_presets(), knob_state_dir=None))
     assert "background" in skipped and "realtime" in skipped and "realtime" not in names
     assert names[0] == "default" and "pinned" in names
-    names, _ = candidates(Tuner(load_presets(), allow_realtime=True, knob_state_dir=None))
+    t = Tuner(load_presets(), allow_realtime=True, knob_state_dir=None)  # installs the SIGXCPU net...
+    try:
+        names, _ = candidates(t)
+    finally:
+        t.close()  # ...which the process must get back (other tests install their own)
     assert "realtime" in names
 
 
