@@ -156,31 +156,34 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     # switch-in of ours); computed on the decoded table, the inserted rows' added after inference
     cur_ours = _member(events.tid, ours_arr)
     is_wk = (events.kind >= P.K_WAKING) & (events.kind <= P.K_MIGRATE)  # waking, wakeup(_new), migrate
-    a_ours = _member(events.a, ours_arr) & (is_wk | (events.kind == P.K_SWITCH))
+    is_sw = events.kind == P.K_SWITCH
+    a_ours = _member(events.a, ours_arr) & (is_wk | is_sw)
     ev, inf = _infer_switches(events, ours_arr, by_cpu, woken=np.flatnonzero(a_ours & is_wk))
-    if len(inf.row):
-        at = inf.row - np.arange(len(inf.row))  # where they went in, in the decoded table's rows
-        cur_ours = np.insert(cur_ours, at, _member(inf.x, ours_arr))
-        a_ours = np.insert(a_ours, at, _member(inf.y, ours_arr))
-    kind, tid_c, tgid_c = ev.kind, ev.tid, ev.tgid
+    del is_wk
 
     # Select what the per-thread state machine must see; the rest (other tasks' wakeups, switches
     # not involving us) is only needed for blockers, which are computed per CPU afterwards.
-    is_sw = kind == P.K_SWITCH
     # Any event with our thread current is kept: it proves the thread was on that CPU then.
-    sel = cur_ours | a_ours | ((kind == P.K_MARKER) & (tgid_c == pid))
-    sel &= (ev.ts >= start_ts) & (ev.ts <= end_ts)
-    idx = np.flatnonzero(sel)
+    sel = cur_ours | a_ours | ((events.kind == P.K_MARKER) & (events.tgid == pid))
+    sel &= (events.ts >= start_ts) & (events.ts <= end_ts)
+    ins_cur, ins_a = _member(inf.x, ours_arr), _member(inf.y, ours_arr)
+    idx = ev.rows(np.flatnonzero(sel), (ins_cur | ins_a) & (inf.point >= start_ts) & (inf.point <= end_ts))
+    del sel
+    loc = ev.locate(idx)
+    cur_in, a_in = ev.take(cur_ours, ins_cur, loc), ev.take(a_ours, ins_a, loc)
+    kind_idx = ev.col("kind", loc=loc)
+    del cur_ours, a_ours, loc
 
     # Per-CPU first event time: before it nothing is known about that CPU (overruns eat the start).
     # (Inserted switches never come first on their CPU: the first rows are the original ones.)
-    cpu_c = ev.cpu
     first_on_cpu: dict[int, float] = {}
     if n:
         order, _, starts = by_cpu
         first_i = order[starts]
         first_on_cpu = {int(cc): max(float(t_), start_ts)
                         for cc, t_ in zip(events.cpu[first_i].tolist(), events.ts[first_i].tolist())}
+        del order, starts
+    del by_cpu
 
     irq_iv: list[tuple] = []  # (tid, start, end, is_soft)
     reclaim_iv: list[tuple] = []
@@ -210,29 +213,31 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     def last_evidence(t, cpu, row, since):
         """Time of the last event before `row` showing `t` current on `cpu` (or switching to it)."""
         if (t, cpu) not in ev_rows:
-            ev_rows[(t, cpu)] = np.flatnonzero(((tid_c == t) | (is_sw & (ev.a == t))) & (cpu_c == cpu))
+            dec = np.flatnonzero(((events.tid == t) | (is_sw & (events.a == t))) & (events.cpu == cpu))
+            ev_rows[(t, cpu)] = ev.rows(dec, ((inf.x == t) | (inf.y == t)) & (ev.ins.get("cpu", inf.x) == cpu))
         r = ev_rows[(t, cpu)]
         j = np.searchsorted(r, row) - 1
-        return max(float(ev.ts[r[j]]), since) if j >= 0 else since
+        return max(float(ev.value("ts", r[j])), since) if j >= 0 else since
 
     def running_since(row, cpu, tid):
         """Start of the stretch in which `tid` is the current task at `row` without a switch
         to it in the window: after the CPU's last earlier event with another current task,
         else from the CPU's first event (or the window start)."""
         if cpu not in cpu_rows:
-            cpu_rows[cpu] = np.flatnonzero(cpu_c == cpu)
+            cpu_rows[cpu] = ev.rows(np.flatnonzero(events.cpu == cpu), ev.ins.get("cpu", inf.x) == cpu)
         rows = cpu_rows[cpu]
         hi, step = int(np.searchsorted(rows, row)), 64
         while hi > 0:  # backwards, in growing chunks: the answer is usually a few rows back
             seg = rows[max(0, hi - step):hi]
-            other = seg[tid_c[seg] != tid]
+            other = seg[ev.col("tid", seg) != tid]
             if len(other):
-                return max(float(ev.ts[other[-1]]), start_ts)
+                return max(float(ev.value("ts", other[-1])), start_ts)
             hi, step = hi - len(seg), step * 8
         return first_on_cpu.get(cpu, start_ts)
 
-    tm = _thread_machine(ev, inf, np.sort(ours_arr), idx, cur_ours[idx], a_ours[idx], first_on_cpu, start_ts,
+    tm = _thread_machine(ev, inf, np.sort(ours_arr), idx, cur_in, a_in, kind_idx, first_on_cpu, start_ts,
                          end_ts, running_since, last_evidence)
+    del cur_in, a_in
     for t, dt in tm.inferred:
         n_inf[t] = n_inf.get(t, 0) + 1
         unc[t] = unc.get(t, 0.0) + dt
@@ -244,9 +249,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         cnt[t] = c3
 
     # IRQ, softirq, reclaim and marker events are few: their own pass, in time order.
-    rest = idx[(kind[idx] >= P.K_IRQ_ENTRY) & (kind[idx] != P.K_KSWAPD_WAKE)]
-    for i, ts, cpu, k, cur in zip(rest.tolist(), ev.ts[rest].tolist(), cpu_c[rest].tolist(), kind[rest].tolist(),
-                                  tid_c[rest].tolist()):
+    rest = idx[(kind_idx >= P.K_IRQ_ENTRY) & (kind_idx != P.K_KSWAPD_WAKE)]
+    loc = ev.locate(rest)
+    for i, ts, cpu, k, cur in zip(rest.tolist(), *(ev.col(c_, loc=loc).tolist() for c_ in ("ts", "cpu", "kind", "tid"))):
         if k == P.K_IRQ_ENTRY:
             irq_open[cpu] = (cur, ts)
         elif k == P.K_IRQ_EXIT:
@@ -304,7 +309,7 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     # A runnable stretch crossed by an inferred gap between other tasks: the thread may have run
     # there unseen (and even gone to sleep), so from the gap on to the stretch's end (its next
     # event) its state is uncertain. (The gap after its own inferred switch-out is counted above.)
-    crossed = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.tid[pieces.row] != seg_tid[pieces.si]))
+    crossed = np.flatnonzero((pieces.pid == UNKNOWN) & (ev.col("tid", pieces.row) != seg_tid[pieces.si]))
     if len(crossed):
         first = np.full(len(seg_tid), np.inf)  # an UNKNOWN piece starts at its gap (or its segment)
         start = np.maximum(seg_a[pieces.si[crossed]], inf.gap_start[np.searchsorted(inf.row, pieces.row[crossed])])
@@ -478,17 +483,19 @@ def _before(after: np.ndarray, first: np.ndarray, default) -> np.ndarray:
     return out
 
 
-def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, start_ts, end_ts,
+def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind_in, first_on_cpu, start_ts, end_ts,
                     running_since, last_evidence) -> _Machine:
     """The per-thread walk over the selected rows `idx` (cur_in / a_in: the current task / the
-    event's pid is ours there), vectorised (see above). ours: our tids, sorted."""
+    event's pid is ours there; kind_in: the event kind), vectorised (see above). ours: our tids, sorted."""
     # items in walk order (by row; in a row the current task's item before the named pid's)
     exists = np.stack((cur_in, a_in), axis=1).ravel()
     row = np.repeat(idx, 2)[exists]
     named = np.tile(np.array([False, True]), len(idx))[exists]
-    k = np.repeat(ev.kind[idx].astype(np.int8), 2)[exists]
+    k = np.repeat(kind_in.astype(np.int8), 2)[exists]
     key = np.arange(len(row))  # walk order
-    thr = np.where(named, ev.a[row], ev.tid[row])
+    loc = ev.locate(row)
+    thr = np.where(named, ev.col("a", loc=loc), ev.col("tid", loc=loc))
+    del loc
     sw = k == P.K_SWITCH
     typ = np.where(named, np.where(sw, _IN, np.where(k == P.K_MIGRATE, _MIG, _WAKE)),
                    np.where(sw, _OUT, _E1)).astype(np.int8)
@@ -497,7 +504,7 @@ def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, 
     if len(ti) and ti[0] != ti[-1] or (ti != ti[:1]).any():  # several threads: walk order within each
         o = np.argsort(ti.astype(np.int16) if len(ours) < 1 << 15 else ti, kind="stable")
         row, k, thr, typ, key, ti = row[o], k[o], thr[o], typ[o], key[o], ti[o]
-    cpu = ev.cpu[row]
+    cpu = ev.col("cpu", row)
     first = np.ones(len(row), dtype=bool)
     first[1:] = thr[1:] != thr[:-1]
     # Showing the thread current on the CPU its previous item switched it in on, or showed it
@@ -509,7 +516,9 @@ def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, 
         kept = np.flatnonzero(~stay)
         row, k, thr, typ, key, ti, cpu, first = (x[kept] for x in (row, k, thr, typ, key, ti, cpu, first))
     m = len(row)
-    ts, b, c = ev.ts[row], ev.b[row], ev.c[row]
+    loc = ev.locate(row)
+    ts, b, c = (ev.col(name, loc=loc) for name in ("ts", "b", "c"))
+    del loc
     starts = np.flatnonzero(first)
     tstart = np.repeat(starts, np.diff(np.append(starts, m)))
     is_e1, is_out, is_in, is_wake, is_mig = (typ == _E1), (typ == _OUT), (typ == _IN), (typ == _WAKE), (typ == _MIG)
@@ -614,7 +623,7 @@ def _thread_machine(ev, inf, ours: np.ndarray, idx, cur_in, a_in, first_on_cpu, 
     preempt: dict[int, int] = {}
     preempt_row: dict[int, int] = {}
     if len(pre):
-        u, fi, cnt_ = np.unique(ev.a[row[pre]], return_index=True, return_counts=True)
+        u, fi, cnt_ = np.unique(ev.col("a", row[pre]), return_index=True, return_counts=True)
         for j in np.argsort(fi, kind="stable").tolist():
             preempt[int(u[j])] = int(cnt_[j])
             preempt_row[int(u[j])] = int(row[pre[fi[j]]])
@@ -662,21 +671,21 @@ def _by_cpu(ev: P.Events):
     return order, cs, starts
 
 
-def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None) -> "tuple[P.Events, _Inferred]":
+def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None) -> "tuple[_Table, _Inferred]":
     """The events with a switch row inserted wherever a CPU's current task changes without one
-    (see "Missing switches" in the module docstring). Vectorised: one stable sort by CPU (radix,
-    or by_cpu: _by_cpu(ev) when the caller has it), one comparison of neighbours; the table is
-    copied only when something is missing. woken: the rows of wakeups and migrations of our
+    (see "Missing switches" in the module docstring), as a _Table (the decoded columns are not
+    copied). Vectorised: one stable sort by CPU (radix, or by_cpu: _by_cpu(ev) when the caller
+    has it), one comparison of neighbours. woken: the rows of wakeups and migrations of our
     threads, when the caller has them."""
     n = len(ev)
     if n < 2:
-        return ev, _NO_INFERRED
+        return _Table(ev, _NO_INFERRED), _NO_INFERRED
     order, cs, _ = by_cpu or _by_cpu(ev)
     before = ev.tid[order]
     after = np.where(ev.kind[order] == P.K_SWITCH, ev.a[order], before)
     k = np.flatnonzero((cs[1:] == cs[:-1]) & (after[:-1] != before[1:]))
     if not len(k):
-        return ev, _NO_INFERRED
+        return _Table(ev, _NO_INFERRED), _NO_INFERRED
     i_row, j_row = order[k], order[k + 1]
     x, y = after[k], before[k + 1]
     point, pos = ev.ts[i_row], i_row + 1
@@ -698,27 +707,77 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None)
             point = np.where(hit, ev.ts[w_row], point)
     o = np.argsort(pos, kind="stable")
     pos, x, y, point, i_row, gap_end = pos[o], x[o], y[o], point[o], i_row[o], ev.ts[j_row[o]]
-    gap_start = ev.ts[i_row]
-    m = len(pos)
-    ins = lambda col, v: np.insert(col, pos, v)  # noqa: E731
-    rows2 = pos + np.arange(m)  # the inserted rows in the new table
+    inf = _Inferred(pos + np.arange(len(pos)), x, y, point, ev.ts[i_row], gap_end)
+    return _Table(ev, inf, {"ts": point, "cpu": ev.cpu[i_row], "kind": np.full(len(pos), P.K_SWITCH),
+                            "tid": x, "tgid": np.full(len(pos), -1), "a": y, "b": np.full(len(pos), _UNKNOWN_STATE),
+                            "c": np.full(len(pos), INFERRED)}), inf
 
-    def src(i: int) -> int:
-        """The decoded row of new row i, or -1 - j for the j-th inserted one."""
-        j = int(np.searchsorted(rows2, i))
-        return -1 - j if j < m and rows2[j] == i else i - j
-    names: dict[int, str] = {}
-    sw_cols: list = []
 
-    def comm(p_: int) -> str:
+class _Table:
+    """The decoded events with the inferred switches inserted (row r: the j-th inserted switch
+    where inf.row[j] == r, else decoded row r - (switches inserted before it)), read by rows
+    without a copy of the decoded columns: a window misses tens of switches among millions of
+    events, and a copy of its 8 columns would be most of the analysis' memory. col(name, rows)
+    reads a column at rows; locate(rows) once for several columns at the same rows."""
+
+    def __init__(self, ev: P.Events, inf: _Inferred, ins: dict | None = None):
+        self.ev, self.inf, self.ins = ev, inf, ins or {}
+        self.pos = inf.row - np.arange(len(inf.row))  # where each went in, in decoded rows
+        self._names: dict[int, str] = {}
+        self._sw: list = []
+
+    def __len__(self) -> int:
+        return len(self.ev) + len(self.inf.row)
+
+    def locate(self, rows) -> tuple:
+        """(decoded row of each of `rows`, positions in `rows` of inserted ones, which inserted)."""
+        rows = np.asarray(rows)
+        m = len(self.inf.row)
+        if not m or not len(rows):
+            return rows, None, None
+        j = np.searchsorted(self.inf.row, rows)
+        hit = np.flatnonzero(self.inf.row[np.minimum(j, m - 1)] == rows)
+        src = rows - j
+        if len(hit):
+            src[hit] = 0  # (an inserted row may follow the last decoded one)
+        return src, hit, j[hit]
+
+    def col(self, name: str, rows=None, loc=None) -> np.ndarray:
+        """Column `name` at `rows` (or at loc = locate(rows)); every row when both are None."""
+        if rows is None and loc is None:
+            return self.take(getattr(self.ev, name), self.ins.get(name), self.locate(np.arange(len(self))))
+        return self.take(getattr(self.ev, name), self.ins.get(name), loc or self.locate(rows))
+
+    @staticmethod
+    def take(dec: np.ndarray, ins, loc) -> np.ndarray:
+        """Values at located rows: from `dec` (per decoded row) or `ins` (per inserted switch)."""
+        src, hit, j = loc
+        out = dec[src]
+        if hit is not None and len(hit):
+            out[hit] = ins[j]
+        return out
+
+    def value(self, name: str, row: int):
+        return self.col(name, np.array([row]))[0]
+
+    def rows(self, dec_rows: np.ndarray, ins_mask=None) -> np.ndarray:
+        """Sorted rows of this table: decoded rows `dec_rows` (sorted) and inserted ones where ins_mask."""
+        if not len(self.inf.row):
+            return dec_rows
+        new = dec_rows + np.searchsorted(self.pos, dec_rows, side="right")
+        add = self.inf.row if ins_mask is None else self.inf.row[ins_mask]
+        return np.insert(new, np.searchsorted(new, add), add) if len(add) else new
+
+    def _comm(self, p_: int) -> str:
         """A pid's comm from a switch naming it (inserted rows carry none of their own): its first
         switch-out, else its first switch-in. Looked up per pid; all at once past a few."""
+        names, ev = self._names, self.ev
         if p_ in names:
             return names[p_]
-        if not sw_cols:
+        if not self._sw:
             sw = np.flatnonzero(ev.kind == P.K_SWITCH)
-            sw_cols.extend((sw, ev.tid[sw], ev.a[sw]))
-        sw, prev_, next_ = sw_cols
+            self._sw.extend((sw, ev.tid[sw], ev.a[sw]))
+        sw, prev_, next_ = self._sw
         if len(names) < 16:
             r = np.flatnonzero(prev_ == p_)
             if len(r):
@@ -735,43 +794,47 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None)
                 names[q] = ev.sa(r) if fi < len(sw) else ev.sb(r)
         return names.setdefault(p_, "")
 
-    def sa(i):
-        s_ = src(int(i))
-        return ev.sa(s_) if s_ >= 0 else comm(int(x[-1 - s_]))
+    def _src(self, i: int) -> int:
+        """The decoded row of row i, or -1 - j for the j-th inserted one."""
+        rows2 = self.inf.row
+        j = int(np.searchsorted(rows2, i))
+        return -1 - j if j < len(rows2) and rows2[j] == i else i - j
 
-    def sb(i):
-        s_ = src(int(i))
-        return ev.sb(s_) if s_ >= 0 else comm(int(y[-1 - s_]))
+    def sa(self, i) -> str:
+        s_ = self._src(int(i))
+        return self.ev.sa(s_) if s_ >= 0 else self._comm(int(self.inf.x[-1 - s_]))
 
-    ev2 = P.Events(ins(ev.ts, point), ins(ev.cpu, ev.cpu[i_row]), ins(ev.kind, P.K_SWITCH), ins(ev.tid, x),
-                   ins(ev.tgid, -1), ins(ev.a, y), ins(ev.b, _UNKNOWN_STATE), ins(ev.c, INFERRED), sa, sb)
-    return ev2, _Inferred(rows2, x, y, point, gap_start, gap_end)
+    def sb(self, i) -> str:
+        s_ = self._src(int(i))
+        return self.ev.sb(s_) if s_ >= 0 else self._comm(int(self.inf.y[-1 - s_]))
 
 
-def _cpu_timelines(ev: P.Events, inf: _Inferred):
+def _cpu_timelines(ev: _Table, inf: _Inferred):
     """cpu -> (switch times, next pids, row indices, pid running before the first switch).
     An inferred switch x -> y becomes two steps: UNKNOWN from x's last evidence, y from its first:
     nobody is charged for the gap in between."""
-    sw = np.flatnonzero(ev.kind == P.K_SWITCH)
+    sw = ev.rows(np.flatnonzero(ev.ev.kind == P.K_SWITCH))
+    loc = ev.locate(sw)
+    cpus, times_all, nxt_all, c_all, tid_all = (ev.col(name, loc=loc) for name in ("cpu", "ts", "a", "c", "tid"))
+    del loc
     out = {}
-    cpus = ev.cpu[sw]
     o = np.argsort(cpus.astype(np.int16), kind="stable")  # radix: per CPU, in row order
     bounds = np.flatnonzero(np.diff(cpus[o])) + 1
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(o)]):
         if hi <= lo:
             continue
-        rows = sw[o[lo:hi]]
-        c = int(ev.cpu[rows[0]])
-        times, nxt = ev.ts[rows], ev.a[rows]
-        syn = np.flatnonzero(ev.c[rows] == INFERRED)
+        sel = o[lo:hi]
+        rows = sw[sel]
+        c = int(cpus[sel[0]])
+        times, nxt = times_all[sel], nxt_all[sel]
+        syn = np.flatnonzero(c_all[sel] == INFERRED)
         if len(syn):
             j = np.searchsorted(inf.row, rows[syn])
-            times, nxt = times.copy(), nxt.copy()
             times[syn], nxt[syn] = inf.gap_start[j], UNKNOWN
             at = np.searchsorted(times, inf.gap_end[j], side="left")
             times, nxt, rows = np.insert(times, at, inf.gap_end[j]), np.insert(nxt, at, inf.y[j]), \
                 np.insert(rows, at, rows[syn])
-        out[c] = (times, nxt, rows, int(ev.tid[rows[0]]), int(rows[0]))
+        out[c] = (times, nxt, rows, int(tid_all[sel[0]]), int(rows[0]))
     return out
 
 
@@ -903,10 +966,12 @@ def _blockers(ev, pieces: _Pieces, preempt, owner: np.ndarray, handed: dict) -> 
     unc: dict[tuple, float] = dict(handed)
     gap = np.flatnonzero(pieces.pid == UNKNOWN)
     if len(gap):
-        for side, name_of in ((ev.tid, ev.sa), (ev.a, ev.sb)):  # the tasks before and after the gap
-            g = gap[side[pieces.row[gap]] != owner[gap]]
+        for side, name_of in (("tid", ev.sa), ("a", ev.sb)):  # the tasks before and after the gap
+            pid_at = ev.col(side, pieces.row[gap])
+            keep = pid_at != owner[gap]
+            g, pid_at = gap[keep], pid_at[keep]
             r, d = pieces.row[g], pieces.dur[g]
-            u, first, inv = np.unique(side[r], return_index=True, return_inverse=True)
+            u, first, inv = np.unique(pid_at, return_index=True, return_inverse=True)
             for p, fi, total in zip(u.tolist(), first.tolist(), np.bincount(inv, weights=d).tolist()):
                 if p > 0:
                     key = (name_of(int(r[fi])), p)
