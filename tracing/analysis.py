@@ -462,8 +462,10 @@ def _member(col: np.ndarray, ours: np.ndarray) -> np.ndarray:
 
 
 def _last(setter: np.ndarray, tstart: np.ndarray) -> np.ndarray:
-    """Per item: the index of the last setter at or before it within its thread, else -1."""
-    src = np.where(setter, np.arange(len(setter)), -1)
+    """Per item: the index of the last setter at or before it within its thread, else -1 (in
+    tstart's integer type: int32 below 2^31 items, half the memory of int64)."""
+    src = np.arange(len(setter), dtype=tstart.dtype)
+    src[~setter] = -1
     np.maximum.accumulate(src, out=src)
     src[src < tstart] = -1
     return src
@@ -472,7 +474,9 @@ def _last(setter: np.ndarray, tstart: np.ndarray) -> np.ndarray:
 def _carry(setter: np.ndarray, value: np.ndarray, tstart: np.ndarray, default) -> np.ndarray:
     """Per item: the value of the last setter at or before it within its thread, else default."""
     src = _last(setter, tstart)
-    return np.where(src >= 0, value[src], default)
+    out = value[src]
+    out[src < 0] = default
+    return out
 
 
 def _before(after: np.ndarray, first: np.ndarray, default) -> np.ndarray:
@@ -486,24 +490,34 @@ def _before(after: np.ndarray, first: np.ndarray, default) -> np.ndarray:
 def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind_in, first_on_cpu, start_ts, end_ts,
                     running_since, last_evidence) -> _Machine:
     """The per-thread walk over the selected rows `idx` (cur_in / a_in: the current task / the
-    event's pid is ours there; kind_in: the event kind), vectorised (see above). ours: our tids, sorted."""
+    event's pid is ours there; kind_in: the event kind), vectorised (see above). ours: our tids, sorted.
+    Memory: positions are int32 (below 2^31 items), flags int8/bool, and each column is freed
+    once consumed: the peak is what makes a cold analysis slow (fresh pages fault in)."""
     # items in walk order (by row; in a row the current task's item before the named pid's)
-    exists = np.stack((cur_in, a_in), axis=1).ravel()
-    row = np.repeat(idx, 2)[exists]
-    named = np.tile(np.array([False, True]), len(idx))[exists]
-    k = np.repeat(kind_in.astype(np.int8), 2)[exists]
-    key = np.arange(len(row))  # walk order
-    loc = ev.locate(row)
-    thr = np.where(named, ev.col("a", loc=loc), ev.col("tid", loc=loc))
-    del loc
+    cnt = cur_in.view(np.int8) + a_in.view(np.int8)
+    row = np.repeat(idx, cnt)
+    named = np.repeat(a_in, cnt)
+    both = np.flatnonzero(cur_in & a_in)
+    if len(both):  # a switch between two of ours: the one leaving first
+        named[np.cumsum(cnt, dtype=np.int64)[both] - 2] = False
+    k = np.repeat(kind_in.astype(np.int8), cnt)
+    del cnt, both
+    it = np.int32 if len(row) < (1 << 31) - 1 else np.int64
+    key = np.arange(len(row), dtype=it)  # walk order
+    thr = ev.col("tid", row)
+    nm = np.flatnonzero(named)
+    thr[nm] = ev.col("a", row[nm])
     sw = k == P.K_SWITCH
-    typ = np.where(named, np.where(sw, _IN, np.where(k == P.K_MIGRATE, _MIG, _WAKE)),
-                   np.where(sw, _OUT, _E1)).astype(np.int8)
-    del named, sw
-    ti = np.searchsorted(ours, thr)
-    if len(ti) and ti[0] != ti[-1] or (ti != ti[:1]).any():  # several threads: walk order within each
-        o = np.argsort(ti.astype(np.int16) if len(ours) < 1 << 15 else ti, kind="stable")
-        row, k, thr, typ, key, ti = row[o], k[o], thr[o], typ[o], key[o], ti[o]
+    typ = np.where(sw, np.int8(_OUT), np.int8(_E1))
+    typ[nm] = np.where(sw[nm], np.int8(_IN), np.where(k[nm] == P.K_MIGRATE, np.int8(_MIG), np.int8(_WAKE)))
+    del named, nm, sw
+    if len(ours) > 1:
+        ti = np.searchsorted(ours, thr)
+        if len(ti) and (ti != ti[0]).any():  # several threads: walk order within each
+            o = np.argsort(ti.astype(np.int16) if len(ours) < 1 << 15 else ti, kind="stable")
+            row, k, thr, typ, key = row[o], k[o], thr[o], typ[o], key[o]
+            del o
+        del ti
     cpu = ev.col("cpu", row)
     first = np.ones(len(row), dtype=bool)
     first[1:] = thr[1:] != thr[:-1]
@@ -514,28 +528,34 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
     stay &= ~first
     if stay.any():
         kept = np.flatnonzero(~stay)
-        row, k, thr, typ, key, ti, cpu, first = (x[kept] for x in (row, k, thr, typ, key, ti, cpu, first))
+        row, k, thr, typ, key, cpu, first = (x[kept] for x in (row, k, thr, typ, key, cpu, first))
+        del kept
+    del stay
     m = len(row)
     loc = ev.locate(row)
     ts, b, c = (ev.col(name, loc=loc) for name in ("ts", "b", "c"))
     del loc
     starts = np.flatnonzero(first)
-    tstart = np.repeat(starts, np.diff(np.append(starts, m)))
+    tstart = np.repeat(starts.astype(it), np.diff(np.append(starts, m)))
     is_e1, is_out, is_in, is_wake, is_mig = (typ == _E1), (typ == _OUT), (typ == _IN), (typ == _WAKE), (typ == _MIG)
-    out_inf = is_out & (c == INFERRED)
-
-    # 1. the state kind after each item
     reset = typ <= _IN
-    k_reset = np.where(is_out, np.where(c == INFERRED, OFF, np.where(b == _R, RUNNABLE,
-                                                                    np.where(b == _D, BLOCKED_IO, SLEEP))),
-                       RUNNING).astype(np.int8)
+    del typ
+    c_inf = c == INFERRED
+    out_inf = is_out & c_inf
+    b_r = b == _R
+    # 1. the state kind after each item
+    k_reset = np.where(is_out, np.where(c_inf, np.int8(OFF), np.where(b_r, np.int8(RUNNABLE), np.where(
+        b == _D, np.int8(BLOCKED_IO), np.int8(SLEEP)))), np.int8(RUNNING))
+    cpu_val = np.where(reset, cpu, np.where(is_wake, b, c))  # what sets the CPU, where something does
+    del b, c
     lr = _last(reset, tstart)
-    base = np.where(lr >= 0, k_reset[lr], _NONE).astype(np.int8)
-    n_wake = np.cumsum(is_wake)
+    base = np.where(lr >= 0, k_reset[lr], np.int8(_NONE))
+    n_wake = np.cumsum(is_wake, dtype=it)
     woken = n_wake > np.where(lr >= 0, n_wake[lr], n_wake[tstart] - is_wake[tstart])  # since the reset
-    k_after = np.where(reset, k_reset, np.where(base == RUNNING, RUNNING,
-                                                np.where(woken | (base == OFF), RUNNABLE, base))).astype(np.int8)
-    del lr, base, n_wake, woken
+    del lr, n_wake
+    k_after = np.where(reset, k_reset, np.where(base == RUNNING, np.int8(RUNNING),
+                                                np.where(woken | (base == OFF), np.int8(RUNNABLE), base)))
+    del base, woken, k_reset
     prev = _before(k_after, first, _NONE)
     asleep = (prev >= BLOCKED_IO)  # BLOCKED_IO, SLEEP, OFF or _NONE: a wakeup starts a new wait
     off_cpu = (prev != _NONE) & (prev != RUNNING)
@@ -549,14 +569,13 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
     oi = np.flatnonzero(out_inf)
     w_val[oi] = inf.gap_end[np.searchsorted(inf.row, row[oi])]
     wake_after = _carry(set_w | rewoken, w_val, tstart, np.nan)
-    wake_prev = _before(wake_after, first, np.nan)
-    del w_val
+    del w_val, oi, out_inf
 
     # 3. the CPU
     set_c = reset | (is_wake & (asleep | ((prev == RUNNABLE) & (~waking | has_w)))) | (is_mig & off_cpu)
-    cpu_after = _carry(set_c, np.where(reset, cpu, np.where(is_wake, b, c)), tstart, -1)
+    cpu_after = _carry(set_c, cpu_val, tstart, -1)
+    del set_c, set_w, has_w, waking, cpu_val
     cpu_prev = _before(cpu_after, first, -1)
-    del set_c, set_w, has_w, waking
 
     # 4. the start of the state
     stay = is_e1 & (prev == RUNNING) & (cpu_prev == cpu)  # (what the drop above left)
@@ -566,58 +585,80 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
         s_val[j] = running_since(int(row[j]), int(cpu[j]), int(thr[j]))
     since_after = _carry(set_s, s_val, tstart, np.nan)
     since_prev = _before(since_after, first, np.nan)
-    del set_s, s_val
+    del set_s, s_val, reset
 
     # a switch-in of a thread still running elsewhere: it left after its last evidence there
-    gone = is_in & (prev == RUNNING)
-    t_last = since_prev.copy()
-    for j in np.flatnonzero(gone).tolist():
-        t_last[j] = last_evidence(int(thr[j]), int(cpu_prev[j]), int(row[j]), float(since_prev[j]))
+    gone = np.flatnonzero(is_in & (prev == RUNNING))
+    t_last = np.array([last_evidence(int(thr[j]), int(cpu_prev[j]), int(row[j]), float(since_prev[j]))
+                       for j in gone.tolist()], dtype=np.float64)
 
     # Segments. (0) closing the state before the item, at the item's time (OFF: runnable, or
     # asleep when a wakeup closes it; a switch-in of a thread running elsewhere: its run, to its
     # last evidence); (1) the second segment of a switch (out: the run that ends; in: the wait
-    # that ends); (2) every state still open at the window end.
-    st_prev = np.where(prev == OFF, np.where(is_wake, SLEEP, RUNNABLE), prev)
+    # that ends); (2) every state still open at the window end. The few switch-ins of a thread
+    # still running elsewhere (`gone`) and switch-outs of one that was not running are patched in.
+    later = ts > since_prev
     close = (is_e1 & (prev != _NONE) & ~stay) | ((is_out | is_mig) & off_cpu) \
-        | (is_wake & ((asleep & (prev != _NONE)) | rewoken)) | gone
-    end0 = np.where(gone, t_last, ts)
-    seg0 = np.flatnonzero(close & (end0 > since_prev))
-    s1 = np.where(gone, t_last, since_prev)
-    c1 = cpu_prev.copy()
+        | (is_wake & ((asleep & (prev != _NONE)) | rewoken))
+    close[gone] = True
+    c0 = close & later
+    c0[gone] = t_last > since_prev[gone]
+    seg0 = np.flatnonzero(c0)
+    del close, c0
+    end0 = ts[seg0]
+    st0 = prev[seg0]
+    is_g0 = np.isin(seg0, gone)
+    end0[is_g0] = t_last[np.searchsorted(gone, seg0[is_g0])]
+    st0 = np.where(st0 == OFF, np.where(is_wake[seg0], np.int8(SLEEP), np.int8(RUNNABLE)), st0)
     j_new = np.flatnonzero(is_out & (prev == _NONE))  # running since the CPU's first event
-    s1[j_new] = [first_on_cpu.get(x, start_ts) for x in cpu[j_new].tolist()]
-    c1[j_new] = cpu[j_new]
-    s1[is_out & off_cpu] = np.inf  # switched out where it was not running: the run was inferred
-    st1 = np.where(is_out, RUNNING, np.where(gone, RUNNABLE, st_prev))
-    seg1 = np.flatnonzero((is_out | (is_in & (prev != _NONE))) & (ts > s1))
+    s1_new = np.array([first_on_cpu.get(x, start_ts) for x in cpu[j_new].tolist()], dtype=np.float64)
+    c1 = later  # ts > s1, with s1: since_prev, t_last where gone, the first event's time (j_new), inf
+    c1[gone] = ts[gone] > t_last
+    c1[j_new] = ts[j_new] > s1_new
+    c1[is_out & off_cpu] = False  # switched out where it was not running: the run was inferred
+    seg1 = np.flatnonzero(c1 & (is_out | (is_in & (prev != _NONE))))
+    del c1, later
+    s1 = since_prev[seg1]
+    cp1 = cpu_prev[seg1]
+    at_g = np.isin(seg1, gone)
+    s1[at_g] = t_last[np.searchsorted(gone, seg1[at_g])]
+    at_n = np.isin(seg1, j_new)
+    s1[at_n] = s1_new[np.searchsorted(j_new, seg1[at_n])]
+    cp1[at_n] = cpu[seg1[at_n]]
+    st1 = np.where(is_out[seg1], np.int8(RUNNING), np.where(at_g, np.int8(RUNNABLE), prev[seg1]))
+    st1 = np.where(st1 == OFF, np.where(is_wake[seg1], np.int8(SLEEP), np.int8(RUNNABLE)), st1)
     last = np.append(starts[1:] - 1, m - 1) if m else np.zeros(0, dtype=np.int64)
     known = last[k_after[last] != _NONE]
     with_state = np.flatnonzero(k_after != _NONE)  # the walk's state dict: in order of first state
     known = known[np.argsort(key[with_state[np.searchsorted(with_state, tstart[known])]], kind="stable")]
+    del with_state, tstart
     end_since, end_w = since_after[known], wake_after[known]
     seg2 = np.flatnonzero(end_ts > end_since)
     st2 = np.where(k_after[known] == OFF, SLEEP, k_after[known])
-    seg_key = np.concatenate((key[seg0] * 2, key[seg1] * 2 + 1, 4 * (len(ev) + 1) + seg2))
+    seg_key = np.concatenate((key[seg0].astype(np.int64) * 2, key[seg1].astype(np.int64) * 2 + 1,
+                              4 * (len(ev) + 1) + seg2))
     so = np.argsort(seg_key, kind="stable")
+    del seg_key
     segments = tuple(np.concatenate(cols)[so].astype(dt, copy=False) for cols, dt in (
         ((thr[seg0], thr[seg1], thr[known][seg2]), np.int64),
-        ((st_prev[seg0], st1[seg1], st2[seg2]), np.int64),
-        ((since_prev[seg0], s1[seg1], end_since[seg2]), np.float64),
-        ((end0[seg0], ts[seg1], np.full(len(seg2), end_ts, dtype=np.float64)), np.float64),
-        ((cpu_prev[seg0], c1[seg1], cpu_after[known][seg2]), np.int64)))
+        ((st0, st1, st2[seg2]), np.int64),
+        ((since_prev[seg0], s1, end_since[seg2]), np.float64),
+        ((end0, ts[seg1], np.full(len(seg2), end_ts, dtype=np.float64)), np.float64),
+        ((cpu_prev[seg0], cp1, cpu_after[known][seg2]), np.int64)))
+    del so, seg0, seg1, st0, st1, s1, cp1, end0
 
     # Counts, comms, preemptions, wakeup latency
-    out_real = is_out & (c != INFERRED)
-    invol = out_real & (b == _R)
-    per = [np.bincount(ti[mask], minlength=len(ours)).tolist() for mask in (is_mig, out_real & ~invol, invol)]
+    out_real = is_out & ~c_inf
+    invol = out_real & b_r
+    per = [np.bincount(np.searchsorted(ours, thr[mask]), minlength=len(ours)).tolist()
+           for mask in (is_mig, out_real & ~invol, invol)]
     counts = {t: list(c3) for t, c3 in zip(ours.tolist(), zip(*per))}
     comm: dict[int, str] = {}
     cand = np.flatnonzero(is_out | is_in | (is_wake & (prev == _NONE) & (k == P.K_WAKEUP_NEW)))
     if len(cand):
         for j in cand[np.concatenate(([True], thr[cand][1:] != thr[cand][:-1]))].tolist():
             r = int(row[j])
-            comm[int(thr[j])] = ev.sb(r) if typ[j] == _IN else ev.sa(r)
+            comm[int(thr[j])] = ev.sb(r) if is_in[j] else ev.sa(r)
     pre = np.flatnonzero(invol)
     pre = pre[np.argsort(key[pre], kind="stable")]
     preempt: dict[int, int] = {}
@@ -627,16 +668,23 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
         for j in np.argsort(fi, kind="stable").tolist():
             preempt[int(u[j])] = int(cnt_[j])
             preempt_row[int(u[j])] = int(row[pre[fi[j]]])
-    lat = np.flatnonzero(is_in & (prev == RUNNABLE) & ~np.isnan(wake_prev) & (c != INFERRED))
-    lat_us = (ts[lat] - wake_prev[lat]) * 1e6
+    lat = np.flatnonzero(is_in & (prev == RUNNABLE) & ~c_inf)  # (never a thread's first item)
+    wake_prev = wake_after[lat - 1]
+    has = ~np.isnan(wake_prev)
+    lat_us = (ts[lat[has]] - wake_prev[has]) * 1e6
     migr = np.flatnonzero(is_mig)
     migr_ts = ts[migr[np.argsort(key[migr], kind="stable")]].tolist()
 
     # Inferred switches the walk adds, in walk order: a sign of running where not switched in,
     # a switch-out of a thread not running, a switch-in of one still running, a second wakeup.
-    infm = np.flatnonzero((is_e1 & (prev != _NONE) & ~stay) | (is_out & off_cpu) | gone | rewoken)
+    is_gone = np.zeros(m, dtype=bool)
+    is_gone[gone] = True
+    infm = np.flatnonzero((is_e1 & (prev != _NONE) & ~stay) | (is_out & off_cpu) | is_gone | rewoken)
     infm = infm[np.argsort(key[infm], kind="stable")]
-    inf_dt = np.where(gone[infm], ts[infm] - t_last[infm], np.where(rewoken[infm], ts[infm] - since_prev[infm], 0.0))
+    t_last_at = since_prev[infm]
+    g_at = is_gone[infm]
+    t_last_at[g_at] = t_last[np.searchsorted(gone, infm[g_at])]
+    inf_dt = np.where(g_at, ts[infm] - t_last_at, np.where(rewoken[infm], ts[infm] - since_prev[infm], 0.0))
     inferred = list(zip(thr[infm].tolist(), inf_dt.tolist()))
     unresolved = [(t, max(0.0, end_ts - max(s_, w_)))
                   for t, kk, s_, w_ in zip(thr[known].tolist(), k_after[known].tolist(), end_since.tolist(),
