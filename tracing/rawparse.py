@@ -120,66 +120,69 @@ _LEN = np.array([0] + [4 + 4 * t for t in range(1, 29)] + [0, 8, 8], dtype=np.in
 GROUP_BYTES = 8 << 20  # CPUs with less than this many bytes of pages are decoded together (one walk)
 
 
-def _walk(w: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    """Every record of every page, in buffer order: (byte position, header u32, array[0]: the next
-    u32, read only for type_len 0/29/30/31, which need it; 0 elsewhere). starts/ends: byte offsets
-    of each page's data. All pages advance one record per step; a page's records come out at
-    consecutive steps, so each lands at (its page's offset + step) without a sort."""
-    steps = []
-    count = np.zeros(len(starts), dtype=np.int64)
+def _walk(w: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Where every record of every page starts, as byte positions in buffer order. starts/ends:
+    byte offsets of each page's data. All pages advance one record per step (the header word
+    tells the length; the next word only for type_len 0/29/30/31, which need it), each step
+    marking its records in a bitmap of the buffer's words, which then lists them in buffer order:
+    no per-step lists to keep, no sort. (Records advance by 4 bytes or more, so each has a word of
+    its own; a position off the 4-byte grid, which only garbage padding makes, is kept aside.)
+    The page's empty rest (padding with time_delta 0) is marked too: the caller drops it."""
+    at = np.zeros(len(w), dtype=bool)
     act = np.flatnonzero(ends > starts)
     p, end = starts[act].astype(np.int64), ends[act]
     last = len(w) - 1
-    while len(act):
+    off_grid = []  # (word, low bits) of positions off the 4-byte grid
+    while len(p):
         wi = p >> 2
         hdr = w[wi]
+        at[wi] = True
+        if off_grid:
+            low = np.flatnonzero(p & 3)
+            off_grid.append((wi[low], p[low] & 3))
         tl = hdr & 31
         ln = _LEN[tl]
         odd = np.flatnonzero((tl == 0) | (tl >= _T_PAD))
-        a0 = w[np.minimum(wi[odd] + 1, last)].astype(np.int64)
-        t_odd = tl[odd]
-        ln[odd] = np.where(t_odd == 0, 4 + ((a0 + 3) & ~3), np.where(t_odd == _T_PAD, 4 + a0, 8))
-        real = hdr != _T_PAD  # type_len 29 with time_delta 0: the page's empty rest
-        steps.append((act, p, hdr, odd, a0, real))
-        count[act[real]] += 1
+        if len(odd):
+            a0 = w[np.minimum(wi[odd] + 1, last)].astype(np.int64)
+            t_odd = tl[odd]
+            ln[odd] = np.where(t_odd == 0, 4 + ((a0 + 3) & ~3), np.where(t_odd == _T_PAD, 4 + a0, 8))
+            if not off_grid and (ln[odd] & 3).any():
+                off_grid.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
         nxt = p + ln
-        cont = real & (nxt < end)
-        act, p, end = act[cont], nxt[cont], end[cont]
-    n = int(count.sum())
-    pos, hdr_o, a0_o = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint32), np.zeros(n, dtype=np.int64)
-    off = np.cumsum(count) - count
-    for s, (act, p, hdr, odd, a0, real) in enumerate(steps):
-        dest = off[act] + s
-        if not real.all():
-            keep = np.flatnonzero(real)
-            odd_keep = real[odd]
-            dest_odd = off[act[odd[odd_keep]]] + s
-            a0_o[dest_odd] = a0[odd_keep]
-            dest, p, hdr = dest[keep], p[keep], hdr[keep]
-        else:
-            a0_o[dest[odd]] = a0
-        pos[dest] = p
-        hdr_o[dest] = hdr
-    return pos, hdr_o.astype(np.int64), a0_o
+        cont = (hdr != _T_PAD) & (nxt < end)  # type_len 29 with time_delta 0: the page's empty rest
+        p, end = nxt[cont], end[cont]
+    pos = np.flatnonzero(at) << 2
+    if off_grid:
+        words, low = (np.concatenate(x) for x in zip(*off_grid))
+        pos[np.searchsorted(pos, words << 2)] += low
+    return pos
 
 
-def _timestamps(pos, tl, dt, a0, page, page_ts):
-    """ns time of every record (see the module docstring); page: each record's page index."""
-    step = np.where(tl <= 28, dt, 0)
-    ext = np.flatnonzero(tl == _T_EXTEND)
-    step[ext] = (a0[ext] << 27) + dt[ext]
+def _timestamps(tl, hdr, odd, a0, page, page_ts):
+    """ns time of every record (see the module docstring): tl/hdr: each record's type_len and
+    header word; odd/a0: the records of type_len 0/29/30/31 and their next word; page: each
+    record's page index. Computed in place in one int64 column."""
+    ts = (hdr >> 5).astype(np.int64)  # time_delta: what each record adds (data records, long ones too)
+    t_odd = tl[odd]
+    ext = odd[t_odd == _T_EXTEND]
+    ts[ext] = (a0[t_odd == _T_EXTEND] << 27) + ts[ext]
+    ts[odd[(t_odd == _T_PAD) | (t_odd == _T_ABS)]] = 0  # (padding and absolute stamps add nothing)
     first = np.flatnonzero(np.concatenate(([True], page[1:] != page[:-1])))
-    cs = np.cumsum(step)
+    step_first = ts[first]
+    np.cumsum(ts, out=ts)
     base = page_ts.copy()  # per page: its stamp less the running sum before its first record
-    base[page[first]] -= cs[first] - step[first]
-    ts = base[page] + cs
-    for i in np.flatnonzero(tl == _T_ABS).tolist():  # rare: only in abs-timestamp mode
+    base[page[first]] -= ts[first] - step_first
+    absl = odd[t_odd == _T_ABS]  # rare: only in abs-timestamp mode
+    cs = ts.copy() if len(absl) else None
+    ts += base[page]
+    for i, a0_i in zip(absl.tolist(), a0[t_odd == _T_ABS].tolist()):
         pg = page[i]
         j = i
-        while j + 1 < len(pos) and page[j + 1] == pg:
+        while j + 1 < len(ts) and page[j + 1] == pg:
             j += 1
         before = (int(ts[i - 1]) if i > 0 and page[i - 1] == pg else int(page_ts[pg])) & _U64
-        stamp = (int(a0[i]) << 27) + int(dt[i])
+        stamp = (a0_i << 27) + (int(hdr[i]) >> 5)
         if before & _TS_MSB:
             stamp |= before & _TS_MSB
             if stamp < before:
@@ -221,14 +224,14 @@ def _state_letters(st: np.ndarray, fmt: RingFormat) -> np.ndarray:
 @dataclass
 class _Group:
     """Some CPUs' pages as one buffer (a big CPU's own bytes, uncopied; small ones joined) and
-    its records of the events we read, in buffer order."""
+    its records of the events we read, in buffer order (positions in int32 below 2 GB)."""
     blob: bytes
     u8: np.ndarray
     w: np.ndarray
     pos: np.ndarray  # record start
     ds: np.ndarray  # data start
     ts: np.ndarray  # ns
-    type_id: np.ndarray
+    type_id: np.ndarray  # uint16
     cpu: np.ndarray
 
 
@@ -261,36 +264,55 @@ def _decode_group(chunks: list, fmt: RingFormat, kind_of, need_of) -> _Group:
     w = np.frombuffer(blob, dtype="<u4")
     n_pages = len(blob) // ps
     page0 = np.arange(n_pages, dtype=np.int64) * ps
-    page_cpu = np.repeat(np.array([c for c, _ in chunks], dtype=np.int64), [len(ch) // ps for _, ch in chunks])
+    cpus = [c for c, _ in chunks]
+    page_cpu = np.repeat(np.array(cpus, dtype=np.int16 if max(cpus) < 1 << 15 else np.int64),
+                         [len(ch) // ps for _, ch in chunks])
     page_ts = _read_int(u8, w, page0, fmt.ts_field).astype(np.int64)
     commit = _read_int(u8, w, page0, fmt.commit_field) & _COMMIT_MASK
     starts = page0 + fmt.data_offset
     ends = np.minimum(starts + commit, page0 + ps)
-    pos, hdr, a0 = _walk(w, starts, ends)
+    pos = _walk(w, starts, ends)
+    hdr = w[pos >> 2]
+    real = hdr != _T_PAD  # type_len 29 with time_delta 0: the page's empty rest
+    if not real.all():
+        pos, hdr = pos[real], hdr[real]
+    del real
     if not len(pos):
         e = np.zeros(0, dtype=np.int64)
-        return _Group(blob, u8, w, e, e, e, e, e)
-    tl, dt = hdr & 31, hdr >> 5
+        return _Group(blob, u8, w, e, e, e, e.astype(np.uint16), e)
+    tl = (hdr & 31).astype(np.uint8)
+    odd = np.flatnonzero((tl == 0) | (tl >= _T_PAD))
+    a0 = w[np.minimum((pos[odd] >> 2) + 1, len(w) - 1)].astype(np.int64)
     page = pos >> (ps.bit_length() - 1) if ps & (ps - 1) == 0 else pos // ps
-    ts = _timestamps(pos, tl, dt, a0, page, page_ts)
+    ts = _timestamps(tl, hdr, odd, a0, page, page_ts)
+    del hdr
     # whole data records (common header) of the events we read; a record too short for its
     # format is not ours
-    long_ = tl == 0
-    ds = pos + 4 + 4 * long_
-    rlen = np.where(long_, a0 - 4, tl * 4)
-    keep = np.flatnonzero((tl <= 28) & (rlen >= 8) & (ds + rlen <= (page + 1) * ps))
-    ds, rlen = ds[keep], rlen[keep]
-    type_id = (w[ds >> 2] & 0xFFFF).astype(np.int64)  # common_type: u16 at offset 0
-    ours = np.flatnonzero((kind_of[type_id] != P.K_OTHER) & (rlen >= need_of[type_id]))
+    rlen = tl.astype(np.int64) << 2
+    long_ = odd[tl[odd] == 0]
+    rlen[long_] = a0[tl[odd] == 0] - 4
+    ds = pos + 4
+    ds[long_] += 4
+    rlen += ds  # the data's end
+    keep = np.flatnonzero((tl <= 28) & (rlen - ds >= 8) & (rlen <= (page + 1) * ps))
+    del tl, odd, a0, long_
+    it = np.int32 if len(blob) < 1 << 31 else np.int64
+    ds_k = ds[keep]
+    del ds
+    type_id = w[ds_k >> 2].astype(np.uint16)  # common_type: u16 at offset 0
+    ours = np.flatnonzero((kind_of[type_id] != P.K_OTHER) & (rlen[keep] - ds_k >= need_of[type_id]))
+    del rlen
     keep = keep[ours]
-    return _Group(blob, u8, w, pos[keep], ds[ours], ts[keep], type_id[ours], page_cpu[page[keep]])
+    return _Group(blob, u8, w, pos[keep].astype(it), ds_k[ours].astype(it), ts[keep], type_id[ours],
+                  page_cpu[page[keep]])
 
 
 def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Events:
     """pages: cpu -> the bytes read from that CPU's trace_pipe_raw (whole pages).
     tgids: pid -> tgid (tracefs saved_tgids), for the tgid column as the text shows it.
     Each group of CPUs (see _groups) is walked on its own buffer; the rows are put in time order
-    from the records' stamps alone, and every field is then read straight into its row."""
+    from the records' stamps alone, and every field is then read straight into its row. Each
+    group's columns are let go once read: the peak is the table plus one group's reading."""
     kind_of, need_of = _tables(fmt)
     groups = [_decode_group(chunks, fmt, kind_of, need_of) for chunks in _groups(pages, fmt.page_size)]
     sizes = [len(g.ts) for g in groups]
@@ -300,68 +322,83 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
     # time order: groups (and the CPUs in each) are in CPU order, so a stable sort keeps the lower
     # CPU first on ties, as the kernel's `trace` does
     ts_all = np.concatenate([g.ts for g in groups])
+    for g in groups:
+        g.ts = None
     order = np.argsort(ts_all, kind="stable")
     ts_ns = ts_all[order]
     del ts_all
-    row_of = np.empty(n, dtype=np.int64)  # buffer order -> time order
-    row_of[order] = np.arange(n)
+    ts = ts_ns * 1e-9
+    del ts_ns
+    it = np.int32 if n < 1 << 31 else np.int64
+    row_of = np.empty(n, dtype=it)  # buffer order -> time order
+    row_of[order] = np.arange(n, dtype=it)
     del order
-    base = np.cumsum([0] + [len(g.blob) for g in groups])
-    kind, tid, gpos = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    cpu = np.empty(n, np.int64)
+    blobs = [g.blob for g in groups]
+    base = np.cumsum([0] + [len(b) for b in blobs])
+    kind, tid, cpu = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    gpos = np.empty(n, np.int32 if base[-1] < 1 << 31 else np.int64)
     a, b, c = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
-    ids = sorted(fmt.events)
-    for g, lo, g_base in zip(groups, np.cumsum([0] + sizes[:-1]).tolist(), base.tolist()):
-        dest = row_of[lo:lo + len(g.ts)]
-        u8, w, ds = g.u8, g.w, g.ds
+    for gi, lo, g_base in zip(range(len(groups)), np.cumsum([0] + sizes[:-1]).tolist(), base.tolist()):
+        g, groups[gi] = groups[gi], None  # (its columns go once read)
+        dest = row_of[lo:lo + sizes[gi]]
         kind[dest] = kind_of[g.type_id]
         cpu[dest] = g.cpu
         gpos[dest] = g.pos + g_base
-        aligned = not (ds & 3).any()  # (always, unless the pages are garbage)
-        wd = ds >> 2
-        by_type = np.argsort(g.type_id.astype(np.uint16), kind="stable")  # radix: rows by event id
-        bounds = np.searchsorted(g.type_id[by_type], ids)
-        for ev_id, b_lo, b_hi in zip(ids, bounds.tolist(), [*bounds[1:].tolist(), len(by_type)]):
-            if b_hi <= b_lo:
-                continue
-            rows = by_type[b_lo:b_hi]
-            k, ef = fmt.events[ev_id]
-            d, dw, to = ds[rows], wd[rows], dest[rows]
-            f = ef.fields
-
-            def rd(name):
-                fl = f[name]
-                if aligned and fl.offset % 4 == 0 and fl.size in (4, 8):
-                    v = w[dw + fl.offset // 4]
-                    if fl.size == 8:  # (wraps to negative for u64 >= 2**63, which no field here reaches)
-                        return v.astype(np.int64) | (w[dw + fl.offset // 4 + 1].astype(np.int64) << 32)
-                    return (v.view(np.int32) if fl.signed else v).astype(np.int64)
-                return _read_int(u8, w, d, fl)
-
-            if k == P.K_SWITCH:
-                tid[to] = rd("prev_pid")
-                a[to] = rd("next_pid")
-                st = rd("prev_state")
-                b[to], c[to] = _state_letters(st, fmt), (st & fmt.preempt_bit) != 0
-                del st
-            else:
-                tid[to] = w[dw + 1].view(np.int32)  # common_pid
-            if k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
-                a[to] = rd("pid")
-                b[to] = rd("target_cpu") if "target_cpu" in f else g.cpu[rows]
-            elif k == P.K_MIGRATE:
-                a[to] = rd("pid")
-                b[to] = rd("orig_cpu")
-                c[to] = rd("dest_cpu")
-            elif k in (P.K_IRQ_ENTRY, P.K_IRQ_EXIT):
-                a[to] = rd("irq")
-            elif k in (P.K_SOFTIRQ_ENTRY, P.K_SOFTIRQ_EXIT):
-                a[to] = rd("vec")
-            for name in _STRINGS.get(k, ()):  # a layout we do not know fails here, not on reading
-                f[name]  # noqa: B018
+        _read_fields(g, dest, fmt, tid, a, b, c)
+        del g
+    del row_of
     tgid = _tgids(tid, tgids)
-    strings = _Strings([g.blob for g in groups], base, fmt, gpos)
-    return P.Events(ts_ns * 1e-9, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
+    strings = _Strings(blobs, base, fmt, gpos)
+    return P.Events(ts, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
+
+
+def _read_fields(g: _Group, dest: np.ndarray, fmt: RingFormat, tid, a, b, c) -> None:
+    """The fields of one group's records, read per event id and written to their rows `dest`
+    of the tid/a/b/c columns (see tracing.parse for what each kind keeps where)."""
+    u8, w, ds = g.u8, g.w, g.ds
+    aligned = not (ds & 3).any()  # (always, unless the pages are garbage)
+    wd = ds >> 2
+    by_type = np.argsort(g.type_id, kind="stable")  # radix (uint16): rows by event id
+    ids = sorted(fmt.events)
+    bounds = np.searchsorted(g.type_id[by_type], ids)
+    for ev_id, b_lo, b_hi in zip(ids, bounds.tolist(), [*bounds[1:].tolist(), len(by_type)]):
+        if b_hi <= b_lo:
+            continue
+        rows = by_type[b_lo:b_hi]
+        k, ef = fmt.events[ev_id]
+        d, dw, to = ds[rows], wd[rows], dest[rows]
+        f = ef.fields
+
+        def rd(name):
+            fl = f[name]
+            if aligned and fl.offset % 4 == 0 and fl.size in (4, 8):
+                v = w[dw + fl.offset // 4]
+                if fl.size == 8:  # (wraps to negative for u64 >= 2**63, which no field here reaches)
+                    return v.astype(np.int64) | (w[dw + fl.offset // 4 + 1].astype(np.int64) << 32)
+                return (v.view(np.int32) if fl.signed else v).astype(np.int64)
+            return _read_int(u8, w, d, fl)
+
+        if k == P.K_SWITCH:
+            tid[to] = rd("prev_pid")
+            a[to] = rd("next_pid")
+            st = rd("prev_state")
+            b[to], c[to] = _state_letters(st, fmt), (st & fmt.preempt_bit) != 0
+            del st
+        else:
+            tid[to] = w[dw + 1].view(np.int32)  # common_pid
+        if k in (P.K_WAKING, P.K_WAKEUP, P.K_WAKEUP_NEW):
+            a[to] = rd("pid")
+            b[to] = rd("target_cpu") if "target_cpu" in f else g.cpu[rows]
+        elif k == P.K_MIGRATE:
+            a[to] = rd("pid")
+            b[to] = rd("orig_cpu")
+            c[to] = rd("dest_cpu")
+        elif k in (P.K_IRQ_ENTRY, P.K_IRQ_EXIT):
+            a[to] = rd("irq")
+        elif k in (P.K_SOFTIRQ_ENTRY, P.K_SOFTIRQ_EXIT):
+            a[to] = rd("vec")
+        for name in _STRINGS.get(k, ()):  # a layout we do not know fails here, not on reading
+            f[name]  # noqa: B018
 
 
 # kind -> the fields of (sa, sb), the string columns of tracing.parse's table (markers: "buf")
@@ -424,17 +461,26 @@ class _Strings:
 def _tgids(tid: np.ndarray, tgids: dict | None) -> np.ndarray:
     """pid -> tgid column (-1 when unknown): a table indexed by pid where pids are small enough
     (pid_max is at most 2^22), else a binary search."""
-    tgid = np.full(len(tid), -1, dtype=np.int64)
     if not tgids:
-        return tgid
+        return np.full(len(tid), -1, dtype=np.int64)
     keys = np.fromiter(tgids.keys(), dtype=np.int64, count=len(tgids))
     vals = np.fromiter(tgids.values(), dtype=np.int64, count=len(tgids))
+    lo_t, hi_t = (int(tid.min()), int(tid.max())) if len(tid) else (0, 0)
     if 0 <= keys.min() and keys.max() < 1 << 23:
-        tab = np.zeros(int(keys.max()) + 1, dtype=np.int64)  # tgid + 1; 0 = unknown (calloc: lazy)
+        size = int(keys.max()) + 1
+        if 0 <= lo_t and hi_t < 1 << 23:
+            size = max(size, hi_t + 1)  # every tid indexes the table: one gather, no copies
+        tab = np.zeros(size, dtype=np.int64)  # tgid + 1; 0 = unknown (calloc: lazy)
         tab[keys] = vals + 1
-        ok = (tid >= 0) & (tid < len(tab))
-        tgid[ok] = tab[tid[ok]] - 1
+        if 0 <= lo_t and hi_t < size:
+            tgid = tab[tid]
+        else:
+            tgid = np.zeros(len(tid), dtype=np.int64)
+            ok = (tid >= 0) & (tid < size)
+            tgid[ok] = tab[tid[ok]]
+        tgid -= 1
         return tgid
+    tgid = np.full(len(tid), -1, dtype=np.int64)
     o = np.argsort(keys)
     keys, vals = keys[o], vals[o]
     j = np.minimum(np.searchsorted(keys, tid), len(keys) - 1)
