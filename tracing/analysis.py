@@ -167,9 +167,9 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     sel = cur_ours | a_ours | ((events.kind == P.K_MARKER) & (events.tgid == pid))
     sel &= (events.ts >= start_ts) & (events.ts <= end_ts)
     ins_cur, ins_a = _member(inf.x, ours_arr), _member(inf.y, ours_arr)
-    idx = ev.rows(np.flatnonzero(sel), (ins_cur | ins_a) & (inf.point >= start_ts) & (inf.point <= end_ts))
+    idx, loc = ev.rows(np.flatnonzero(sel), (ins_cur | ins_a) & (inf.point >= start_ts) & (inf.point <= end_ts),
+                       loc=True)
     del sel
-    loc = ev.locate(idx)
     cur_in, a_in = ev.take(cur_ours, ins_cur, loc), ev.take(a_ours, ins_a, loc)
     kind_idx = ev.col("kind", loc=loc)
     del cur_ours, a_ours, loc
@@ -194,7 +194,6 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     stage_stack: dict[int, list] = {}
     stages_out: list[dict] = []
 
-    cpu_rows: dict[int, np.ndarray] = {}
     # Inferred switches of our threads (see the module docstring): counts and uncertain time per
     # thread; the table's inserted rows first, then what the state machine adds.
     n_inf: dict[int, int] = {}
@@ -223,17 +222,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
         """Start of the stretch in which `tid` is the current task at `row` without a switch
         to it in the window: after the CPU's last earlier event with another current task,
         else from the CPU's first event (or the window start)."""
-        if cpu not in cpu_rows:
-            cpu_rows[cpu] = ev.rows(np.flatnonzero(events.cpu == cpu), ev.ins.get("cpu", inf.x) == cpu)
-        rows = cpu_rows[cpu]
-        hi, step = int(np.searchsorted(rows, row)), 64
-        while hi > 0:  # backwards, in growing chunks: the answer is usually a few rows back
-            seg = rows[max(0, hi - step):hi]
-            other = seg[ev.col("tid", seg) != tid]
-            if len(other):
-                return max(float(ev.value("ts", other[-1])), start_ts)
-            hi, step = hi - len(seg), step * 8
-        return first_on_cpu.get(cpu, start_ts)
+        r = ev.last_other(row, cpu, tid)
+        return max(float(ev.value("ts", r)), start_ts) if r >= 0 else first_on_cpu.get(cpu, start_ts)
 
     tm = _thread_machine(ev, inf, np.sort(ours_arr), idx, cur_in, a_in, kind_idx, first_on_cpu, start_ts,
                          end_ts, running_since, last_evidence)
@@ -504,9 +494,11 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
     del cnt, both
     it = np.int32 if len(row) < (1 << 31) - 1 else np.int64
     key = np.arange(len(row), dtype=it)  # walk order
-    thr = ev.col("tid", row)
+    asc = True  # rows ascend, unless sorted by thread below
+    loc = ev.locate(row, ascending=asc)
+    thr = ev.col("tid", loc=loc)
     nm = np.flatnonzero(named)
-    thr[nm] = ev.col("a", row[nm])
+    thr[nm] = ev.col("a", loc=ev.locate(row[nm], ascending=True))
     sw = k == P.K_SWITCH
     typ = np.where(sw, np.int8(_OUT), np.int8(_E1))
     typ[nm] = np.where(sw[nm], np.int8(_IN), np.where(k[nm] == P.K_MIGRATE, np.int8(_MIG), np.int8(_WAKE)))
@@ -517,8 +509,10 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
             o = np.argsort(ti.astype(np.int16) if len(ours) < 1 << 15 else ti, kind="stable")
             row, k, thr, typ, key = row[o], k[o], thr[o], typ[o], key[o]
             del o
+            loc, asc = None, False
         del ti
-    cpu = ev.col("cpu", row)
+    cpu = ev.col("cpu", row, loc)
+    del loc
     first = np.ones(len(row), dtype=bool)
     first[1:] = thr[1:] != thr[:-1]
     # Showing the thread current on the CPU its previous item switched it in on, or showed it
@@ -532,7 +526,7 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
         del kept
     del stay
     m = len(row)
-    loc = ev.locate(row)
+    loc = ev.locate(row, ascending=asc)
     ts, b, c = (ev.col(name, loc=loc) for name in ("ts", "b", "c"))
     del loc
     starts = np.flatnonzero(first)
@@ -761,6 +755,11 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None)
                             "c": np.full(len(pos), INFERRED)}), inf
 
 
+def _steps(n: int, at: np.ndarray) -> np.ndarray:
+    """Per position 0..n-1: how many of the positions `at` are at or before it."""
+    return np.cumsum(np.bincount(at, minlength=n + 1)[:n])
+
+
 class _Table:
     """The decoded events with the inferred switches inserted (row r: the j-th inserted switch
     where inf.row[j] == r, else decoded row r - (switches inserted before it)), read by rows
@@ -777,23 +776,31 @@ class _Table:
     def __len__(self) -> int:
         return len(self.ev) + len(self.inf.row)
 
-    def locate(self, rows) -> tuple:
-        """(decoded row of each of `rows`, positions in `rows` of inserted ones, which inserted)."""
+    def locate(self, rows, ascending: bool = False) -> tuple:
+        """(decoded row of each of `rows`, positions in `rows` of inserted ones, which inserted).
+        ascending: rows never decrease (then the few inserted rows are looked up in them, instead
+        of every row among the inserted ones)."""
         rows = np.asarray(rows)
-        m = len(self.inf.row)
-        if not m or not len(rows):
+        ins = self.inf.row
+        if not len(ins) or not len(rows):
             return rows, None, None
-        j = np.searchsorted(self.inf.row, rows)
-        hit = np.flatnonzero(self.inf.row[np.minimum(j, m - 1)] == rows)
-        src = rows - j
+        if not ascending:
+            j = np.searchsorted(ins, rows)
+            hit = np.flatnonzero(ins[np.minimum(j, len(ins) - 1)] == rows)
+            src = rows - j
+            j = j[hit]
+        else:
+            lo, hi = np.searchsorted(rows, ins), np.searchsorted(rows, ins, side="right")
+            src = rows - _steps(len(rows), hi)  # less the inserted rows before each
+            n_at = hi - lo  # (a row is listed twice for a switch between two of ours)
+            j = np.repeat(np.arange(len(ins)), n_at)
+            hit = np.repeat(lo, n_at) + (np.arange(len(j)) - np.repeat(np.cumsum(n_at) - n_at, n_at))
         if len(hit):
             src[hit] = 0  # (an inserted row may follow the last decoded one)
-        return src, hit, j[hit]
+        return src, hit, j
 
     def col(self, name: str, rows=None, loc=None) -> np.ndarray:
-        """Column `name` at `rows` (or at loc = locate(rows)); every row when both are None."""
-        if rows is None and loc is None:
-            return self.take(getattr(self.ev, name), self.ins.get(name), self.locate(np.arange(len(self))))
+        """Column `name` at `rows` (or at loc = locate(rows))."""
         return self.take(getattr(self.ev, name), self.ins.get(name), loc or self.locate(rows))
 
     @staticmethod
@@ -808,13 +815,45 @@ class _Table:
     def value(self, name: str, row: int):
         return self.col(name, np.array([row]))[0]
 
-    def rows(self, dec_rows: np.ndarray, ins_mask=None) -> np.ndarray:
-        """Sorted rows of this table: decoded rows `dec_rows` (sorted) and inserted ones where ins_mask."""
-        if not len(self.inf.row):
-            return dec_rows
-        new = dec_rows + np.searchsorted(self.pos, dec_rows, side="right")
-        add = self.inf.row if ins_mask is None else self.inf.row[ins_mask]
-        return np.insert(new, np.searchsorted(new, add), add) if len(add) else new
+    def rows(self, dec_rows: np.ndarray, ins_mask=None, loc: bool = False):
+        """Sorted rows of this table: decoded rows `dec_rows` (sorted) and inserted ones where
+        ins_mask (all when None); with loc=True, (rows, locate(rows))."""
+        ins = self.inf.row
+        if not len(ins):
+            return (dec_rows, (dec_rows, None, None)) if loc else dec_rows
+        new = dec_rows + _steps(len(dec_rows), np.searchsorted(dec_rows, self.pos))  # the inserted before each
+        j = np.arange(len(ins)) if ins_mask is None else np.flatnonzero(ins_mask)
+        at = np.searchsorted(new, ins[j])
+        out = np.insert(new, at, ins[j]) if len(j) else new
+        if not loc:
+            return out
+        return out, (np.insert(dec_rows, at, 0), at + np.arange(len(j)), j)
+
+    def switch_rows(self) -> np.ndarray:
+        """The decoded rows of switches (kept: the comm look-ups and the CPU timelines use them)."""
+        if not self._sw:
+            sw = np.flatnonzero(self.ev.kind == P.K_SWITCH)
+            self._sw.extend((sw, self.ev.tid[sw], self.ev.a[sw]))
+        return self._sw[0]
+
+    def last_other(self, row: int, cpu: int, tid: int) -> int:
+        """The last row before `row` on `cpu` whose current task is not `tid` (-1: none): the
+        decoded rows scanned backwards in growing chunks (the answer is usually a few rows back)
+        and the inserted ones, whichever is later."""
+        ev, ins = self.ev, self.inf.row
+        best = -1
+        if len(ins):
+            c = np.flatnonzero((ins < row) & (self.ins["cpu"] == cpu) & (self.inf.x != tid))
+            best = int(ins[c[-1]]) if len(c) else -1
+        hi, step = row - int(np.searchsorted(ins, row)), 64  # decoded rows [0, hi) come before `row`
+        while hi > 0:
+            lo = max(0, hi - step)
+            other = np.flatnonzero((ev.cpu[lo:hi] == cpu) & (ev.tid[lo:hi] != tid))
+            if len(other):
+                r = lo + int(other[-1])
+                return max(best, r + int(np.searchsorted(self.pos, r, side="right")))
+            hi, step = lo, step * 8
+        return best
 
     def _comm(self, p_: int) -> str:
         """A pid's comm from a switch naming it (inserted rows carry none of their own): its first
@@ -822,9 +861,7 @@ class _Table:
         names, ev = self._names, self.ev
         if p_ in names:
             return names[p_]
-        if not self._sw:
-            sw = np.flatnonzero(ev.kind == P.K_SWITCH)
-            self._sw.extend((sw, ev.tid[sw], ev.a[sw]))
+        self.switch_rows()
         sw, prev_, next_ = self._sw
         if len(names) < 16:
             r = np.flatnonzero(prev_ == p_)
@@ -861,8 +898,7 @@ def _cpu_timelines(ev: _Table, inf: _Inferred):
     """cpu -> (switch times, next pids, row indices, pid running before the first switch).
     An inferred switch x -> y becomes two steps: UNKNOWN from x's last evidence, y from its first:
     nobody is charged for the gap in between."""
-    sw = ev.rows(np.flatnonzero(ev.ev.kind == P.K_SWITCH))
-    loc = ev.locate(sw)
+    sw, loc = ev.rows(ev.switch_rows(), loc=True)
     cpus, times_all, nxt_all, c_all, tid_all = (ev.col(name, loc=loc) for name in ("cpu", "ts", "a", "c", "tid"))
     del loc
     out = {}
