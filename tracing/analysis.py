@@ -633,13 +633,21 @@ def _thread_machine(ev: "_Table", inf, ours: np.ndarray, idx, cur_in, a_in, kind
                               4 * (len(ev) + 1) + seg2))
     so = np.argsort(seg_key, kind="stable")
     del seg_key
-    segments = tuple(np.concatenate(cols)[so].astype(dt, copy=False) for cols, dt in (
-        ((thr[seg0], thr[seg1], thr[known][seg2]), np.int64),
-        ((st0, st1, st2[seg2]), np.int64),
-        ((since_prev[seg0], s1, end_since[seg2]), np.float64),
-        ((end0, ts[seg1], np.full(len(seg2), end_ts, dtype=np.float64)), np.float64),
-        ((cpu_prev[seg0], cp1, cpu_after[known][seg2]), np.int64)))
-    del so, seg0, seg1, st0, st1, s1, cp1, end0
+    at = np.empty(len(so), dtype=np.intp)  # where each segment goes: the three kinds in walk order
+    at[so] = np.arange(len(so))
+    bounds = np.cumsum([0, len(seg0), len(seg1), len(seg2)])
+
+    def place(parts, dt):
+        out = np.empty(len(so), dtype=dt)
+        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            out[at[lo:hi]] = part
+        return out
+    segments = (place((thr[seg0], thr[seg1], thr[known][seg2]), np.int64),
+                place((st0, st1, st2[seg2]), np.int64),
+                place((since_prev[seg0], s1, end_since[seg2]), np.float64),
+                place((end0, ts[seg1], end_ts), np.float64),
+                place((cpu_prev[seg0], cp1, cpu_after[known][seg2]), np.int64))
+    del so, at, seg0, seg1, st0, st1, s1, cp1, end0
 
     # Counts, comms, preemptions, wakeup latency
     out_real = is_out & ~c_inf
@@ -705,10 +713,11 @@ _NO_INFERRED = _Inferred(*(np.zeros(0, dtype=dt) for dt in (np.int64, np.int64, 
 def _by_cpu(ev: P.Events):
     """(rows grouped by CPU, time order kept within each: a radix sort; the CPUs' column in that
     order; where each CPU's rows start)."""
-    cpu = ev.cpu.astype(np.int16)
+    lo, hi = (int(ev.cpu.min()), int(ev.cpu.max())) if len(ev) else (0, 0)
+    # (CPU numbers fit 16 bits, NR_CPUS <= 8192: a radix sort, of one byte below 256 CPUs)
+    cpu = ev.cpu.astype(np.uint8 if 0 <= lo and hi < 1 << 8 else np.int16)
     order = np.argsort(cpu, kind="stable")
-    # (CPU numbers fit 16 bits, NR_CPUS <= 8192; the sort took them so already)
-    cs = cpu[order] if not len(cpu) or 0 <= int(ev.cpu.min()) and int(ev.cpu.max()) < 1 << 15 else ev.cpu[order]
+    cs = cpu[order] if 0 <= lo and hi < 1 << 15 else ev.cpu[order]
     starts = np.flatnonzero(np.concatenate(([True], cs[1:] != cs[:-1]))) if len(cs) else np.zeros(0, np.int64)
     return order, cs, starts
 
@@ -724,7 +733,7 @@ def _infer_switches(ev: P.Events, ours_arr: np.ndarray, by_cpu=None, woken=None)
         return _Table(ev, _NO_INFERRED), _NO_INFERRED
     order, cs, _ = by_cpu or _by_cpu(ev)
     before = ev.tid[order]
-    after = np.where(ev.kind[order] == P.K_SWITCH, ev.a[order], before)
+    after = np.where(ev.kind == P.K_SWITCH, ev.a, ev.tid)[order]  # the current task after each row
     k = np.flatnonzero((cs[1:] == cs[:-1]) & (after[:-1] != before[1:]))
     if not len(k):
         return _Table(ev, _NO_INFERRED), _NO_INFERRED
