@@ -911,8 +911,14 @@ def _cpu_timelines(ev: _Table, inf: _Inferred):
     cpus, times_all, nxt_all, c_all, tid_all = (ev.col(name, loc=loc) for name in ("cpu", "ts", "a", "c", "tid"))
     del loc
     out = {}
-    o = np.argsort(cpus.astype(np.int16), kind="stable")  # radix: per CPU, in row order
-    bounds = np.flatnonzero(np.diff(cpus[o])) + 1
+    if len(cpus) and 0 <= int(cpus.min()) and int(cpus.max()) < 1 << 8:  # radix of one byte, counts per CPU
+        c8 = cpus.astype(np.uint8)
+        o = np.argsort(c8, kind="stable")
+        bounds = np.cumsum(np.bincount(c8))[:-1]
+        del c8
+    else:
+        o = np.argsort(cpus.astype(np.int16), kind="stable")  # radix: per CPU, in row order
+        bounds = np.flatnonzero(np.diff(cpus[o])) + 1
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(o)]):
         if hi <= lo:
             continue

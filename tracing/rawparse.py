@@ -194,7 +194,7 @@ def _timestamps(tl, hdr, odd, a0, page, page_ts):
 
 def _tables(fmt: RingFormat):
     """Lookup tables by event id: the kind, and the record length its fields need."""
-    kind_of = np.full(65536, P.K_OTHER, dtype=np.int64)
+    kind_of = np.full(65536, P.K_OTHER, dtype=np.int8)
     need_of = np.zeros(65536, dtype=np.int64)
     for ev_id, (kind, ef) in fmt.events.items():
         if 0 <= ev_id < 65536:
@@ -366,22 +366,25 @@ def _read_fields(g: _Group, dest: np.ndarray, fmt: RingFormat, tid, a, b, c) -> 
             continue
         rows = by_type[b_lo:b_hi]
         k, ef = fmt.events[ev_id]
-        d, dw, to = ds[rows], wd[rows], dest[rows]
+        dw, to = wd[rows], dest[rows]
         f = ef.fields
 
-        def rd(name):
+        def rd(name, wide=False):
+            """The field at each record: a 4-byte one as read (the int64 column takes it as it
+            is assigned: no int64 copy), unless `wide`."""
             fl = f[name]
             if aligned and fl.offset % 4 == 0 and fl.size in (4, 8):
                 v = w[dw + fl.offset // 4]
                 if fl.size == 8:  # (wraps to negative for u64 >= 2**63, which no field here reaches)
                     return v.astype(np.int64) | (w[dw + fl.offset // 4 + 1].astype(np.int64) << 32)
-                return (v.view(np.int32) if fl.signed else v).astype(np.int64)
-            return _read_int(u8, w, d, fl)
+                v = v.view(np.int32) if fl.signed else v
+                return v.astype(np.int64) if wide else v
+            return _read_int(u8, w, ds[rows], fl)
 
         if k == P.K_SWITCH:
             tid[to] = rd("prev_pid")
             a[to] = rd("next_pid")
-            st = rd("prev_state")
+            st = rd("prev_state", wide=True)
             b[to], c[to] = _state_letters(st, fmt), (st & fmt.preempt_bit) != 0
             del st
         else:
