@@ -908,7 +908,7 @@ def _cpu_timelines(ev: _Table, inf: _Inferred):
     An inferred switch x -> y becomes two steps: UNKNOWN from x's last evidence, y from its first:
     nobody is charged for the gap in between."""
     sw, loc = ev.rows(ev.switch_rows(), loc=True)
-    cpus, times_all, nxt_all, c_all, tid_all = (ev.col(name, loc=loc) for name in ("cpu", "ts", "a", "c", "tid"))
+    cpus = ev.col("cpu", loc=loc)
     del loc
     out = {}
     if len(cpus) and 0 <= int(cpus.min()) and int(cpus.max()) < 1 << 8:  # radix of one byte, counts per CPU
@@ -922,18 +922,20 @@ def _cpu_timelines(ev: _Table, inf: _Inferred):
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(o)]):
         if hi <= lo:
             continue
-        sel = o[lo:hi]
-        rows = sw[sel]
-        c = int(cpus[sel[0]])
-        times, nxt = times_all[sel], nxt_all[sel]
-        syn = np.flatnonzero(c_all[sel] == INFERRED)
+        rows = sw[o[lo:hi]]  # (ascending: the sort is stable)
+        c = int(cpus[o[lo]])
+        loc = ev.locate(rows, ascending=True)
+        times, nxt = ev.col("ts", loc=loc), ev.col("a", loc=loc)
+        syn = np.flatnonzero(ev.col("c", loc=loc) == INFERRED)
+        first_tid = int(ev.value("tid", rows[0]))
+        del loc
         if len(syn):
             j = np.searchsorted(inf.row, rows[syn])
             times[syn], nxt[syn] = inf.gap_start[j], UNKNOWN
             at = np.searchsorted(times, inf.gap_end[j], side="left")
             times, nxt, rows = np.insert(times, at, inf.gap_end[j]), np.insert(nxt, at, inf.y[j]), \
                 np.insert(rows, at, rows[syn])
-        out[c] = (times, nxt, rows, int(tid_all[sel[0]]), int(rows[0]))
+        out[c] = (times, nxt, rows, first_tid, int(rows[0]))
     return out
 
 
