@@ -21,7 +21,10 @@ RSS with the pages loaded, and numpy's own peak (tracemalloc), per event.
 Load average is printed: timings on a shared machine are noisy, ratios less so (same rounds).
 
     .venv/bin/python benchmarks/analysis_speed.py [--seconds 2] [--buffer-mb 48] [--rounds 9]
-        [--save DIR | --load DIR] [--no-reference] [--text]
+        [--save DIR | --load DIR] [--no-reference] [--text] [--baseline ROOT]
+
+--baseline ROOT also times ROOT/tracing (another checkout, e.g. `git archive main | tar -x -C ROOT`)
+as an arm of the same rounds: a before/after on the same events, with its memory and breakdown.
 
 --save DIR keeps the capture (pages, formats, window bounds) for a later --load DIR run (profiling,
 or the same events on another machine); the instance is always removed.
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -132,12 +137,30 @@ def trace_cmd_dat(d: Path, cpus: list[int], td: str) -> str:
     return dat
 
 
-def implementations(reference: bool) -> dict:
+def implementations(reference: bool, baseline: Path | None = None, d: Path | None = None) -> dict:
     impls = {"ours": (rawparse.parse_pages, analysis.analyze)}
     if reference:
         from tests.reference import analysis_loop, rawparse_loop
         impls["reference"] = (rawparse_loop.parse_pages, analysis_loop.analyze)
+    if baseline is not None:
+        impls["baseline"] = baseline_impl(baseline, d)
     return impls
+
+
+def baseline_impl(root: Path, d: Path):
+    """(decode, analyze) of the tracing package of another checkout (`git archive main | tar -x -C
+    DIR`, say): imported as a package of its own, with the ring format its own code reads from
+    the capture, so a before/after runs in the same rounds on the same events."""
+    name = "tracing_baseline"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, root / "tracing" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "tracing")])
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    rp, an = importlib.import_module(f"{name}.rawparse"), importlib.import_module(f"{name}.analysis")
+    m = json.loads((d / "meta.json").read_text())
+    ring = rp.ring_format((d / "header_page").read_text(), (d / "formats").read_text().split("%%\n"), m["page_size"])
+    return (lambda pages, _ring, tgids: rp.parse_pages(pages, ring, tgids)), an.analyze
 
 
 def pick_target(ev) -> int:
@@ -165,7 +188,7 @@ def first_difference(a, b, path="breakdown") -> str | None:
     return None if a == b or (a != a and b != b) else f"{path}: {a!r} vs {b!r}"
 
 
-def memory_child(d: Path, impl: str, pid: int) -> dict:
+def memory_child(d: Path, impl: str, pid: int, baseline: Path | None = None) -> dict:
     """Run in a fresh process: decode + analyze once; RSS figures in bytes."""
     import tracemalloc
 
@@ -176,7 +199,7 @@ def memory_child(d: Path, impl: str, pid: int) -> dict:
         return 0
 
     pages, ring, tgids, t0, t1 = load(d)
-    decode, analyze = implementations(impl == "reference")[impl]
+    decode, analyze = implementations(impl == "reference", baseline if impl == "baseline" else None, d)[impl]
     base = status("VmRSS:")
     tracemalloc.start()
     ev = decode(pages, ring, tgids)
@@ -203,11 +226,13 @@ def main(argv=None) -> int:
     ap.add_argument("--load", type=Path, help="use a capture saved with --save instead of a new one")
     ap.add_argument("--no-reference", action="store_true", help="skip the event-by-event implementation")
     ap.add_argument("--text", action="store_true", help="also time the text parser path once")
+    ap.add_argument("--baseline", type=Path, metavar="ROOT",
+                    help="also time the tracing package of another checkout (a before/after in the same rounds)")
     ap.add_argument("--memory-child", nargs=3, metavar=("DIR", "IMPL", "PID"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
         d, impl, pid = args.memory_child
-        print(json.dumps(memory_child(Path(d), impl, int(pid))))
+        print(json.dumps(memory_child(Path(d), impl, int(pid), args.baseline)))
         return 0
 
     with tempfile.TemporaryDirectory() as td:
@@ -220,7 +245,7 @@ def main(argv=None) -> int:
             capture(root, args.seconds, args.buffer_mb, sorted(os.sched_getaffinity(0)), d)
         pages, ring, tgids, t0, t1 = load(d)
         lost = json.loads((d / "meta.json").read_text()).get("overrun", {})
-        impls = implementations(not args.no_reference)
+        impls = implementations(not args.no_reference, args.baseline, d)
         ev = rawparse.parse_pages(pages, ring, tgids)
         target = pick_target(ev)
         n = len(ev)
@@ -262,7 +287,8 @@ def main(argv=None) -> int:
                     bds[arm] = bd.to_dict()
         mem = {}
         for name in impls:
-            res = subprocess.run([sys.executable, __file__, "--memory-child", str(d), name, str(target)],
+            extra = ["--baseline", str(args.baseline)] if args.baseline else []
+            res = subprocess.run([sys.executable, __file__, "--memory-child", str(d), name, str(target), *extra],
                                  check=True, capture_output=True, text=True)
             mem[name] = json.loads(res.stdout.strip().splitlines()[-1])
         t_text = None
@@ -293,11 +319,16 @@ def main(argv=None) -> int:
         med, lo, hi = bootstrap_median([a / b for a, b in zip(cpu_s[name], cpu_s["trace-cmd"])])
         print(f"ratio {name}/trace-cmd in CPU time: {med:.3f} [{lo:.3f}, {hi:.3f}] "
               f"({statistics.median(cpu_s[name]):.3f} s vs {statistics.median(cpu_s['trace-cmd']):.3f} s)")
-    if "reference" in impls:
-        med, lo, hi = bootstrap_median([b / a for a, b in zip(times["ours"], times["reference"])])
-        print(f"speed-up reference/ours: {med:.2f} [{lo:.2f}, {hi:.2f}]")
-        diff = first_difference(bds["ours"], bds["reference"])
-        print("breakdowns identical (ours vs reference): " + ("yes" if diff is None else f"NO: {diff}"))
+    for name in ("reference", "baseline"):
+        if name not in impls:
+            continue
+        med, lo, hi = bootstrap_median([b / a for a, b in zip(times["ours"], times[name])])
+        print(f"speed-up {name}/ours: {med:.2f} [{lo:.2f}, {hi:.2f}]")
+        ours = dict(bds["ours"])
+        if name == "reference":
+            ours.pop("first_sound", None)  # newer than the reference (issue 23), as tests/test_analysis_identity.py
+        diff = first_difference(ours, bds[name])
+        print(f"breakdowns identical (ours vs {name}): " + ("yes" if diff is None else f"NO: {diff}"))
     for name, m in mem.items():
         print(f"memory {name}: peak RSS {m['hwm_above_base'] / 1e6:.0f} MB above the {m['rss_base'] / 1e6:.0f} MB "
               f"with the pages loaded ({m['pages_bytes'] / 1e6:.0f} MB of pages), {m['hwm_above_base'] / n:.0f} B/event; "
