@@ -1025,7 +1025,9 @@ _PIECE_TYPES = (np.int64, np.int64, np.int64, bool, np.float64, np.float64)
 def _comm_names(ev, pid, row, is_next):
     """The comm of each piece's task: read from its switch event (next_comm, or prev_comm for the
     task running before the CPU's first switch). A task's comm changes only on exec or a rename,
-    so each pid's first and last piece are read, and every piece only when those two differ."""
+    so each pid's first and last piece are read, and every piece only when those two differ.
+    The idle task and the unknown one (pid <= 0) are nobody's blockers: never named (-1); their
+    comms differ per CPU (swapper/N), so reading them would read every idle piece."""
     names: list[str] = []
     index: dict[str, int] = {}
     name = np.zeros(len(pid), dtype=np.int64)
@@ -1041,6 +1043,9 @@ def _comm_names(ev, pid, row, is_next):
         order = np.argsort(pid, kind="stable")
         bounds = np.flatnonzero(np.diff(pid[order])) + 1
         for grp in np.split(order, bounds):
+            if pid[grp[0]] <= 0:
+                name[grp] = -1
+                continue
             first = comm_at(int(row[grp[0]]), bool(is_next[grp[0]]))
             last = comm_at(int(row[grp[-1]]), bool(is_next[grp[-1]]))
             if first == last:
