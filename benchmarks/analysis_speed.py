@@ -21,10 +21,13 @@ RSS with the pages loaded, and numpy's own peak (tracemalloc), per event.
 Load average is printed: timings on a shared machine are noisy, ratios less so (same rounds).
 
     .venv/bin/python benchmarks/analysis_speed.py [--seconds 2] [--buffer-mb 48] [--rounds 9]
-        [--save DIR | --load DIR] [--no-reference] [--text] [--baseline ROOT]
+        [--save DIR | --load DIR] [--no-reference] [--text] [--baseline ROOT] [--fresh]
 
 --baseline ROOT also times ROOT/tracing (another checkout, e.g. `git archive main | tar -x -C ROOT`)
 as an arm of the same rounds: a before/after on the same events, with its memory and breakdown.
+--fresh adds an arm per implementation (the reference aside) that runs decode + analyze in a new
+process each round: on memory the process never touched, as a server's analysis runs after its
+heap was given back between requests (the in-process arms reuse what earlier arms freed).
 
 --save DIR keeps the capture (pages, formats, window bounds) for a later --load DIR run (profiling,
 or the same events on another machine); the instance is always removed.
@@ -209,6 +212,16 @@ def memory_child(d: Path, impl: str, pid: int, baseline: Path | None = None) -> 
             "hwm_above_base": status("VmHWM:") - base, "numpy_peak": traced_peak}
 
 
+def time_child(d: Path, impl: str, pid: int, baseline: Path | None = None) -> dict:
+    """Run in a fresh process: decode + analyze once, on memory this process never touched before
+    (as a server's analysis is after its heap was given back between requests); seconds."""
+    pages, ring, tgids, t0, t1 = load(d)
+    decode, analyze = implementations(False, baseline if impl == "baseline" else None, d)[impl]
+    c0, a = time.process_time(), time.perf_counter()
+    analyze(decode(pages, ring, tgids), pid, t0, t1)
+    return {"wall": time.perf_counter() - a, "cpu": time.process_time() - c0}
+
+
 def bootstrap_median(values, n=BOOT, seed=0) -> tuple[float, float, float]:
     """(median, 2.5th, 97.5th percentile of the medians of n resamples with replacement)."""
     v = np.asarray(values, dtype=float)
@@ -228,12 +241,15 @@ def main(argv=None) -> int:
     ap.add_argument("--text", action="store_true", help="also time the text parser path once")
     ap.add_argument("--baseline", type=Path, metavar="ROOT",
                     help="also time the tracing package of another checkout (a before/after in the same rounds)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="also time ours (and the baseline) in a fresh process each round (memory never touched)")
     ap.add_argument("--memory-child", nargs=3, metavar=("DIR", "IMPL", "PID"), help=argparse.SUPPRESS)
+    ap.add_argument("--time-child", nargs=3, metavar=("DIR", "IMPL", "PID"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.memory_child:
-        d, impl, pid = args.memory_child
-        print(json.dumps(memory_child(Path(d), impl, int(pid), args.baseline)))
-        return 0
+    for child, fn in ((args.memory_child, memory_child), (args.time_child, time_child)):
+        if child:
+            print(json.dumps(fn(Path(child[0]), child[1], int(child[2]), args.baseline)))
+            return 0
 
     with tempfile.TemporaryDirectory() as td:
         d = args.load or args.save or Path(td) / "capture"
@@ -264,7 +280,9 @@ def main(argv=None) -> int:
             bd = analyze(e, target, t0, t1)
             return time.perf_counter() - a, b - a, bd, time.process_time() - c0
 
-        arms = [*impls, "trace-cmd"]
+        extra = ["--baseline", str(args.baseline)] if args.baseline else []
+        fresh = {f"{name}, fresh": name for name in impls if args.fresh and name != "reference"}
+        arms = [*impls, *fresh, "trace-cmd"]
         times = {a: [] for a in arms}
         cpu_s = {a: [] for a in arms}
         decode_s = {a: [] for a in impls}
@@ -279,6 +297,12 @@ def main(argv=None) -> int:
                     times[arm].append(time.perf_counter() - a)
                     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     cpu_s[arm].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+                elif arm in fresh:
+                    res = subprocess.run([sys.executable, __file__, "--time-child", str(d), fresh[arm], str(target),
+                                          *extra], check=True, capture_output=True, text=True)
+                    got = json.loads(res.stdout.strip().splitlines()[-1])
+                    times[arm].append(got["wall"])
+                    cpu_s[arm].append(got["cpu"])
                 else:
                     t, t_dec, bd, t_cpu = run_ours(arm)
                     times[arm].append(t)
@@ -287,7 +311,6 @@ def main(argv=None) -> int:
                     bds[arm] = bd.to_dict()
         mem = {}
         for name in impls:
-            extra = ["--baseline", str(args.baseline)] if args.baseline else []
             res = subprocess.run([sys.executable, __file__, "--memory-child", str(d), name, str(target), *extra],
                                  check=True, capture_output=True, text=True)
             mem[name] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -311,11 +334,14 @@ def main(argv=None) -> int:
     for name in impls:
         t, dec = statistics.median(times[name]), statistics.median(decode_s[name])
         print(f"{name}: median {t:.3f} s = decode {dec:.3f} s + analyze {t - dec:.3f} s ({n / t / 1e3:.0f}k events/s)")
-    for name in impls:
+    for name in fresh:
+        print(f"{name} (decode + analyze in a new process each round): median {statistics.median(times[name]):.3f} s")
+    timed = [*impls, *fresh]
+    for name in timed:
         med, lo, hi = bootstrap_median([a / b for a, b in zip(times[name], tc)])
-        goal = f" (goal <= {GOAL})" if name == "ours" else ""
+        goal = f" (goal <= {GOAL})" if name.startswith("ours") else ""
         print(f"ratio {name}/trace-cmd: {med:.3f} [{lo:.3f}, {hi:.3f}]{goal}")
-    for name in impls:  # what each side computed, whatever the machine's load made of the wall times
+    for name in timed:  # what each side computed, whatever the machine's load made of the wall times
         med, lo, hi = bootstrap_median([a / b for a, b in zip(cpu_s[name], cpu_s["trace-cmd"])])
         print(f"ratio {name}/trace-cmd in CPU time: {med:.3f} [{lo:.3f}, {hi:.3f}] "
               f"({statistics.median(cpu_s[name]):.3f} s vs {statistics.median(cpu_s['trace-cmd']):.3f} s)")
