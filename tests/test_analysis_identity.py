@@ -415,6 +415,7 @@ def test_user_env_numpy_gives_the_same_breakdown():
     pages, fmt, tgids, m = load_window(DATA)
     ref = REF_A.analyze(REF_R.parse_pages(pages, fmt, tgids), m["pid"], m["start"], m["end"], tids=m["tids"])
     want = json.loads(json.dumps(ref.to_dict()))
+    got["breakdown"].pop("first_sound", None)  # newer than the reference (issue 23), as in assert_same_breakdown
     assert first_difference(got["breakdown"], want) is None, first_difference(got["breakdown"], want)
 
 
