@@ -241,7 +241,8 @@ def analyze(events: P.Events, pid: int, start_ts: float, end_ts: float, lost: di
     # IRQ, softirq, reclaim and marker events are few: their own pass, in time order.
     rest = idx[(kind_idx >= P.K_IRQ_ENTRY) & (kind_idx != P.K_KSWAPD_WAKE)]
     loc = ev.locate(rest)
-    for i, ts, cpu, k, cur in zip(rest.tolist(), *(ev.col(c_, loc=loc).tolist() for c_ in ("ts", "cpu", "kind", "tid"))):
+    cols = (ev.col(c_, loc=loc).tolist() for c_ in ("ts", "cpu", "kind", "tid"))
+    for i, ts, cpu, k, cur in zip(rest.tolist(), *cols):
         if k == P.K_IRQ_ENTRY:
             irq_open[cpu] = (cur, ts)
         elif k == P.K_IRQ_EXIT:
