@@ -288,20 +288,19 @@ def _decode_group(chunks: list, fmt: RingFormat, kind_of, need_of) -> _Group:
     del hdr
     # whole data records (common header) of the events we read; a record too short for its
     # format is not ours
-    rlen = tl.astype(np.int64) << 2
+    dlen = tl.astype(np.int64) << 2  # data length: type_len words, or the next word less 4 (long records)
     long_ = odd[tl[odd] == 0]
-    rlen[long_] = a0[tl[odd] == 0] - 4
+    dlen[long_] = a0[tl[odd] == 0] - 4
     ds = pos + 4
     ds[long_] += 4
-    rlen += ds  # the data's end
-    keep = np.flatnonzero((tl <= 28) & (rlen - ds >= 8) & (rlen <= (page + 1) * ps))
+    keep = np.flatnonzero((tl <= 28) & (dlen >= 8) & (ds + dlen <= (page + 1) * ps))
     del tl, odd, a0, long_
     it = np.int32 if len(blob) < 1 << 31 else np.int64
-    ds_k = ds[keep]
+    ds_k, dlen = ds[keep], dlen[keep]
     del ds
     type_id = w[ds_k >> 2].astype(np.uint16)  # common_type: u16 at offset 0
-    ours = np.flatnonzero((kind_of[type_id] != P.K_OTHER) & (rlen[keep] - ds_k >= need_of[type_id]))
-    del rlen
+    ours = np.flatnonzero((kind_of[type_id] != P.K_OTHER) & (dlen >= need_of[type_id]))
+    del dlen
     keep = keep[ours]
     return _Group(blob, u8, w, pos[keep].astype(it), ds_k[ours].astype(it), ts[keep], type_id[ours],
                   page_cpu[page[keep]])
