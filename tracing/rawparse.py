@@ -342,7 +342,7 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
         dest = row_of[lo:lo + sizes[gi]]
         kind[dest] = kind_of[g.type_id]
         cpu[dest] = g.cpu
-        gpos[dest] = g.pos + g_base
+        gpos[dest] = g.pos + gpos.dtype.type(g_base)  # (int64 past 2 GB of pages: no int32 overflow)
         _read_fields(g, dest, fmt, tid, a, b, c)
         del g
     del row_of
