@@ -206,6 +206,7 @@ class Service:
             ex.submit(lambda: None).result()
         self.requests = 0
         self.failures = 0
+        self._counts_lock = threading.Lock()
         self.queue = QueueClock()  # queue time and requests ahead; waiting/running counts
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
         self._last_done: Future | None = None  # the latest request's post-processing
@@ -275,6 +276,15 @@ class Service:
             progress(0.97, "analysing the trace")
         return job.result()
 
+    def refused(self) -> None:
+        """Count a request refused for its input (text, scope, preset), here or by a handler
+        before it reached the service: a failed request too (itts_requests_total{status="error"})."""
+        self._failed()
+
+    def _failed(self) -> None:
+        with self._counts_lock:  # handlers refuse requests on their own threads, beside a synthesis
+            self.failures += 1
+
     def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
               trace: bool | None = None, progress: Progress | None = None, history: bool = True,
               hold: bool = False, arrived: float | None = None, on_segment: OnSegment | None = None) -> Job:
@@ -291,7 +301,7 @@ class Service:
             if preset is not None and preset not in self.tuner.presets:
                 raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
         except InputError:
-            self.failures += 1  # bad input is a failed request too (itts_requests_total{status="error"})
+            self.refused()
             raise
         trace = self.tracing_enabled if trace is None else bool(trace)
         ticket = self.queue.arrive(arrived)
@@ -308,13 +318,13 @@ class Service:
             try:
                 clip_dir = self.store.new_dir(rid, scratch=not history)
             except OSError as e:
-                self.failures += 1
+                self._failed()
                 raise ServiceError(_storage_error("create the clip's directory", self.store.root, e)) from e
             try:
                 record, window, dv = self._run(rid, clip_dir, req, preset, scope, trace, progress, ticket,
                                                on_segment)
             except BaseException:
-                self.failures += 1
+                self._failed()
                 self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
                 raise
             # queued before the lock is released: the next request's _settle() waits for them

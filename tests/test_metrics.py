@@ -171,3 +171,21 @@ def test_first_sound_histograms():
     assert _value(body, "itts_first_sound_seconds_bucket", preset="pinned", le="0.5") == 1
     assert _value(body, "itts_first_sound_breakdown_seconds_sum", component="runqueue_wait",
                   preset="pinned") == pytest.approx(0.3)
+
+
+def test_requests_refused_by_the_handler_count_as_errors(server, client):
+    """Empty text is refused by the Synthesize handler before the service sees it (a streamed
+    request must not start its worker): still a failed request on /metrics, once per request,
+    on the plain and the streamed endpoint (the fleet test found it missing). What Gradio itself
+refuses before any handler runs (a value outside a Radio's choices) is not ours to count."""
+    from gradio_client.exceptions import AppError
+
+    def errors() -> float:
+        with urllib.request.urlopen(server.url + "metrics", timeout=20) as r:
+            return sum(v for v in [_value(r.read().decode(), "itts_requests_total", status="error")] if v)
+
+    before = errors()
+    for api in ("/synthesize", "/synthesize_stream"):
+        with pytest.raises(AppError):
+            client.predict(text="", api_name=api)
+    assert errors() - before == 2

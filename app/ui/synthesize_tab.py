@@ -44,42 +44,46 @@ def make_run_request(ctx, segments: bool = False, player: bool = False):
                     length_penalty=None, num_beams=None, repetition_penalty=None,
                     max_mel_tokens=None, max_tokens_seg=None, preset=None, scope=None, trace=None,
                     lang=None, duration_factor=None, request: gr.Request = None, progress=gr.Progress()):
-        d = DEFAULT_GENERATION
+        try:  # refused before the service sees it: a failed request all the same (its metric)
+            d = DEFAULT_GENERATION
 
-        def dflt(v, default):
-            return default if v is None else v
-        vec = [dflt(v, 0.0) for v in (v1, v2, v3, v4, v5, v6, v7, v8)]
-        trace = svc.tracing_enabled if trace is None else trace
-        if scope not in (None, *SCOPES):
-            raise gr.Error(f"Unknown scope {scope!r}: use one of {SCOPES}.")
-        preset = named_preset(preset)  # not naming one keeps what is in force
-        if preset:
-            check_preset(ctx, preset, request)
-        try:
-            v25 = v25_fields(ctx.engine, lang=lang, duration_factor=duration_factor)
-            req = SynthesisRequest(
-                text=text,
-                spk_audio_prompt=spk or None,
-                emo_control_method=emo_mode if emo_mode is not None else 0,
-                emo_audio_prompt=emo_ref or None, emo_alpha=num(dflt(emo_weight, 0.65), "Emotion weight"),
-                emo_vector=[num(v, "Emotion value") for v in vec],
-                emo_text=emo_text or None, use_random=bool(dflt(use_random, False)),
-                max_text_tokens_per_segment=num(dflt(max_tokens_seg, ctx.args.gui_seg_tokens),
-                                                "Max tokens per segment"),
-                generation={
-                    "do_sample": bool(dflt(do_sample, d["do_sample"])),
-                    "top_p": num(dflt(top_p, d["top_p"]), "top_p"),
-                    "top_k": int(num(dflt(top_k, d["top_k"]), "top_k")),
-                    "temperature": num(dflt(temperature, d["temperature"]), "temperature"),
-                    "length_penalty": num(dflt(length_penalty, d["length_penalty"]), "length_penalty"),
-                    "num_beams": int(num(dflt(num_beams, d["num_beams"]), "num_beams")),
-                    "repetition_penalty": num(dflt(repetition_penalty, d["repetition_penalty"]),
-                                              "repetition_penalty"),
-                    "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))},
-                **v25)
-            req.validate()  # refused here, before a live request starts its worker
-        except (InputError, TuningError, ServiceError) as e:
-            raise user_error(e)
+            def dflt(v, default):
+                return default if v is None else v
+            vec = [dflt(v, 0.0) for v in (v1, v2, v3, v4, v5, v6, v7, v8)]
+            trace = svc.tracing_enabled if trace is None else trace
+            if scope not in (None, *SCOPES):
+                raise gr.Error(f"Unknown scope {scope!r}: use one of {SCOPES}.")
+            preset = named_preset(preset)  # not naming one keeps what is in force
+            if preset:
+                check_preset(ctx, preset, request)
+            try:
+                v25 = v25_fields(ctx.engine, lang=lang, duration_factor=duration_factor)
+                req = SynthesisRequest(
+                    text=text,
+                    spk_audio_prompt=spk or None,
+                    emo_control_method=emo_mode if emo_mode is not None else 0,
+                    emo_audio_prompt=emo_ref or None, emo_alpha=num(dflt(emo_weight, 0.65), "Emotion weight"),
+                    emo_vector=[num(v, "Emotion value") for v in vec],
+                    emo_text=emo_text or None, use_random=bool(dflt(use_random, False)),
+                    max_text_tokens_per_segment=num(dflt(max_tokens_seg, ctx.args.gui_seg_tokens),
+                                                    "Max tokens per segment"),
+                    generation={
+                        "do_sample": bool(dflt(do_sample, d["do_sample"])),
+                        "top_p": num(dflt(top_p, d["top_p"]), "top_p"),
+                        "top_k": int(num(dflt(top_k, d["top_k"]), "top_k")),
+                        "temperature": num(dflt(temperature, d["temperature"]), "temperature"),
+                        "length_penalty": num(dflt(length_penalty, d["length_penalty"]), "length_penalty"),
+                        "num_beams": int(num(dflt(num_beams, d["num_beams"]), "num_beams")),
+                        "repetition_penalty": num(dflt(repetition_penalty, d["repetition_penalty"]),
+                                                  "repetition_penalty"),
+                        "max_mel_tokens": int(num(dflt(max_mel_tokens, d["max_mel_tokens"]), "max_mel_tokens"))},
+                    **v25)
+                req.validate()  # refused here, before a live request starts its worker
+            except (InputError, TuningError, ServiceError) as e:
+                raise user_error(e)
+        except gr.Error:
+            svc.refused()
+            raise
         start = dict(preset=preset or None, scope="request" if scope == SCOPES[1] else "service",
                      trace=bool(trace), progress=lambda f, desc: progress(f, desc=desc), hold=True,
                      arrived=arrival_of(request))  # queue time from the HTTP arrival
