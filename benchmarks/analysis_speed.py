@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from tracing import analysis, parse, rawparse, tracefs  # noqa: E402
 from tracing.window import EVENTS, _cpumask  # noqa: E402
+from tests.reference.compare import first_difference  # noqa: E402
 
 BOOT = 5000
 GOAL = 0.2
@@ -175,20 +176,6 @@ def pick_target(ev) -> int:
     counts = collections.Counter(ev.tid[sw].tolist())
     return next((p for p, _ in counts.most_common() if p in first_row and ev.sa(first_row[p]).startswith("stress-ng")),
                 os.getpid())
-
-
-def first_difference(a, b, path="breakdown") -> str | None:
-    if type(a) is not type(b):
-        return f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, dict):
-        if list(a) != list(b):
-            return f"{path}: keys differ"
-        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path}: {len(a)} vs {len(b)} items"
-        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{i}]"))), None)
-    return None if a == b or (a != a and b != b) else f"{path}: {a!r} vs {b!r}"
 
 
 def memory_child(d: Path, impl: str, pid: int, baseline: Path | None = None) -> dict:

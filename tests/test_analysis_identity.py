@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from tests.reference import analysis_loop as REF_A
+from tests.reference.compare import first_difference
 from tests.reference import rawparse_loop as REF_R
 from tests.test_missing_switches import caps  # noqa: F401 (the real windows of issue 17, a fixture)
 from tests.test_rawparse import absolute, extend, mark, migrate, padding, page, rec, ring, switch, waking
@@ -42,21 +43,6 @@ from tracing import tracefs
 
 DATA = Path(__file__).parent / "data" / "window-switch"
 TR = tracefs.find_tracefs(mount=False)
-
-
-def first_difference(a, b, path="breakdown"):
-    """Where two JSON-like values differ (exactly: floats bit for bit), else None."""
-    if type(a) is not type(b):
-        return f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, dict):
-        if list(a) != list(b):
-            return f"{path}: keys {list(a)} vs {list(b)}"
-        return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path}: {len(a)} vs {len(b)} items"
-        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{path}[{i}]"))), None)
-    return None if a == b or (a != a and b != b) else f"{path}: {a!r} vs {b!r}"
 
 
 def assert_same_events(new, ref, strings=None):
