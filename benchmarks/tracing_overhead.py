@@ -47,10 +47,16 @@ BOOT = 5000
 
 def bootstrap_median(values, n=BOOT, seed=0) -> tuple[float, float, float]:
     """(median, 2.5th, 97.5th percentile of the medians of n resamples with replacement)."""
+    return bootstrap_percentile(values, 50, n, seed)
+
+
+def bootstrap_percentile(values, q: float, n=BOOT, seed=0) -> tuple[float, float, float]:
+    """(q-th percentile, and the 2.5th / 97.5th percentiles of that statistic over n resamples
+    with replacement): a 95% bootstrap interval (q in 0..100, linear interpolation)."""
     v = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
-    meds = np.median(v[rng.integers(0, len(v), size=(n, len(v)))], axis=1)
-    return float(np.median(v)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+    stat = np.percentile(v[rng.integers(0, len(v), size=(n, len(v)))], q, axis=1)
+    return float(np.percentile(v, q)), float(np.percentile(stat, 2.5)), float(np.percentile(stat, 97.5))
 
 
 class Server:
@@ -64,7 +70,7 @@ class Server:
                 "--engine", engine, "--keep-clips", "1000", *extra]
         if scale is not None:
             args += ["--replica-scale", str(scale)]
-        self.log = open(outputs.parent / f"server-{engine}.log", "w")
+        self.log = open(outputs.parent / f"server-{outputs.name}.log", "w")  # one per server
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
         deadline = time.monotonic() + 300
