@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "CUDA; off: never; cpu: CPU activity only, to try the path without a GPU (docs/gpu.md)")
     o.add_argument("--audio-wait-s", type=float, default=0.5, metavar="S",
                    help="the trace's analysis waits at most S for the client to fetch the audio (0: no wait)")
+    o.add_argument("--post-processing", choices=("overlap", "between"), default="overlap",
+                   help="a request's trace analysis runs beside the next request's window, which names it "
+                        "(overlap), or the two take turns (between): docs/throughput.md")
     o.add_argument("--tracefs", default=None, help="tracefs path (default: find or mount it)")
     o.add_argument("--outputs", default="outputs", help="where clips and their traces are kept")
     o.add_argument("--keep-clips", type=int, default=200, help="history retention: number of clips")

@@ -49,7 +49,8 @@ class Context:
         self.store.remove_incomplete()
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
                                trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb,
-                               device_view=getattr(args, "device_view", "auto"))
+                               device_view=getattr(args, "device_view", "auto"),
+                               post=getattr(args, "post_processing", "overlap"))
         self.streamer = Streamer(self.service)  # segments to the caller as they are made (app/streaming.py)
         self.delivery = Watch()  # punched when a clip's audio has been downloaded (app/delivery.py)
         self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces

@@ -8,17 +8,19 @@ Order matters and is the product's promise:
    window opens, so the window's tracing_cpumask matches the CPUs synthesis may use;
 2. only the engine runs inside the window (stage markers written by the sink);
 3. the audio is written and handed back (Job.record) as soon as the engine returns; reading the
-   buffer, analysis, the timeline picture and the attachment follow on the aux worker thread
-   (held, when the caller asks, until it has delivered the audio and then the breakdown: see Job),
-   which the tuner runs at SCHED_BATCH off the synthesis CPUs when the preset leaves any free
-   (not SCHED_IDLE: the request waits for it, and under a CPU hog an idle-class thread starved
-   for seconds per request): Job.analysed() when the breakdown and findings are in,
-   Job.result() when all is saved.
-One synthesis at a time per process: IndexTTS2's caches are not thread-safe, and a request-scoped
-preset must not be undone under another request's feet. The lock covers the synthesis; the
-post-processing is queued on the aux thread before the lock is released, and the next request
-waits for that queue to drain before its preset is applied or its window opens, so the tracing
-work of one request never runs inside the next one's synthesis.
+   buffer, analysis and saving the clip follow on the aux worker thread (held, when the caller
+   asks, until it has delivered the audio: see Job), which the tuner runs at SCHED_BATCH off the
+   synthesis CPUs when the preset leaves any free (not SCHED_IDLE: under a CPU hog an idle-class
+   thread starved for seconds per request): Job.analysed() when the breakdown and findings are
+   in, Job.result() when the clip is saved.
+4. the attachment (timeline PNG, trace.dat, zip) is built when someone asks for it
+   (Service.attachment(), app/artifacts.py): the clip keeps the window's text and pages for it.
+One synthesis at a time per process (a FIFO lock: callers are served in arrival order):
+IndexTTS2's caches are not thread-safe, and a request-scoped preset must not be undone under
+another request's feet. The next request does not wait for the previous one's post-processing:
+under the "overlap" policy (the default) it runs beside the next window, which says so
+(breakdown["overlap"], the trace-aux threads named); under "between" the two take turns, so no
+window contains it (app/turns.py; ARCHITECTURE.md says why overlap is the default).
 A failure while post-processing never loses the clip: it keeps its audio, is saved, and its notes
 say what failed.
 """
@@ -28,29 +30,26 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import platform
 import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import soundfile as sf
 
 from models.base import InputError, SynthesisRequest
-from app import device_view
+from app import artifacts, device_view
+from app.artifacts import versions  # noqa: F401  (where it always was, for callers)
 from app.queue_time import QueueClock
 from app.store import ClipStore
+from app.turns import FifoLock, Turns
 from tracing import tracedat
 from tracing.analysis import SEGMENT_COUNTER
-from tracing.attachment import build_attachment
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
-from tracing.report import render_report
-from tracing.timeline import render_timeline
 from tracing.window import TraceWindow, process_cpus
 from tuning.apply import Tuner, TuningError
 from tuning.roles import TRACE_AUX, ThreadRoles
@@ -137,7 +136,7 @@ class ClipRecord:
 
 
 # How long a held step waits for Job.release() at most: a caller that never says its update went
-# out (a client gone mid-request) must not stall the post-processing, nor the next request.
+# out (a client gone mid-request) must not stall the post-processing.
 HOLD_MAX_S = 2.0
 HELD_STEPS = ("analysis", "complete")  # what Job.release() lets run, in the order they run
 
@@ -148,44 +147,74 @@ class Job:
     record.notes, never as exceptions here.
 
     Started with hold=True, the post-processing waits for the caller: the analysis until
-    release("analysis") (say it once the client has the audio), the timeline and attachment
-    until release() (once the breakdown went out), each at most HOLD_MAX_S. Run at once, the
-    post-processing competed with delivering those updates for the GIL and the CPUs (issue 15,
-    2 vCPUs: time to audio traced/untraced 1.27, audio to breakdown 174 ms; held: 1.0, 111 ms)."""
+    release("analysis") (say it once the client has the audio), saving the clip until release()
+    (once the breakdown went out), each at most HOLD_MAX_S. Run at once, the post-processing
+    competed with delivering those updates for the GIL and the CPUs (issue 15, 2 vCPUs: time to
+    audio traced/untraced 1.27, audio to breakdown 174 ms; held: 1.0, 111 ms). A held step is not
+    queued until it is released, so it holds nothing else back: not the aux thread, not the
+    next request."""
 
-    def __init__(self, record: "ClipRecord", analysed: Future, done: Future, gates: dict[str, threading.Event]):
+    def __init__(self, record: "ClipRecord", run_step: Callable[["Job", str], None]):
         self.record = record
-        self._analysed, self._done, self._gates = analysed, done, gates
+        self._run_step = run_step  # queues a released step's work on the aux thread
+        self._lock = threading.Lock()
+        self._released: set[str] = set()
+        self._queued: set[str] = set()
+        self._timers: list[threading.Timer] = []
+        self.analysed_future: Future = Future()  # set by the service when the step has run
+        self.done_future: Future = Future()
 
     def release(self, step: str = "complete") -> None:
         """Let the post-processing run up to and including `step` (HELD_STEPS). Idempotent."""
-        for s in HELD_STEPS[:HELD_STEPS.index(step) + 1]:
-            self._gates[s].set()
+        with self._lock:
+            self._released.update(HELD_STEPS[:HELD_STEPS.index(step) + 1])
+        self._advance()
+
+    def hold(self, step: str) -> None:
+        """Release `step` by itself after HOLD_MAX_S unless the caller does it first."""
+        def expire():
+            if step not in self._released:
+                log.info("request %s: %s not released in %.1f s, running it anyway", self.record.id, step, HOLD_MAX_S)
+            self.release(step)
+        t = threading.Timer(HOLD_MAX_S, expire)
+        t.daemon = True
+        with self._lock:
+            self._timers.append(t)
+        t.start()
+
+    def _advance(self) -> None:
+        """Queue what is released and ready: the analysis, then (once it ran) the rest."""
+        todo = []
+        with self._lock:
+            for step in HELD_STEPS:
+                ready = step == "analysis" or self.analysed_future.done()
+                if step in self._released and step not in self._queued and ready:
+                    self._queued.add(step)
+                    todo.append(step)
+            if self._queued == set(HELD_STEPS):
+                for t in self._timers:
+                    t.cancel()
+        for step in todo:
+            self._run_step(self, step)
 
     def analysed(self, timeout: float | None = None) -> "ClipRecord":
         """The record with its breakdown and findings (or a note saying why there are none)."""
-        self._analysed.result(timeout)
+        self.analysed_future.result(timeout)
         return self.record
 
     def result(self, timeout: float | None = None) -> "ClipRecord":
-        """The complete record: timeline, attachment, saved in the store, listeners told."""
-        self._done.result(timeout)
+        """The saved record (breakdown, findings; the attachment is Service.attachment()'s),
+        listeners told."""
+        self.done_future.result(timeout)
         return self.record
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "kernel": platform.release()}
-    for pkg in ("torch", "gradio", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 class Service:
     def __init__(self, engine, tuner: Tuner, store: ClipStore, tracing_enabled: bool = True,
-                 trace_root: str | None = None, buffer_kb: int | None = None, device_view: str = "auto"):
+                 trace_root: str | None = None, buffer_kb: int | None = None, device_view: str = "auto",
+                 post: str = "overlap"):
+        """post: "overlap" | "between", how a request's post-processing shares the machine with
+        the next request's window (app/turns.py)."""
         self.engine = engine
         self.device_view = device_view  # app/device_view.py LEVELS
         self.tuner = tuner
@@ -193,12 +222,13 @@ class Service:
         self.tracing_enabled = tracing_enabled
         self.trace_root = trace_root
         self.buffer_kb = buffer_kb
-        self._lock = threading.Lock()
+        self.turns = Turns(post)
+        self._lock = FifoLock()  # one synthesis at a time, in arrival order
         self.roles = ThreadRoles()  # threads named by role in the kernel, so traces say who is who
         # the aux worker: one thread, placed off the synthesis CPUs by the tuner when it starts
         self._aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-aux",
                                        initializer=self._place_aux)
-        # trace.dat (two trace-cmd runs, tens of ms) overlaps the analysis on a second such thread
+        # trace.dat (two trace-cmd runs, tens of ms) overlaps the timeline picture on a second one
         self._dat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-dat",
                                        initializer=self._place_aux)
         self._dat_ready: str | None = None  # tracefs root whose trace.dat stub is built
@@ -209,20 +239,27 @@ class Service:
         self._counts_lock = threading.Lock()
         self.queue = QueueClock()  # queue time and requests ahead; waiting/running counts
         self.listeners: list[Callable[[dict], None]] = []  # e.g. Prometheus metrics
-        self._last_done: Future | None = None  # the latest request's post-processing
+        self._jobs: set[Job] = set()  # requests whose post-processing has not finished
+        self._jobs_lock = threading.Lock()
         # The next request's trace window, created and configured ahead of time on the aux thread
         # (mkdir + buffer allocation + event enables cost ~40 ms), so that opening the window on
-        # the synthesis path is one write to tracing_on.
+        # the synthesis path is one write to tracing_on. _next_ready: that preparation's future.
         self._next_window = None
+        self._next_ready: Future | None = None
         if self.tracing_enabled:
-            self._aux.submit(self._prepare_next)
+            self._next_ready = self._aux.submit(self._step, "-", "prepare", self._prepare_next)
+
+    def _step(self, rid: str, step: str, fn, *args, exclusive: bool = False):
+        """One piece of aux work, inside its turn (app/turns.py)."""
+        with self.turns.step(rid, step, exclusive=exclusive):
+            return fn(*args)
 
     def _prepare_next(self) -> None:
         try:
             self._next_window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb).prepare()
             root = self._next_window.caps.root if self._next_window.caps.mode == "full" else None
             if root and self._dat_ready != root and tracedat.trace_cmd():
-                tracedat.prepare(root)  # once, here rather than in the first clip's post-processing
+                tracedat.prepare(root)  # once, here rather than in the first attachment's build
                 self._dat_ready = root
         except Exception as e:
             log.warning("could not prepare a trace window ahead: %s", e)
@@ -230,18 +267,17 @@ class Service:
 
     def _take_window(self) -> TraceWindow:
         """The prepared window when it still covers the CPUs the process may use now (a preset
-        may have changed them), else a fresh one. Called under self._lock, after _settle()."""
+        may have changed them), else a fresh one. Called under self._lock: waits for the
+        preparation queued after the previous window (never for other requests' analysis)."""
+        ready, self._next_ready = self._next_ready, None
+        if ready is not None:
+            ready.exception()  # finished (its failure is logged there: a fresh window follows)
         w, self._next_window = self._next_window, None
         if w is not None and w.cpus == process_cpus(os.getpid()):
             return w
         if w is not None:
-            self._aux.submit(w.discard)
+            self._aux.submit(self._step, "-", "discard", w.discard)
         return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
-
-    def _settle(self) -> None:
-        """Wait until the aux thread is idle: the previous request's post-processing and the
-        preparation of this request's window are finished."""
-        self._aux.submit(lambda: None).result()
 
     def _place_aux(self) -> None:
         self.roles.name_current(TRACE_AUX)
@@ -252,11 +288,28 @@ class Service:
 
     @property
     def busy(self) -> bool:
-        """A request holds the service (synthesis, or its analysis); periodic snapshot probes wait
-        for this to clear (app/periodic.py, itts_service_busy at /metrics)."""
-        return self._lock.locked() or (self._last_done is not None and not self._last_done.done())
+        """A request holds the service (synthesis, or waits for it) or its post-processing is not
+        finished; periodic snapshot probes wait for this to clear (app/periodic.py,
+        itts_service_busy at /metrics)."""
+        with self._jobs_lock:
+            pending = bool(self._jobs)
+        return self._lock.locked() or pending
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold the synthesis lock (in arrival order): no request synthesizes inside. For changes
+        that must not land under a running request, like switching the preset service-wide."""
+        with self._lock:
+            yield
 
     def close(self) -> None:
+        with self._jobs_lock:
+            jobs = list(self._jobs)
+        for job in jobs:  # nobody will release them now: let them finish
+            job.release()
+        for job in jobs:
+            with contextlib.suppress(Exception):
+                job.result(timeout=60)
         self._dat.shutdown(wait=True)
         self._aux.shutdown(wait=True)  # a preparation in flight finishes first...
         w, self._next_window = self._next_window, None
@@ -267,7 +320,8 @@ class Service:
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
                    trace: bool | None = None, progress: Progress | None = None,
                    history: bool = True) -> ClipRecord:
-        """Run one request to the end (start() then Job.result()): the complete clip.
+        """Run one request to the end (start() then Job.result()): the saved clip (its attachment:
+        attachment(record)).
         `history=False`: the clip's files go to a scratch directory, not the history (no record, no
         retention: nothing of the user's is pushed out); the caller removes it with
         store.discard(record.id) once it has taken what it needs."""
@@ -307,9 +361,8 @@ class Service:
         ticket = self.queue.arrive(arrived)
         try:
             return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold, on_segment)
-        except BaseException:
+        finally:  # later requests wait for its synthesis only, never for its post-processing
             self.queue.finish(ticket)
-            raise
 
     def _start_locked(self, ticket, req, preset, scope, trace, progress, history, hold, on_segment=None) -> Job:
         with self._lock:
@@ -327,23 +380,40 @@ class Service:
                 self._failed()
                 self.store.discard(rid)  # nothing half-written stays in history (and its claim goes)
                 raise
-            # queued before the lock is released: the next request's _settle() waits for them
-            post: dict = {"history": history, "device": dv}  # _analyse hands _complete the trace.dat job
-            gates = {s: threading.Event() for s in HELD_STEPS}
-            if not hold:
-                for g in gates.values():
-                    g.set()
-            self._aux.submit(_hold, gates["analysis"], "analysis", rid)
-            analysed = self._aux.submit(self._analyse, record, window, clip_dir, post)
-            self._aux.submit(_hold, gates["complete"], "complete", rid)
-            done = self._last_done = self._aux.submit(self._complete, record, window, clip_dir, post)
-            done.add_done_callback(lambda _: self.queue.finish(ticket))  # later requests are free of it
-            if trace:
-                self._aux.submit(self._prepare_next)  # the next request's window gets ready
-        return Job(record, analysed, done, gates)
+            if trace:  # the next request's window gets ready first: it waits for nothing else
+                self._next_ready = self._aux.submit(self._step, "-", "prepare", self._prepare_next)
+        post = {"window": window, "clip_dir": clip_dir, "history": history, "device": dv}
+        job = Job(record, lambda j, step: self._aux.submit(self._post_step, j, step, post))
+        with self._jobs_lock:
+            self._jobs.add(job)
+        if hold:
+            job.hold("analysis")
+        else:
+            job.release()
+        return job
+
+    def _post_step(self, job: Job, step: str, post: dict) -> None:
+        """On the aux thread: one released step of a request's post-processing, in its turn."""
+        rid, future = job.record.id, job.analysed_future if step == "analysis" else job.done_future
+        try:
+            if step == "analysis":
+                self._step(rid, step, self._analyse, job.record, post)
+            else:
+                self._step(rid, step, self._complete, job.record, post)
+        except BaseException as e:  # the steps note their own failures: this is a bug, said so
+            log.exception("post-processing step %s failed on request %s", step, rid)
+            job.record.notes.append(f"Post-processing failed ({type(e).__name__}: {e}).")
+        finally:
+            future.set_result(job.record)
+            if step == "analysis":
+                if HELD_STEPS[-1] not in job._released:
+                    job.hold(HELD_STEPS[-1])
+                job._advance()
+            else:
+                with self._jobs_lock:
+                    self._jobs.discard(job)
 
     def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket, on_segment=None) -> tuple:
-        self._settle()  # the previous request's tracing work is over before this one starts
         if scope == "request" and preset:
             scope_cm = self.tuner.request_scope(preset)
         else:
@@ -361,14 +431,19 @@ class Service:
             dv = device_view.DeviceCapture(self.engine, window, self.device_view)  # GPU side, on CUDA
             sink = _Stages(window, progress, self.engine.stages, on_segment)
             t0 = sink.t0 = time.monotonic()
-            queued = self.queue.start(ticket, t0)
+            queued = None
             try:
-                # real-time presets: this request's RLIMIT_RTTIME budget (tuning/rtbudget.py)
-                with self.tuner.rt_request(len(req.text)) as rt:
-                    if trace:
-                        with window, dv:
+                # real-time presets: this request's RLIMIT_RTTIME budget (tuning/rtbudget.py), taken
+                # once its turn came (a turn waited for would size the next budgets)
+                if trace:
+                    with self.turns.window():  # (a turn waited for is queue time, not synthesis)
+                        t0 = sink.t0 = time.monotonic()
+                        queued = self.queue.start(ticket, t0)
+                        with self.tuner.rt_request(len(req.text)) as rt, window, dv:
                             result = self.engine.synthesize(req, sink)
-                    else:
+                else:
+                    queued = self.queue.start(ticket, t0)
+                    with self.tuner.rt_request(len(req.text)) as rt:
                         result = self.engine.synthesize(req, sink)
                 in_force.update(rt.to_readback())  # a demotion during the request is the clip's to say
             except (InputError, TuningError):
@@ -403,23 +478,24 @@ class Service:
             stages=list(self.engine.stages), engine_info=_jsonable(result.info), roles=dict(roles))
 
     # -- post-processing, on the aux thread, in this order -------------------------------------
-    def _analyse(self, record: ClipRecord, window: TraceWindow | None, clip_dir, post: dict) -> None:
-        """Breakdown and findings (trace.dat starts on the second aux thread meanwhile). The
-        instance is kept (read, stopped) until _complete(): its removal frees the ring buffers,
-        which takes longer than the analysis of a short clip."""
+    def _analyse(self, record: ClipRecord, post: dict) -> None:
+        """Breakdown and findings. The instance is kept (read, stopped) until _complete(): its
+        removal frees the ring buffers, which takes longer than the analysis of a short clip."""
+        window = post["window"]
         if window is None:
             record.notes.append("Tracing was off for this request: no kernel breakdown.")
             return
         try:
             cap = window.collect(release=False)
-            if cap.mode == "full" and cap.ring is not None and tracedat.trace_cmd():
-                # trace.dat from the same pages, on the second aux thread while this one analyses
-                post["dat_job"] = self._dat.submit(tracedat.write_trace_dat, clip_dir / ".trace.dat", cap.pages,
-                                                   cap.capabilities.get("root"), cap.ring.page_size)
+            if cap.mode == "full" and cap.capabilities.get("root"):
+                # pid -> comm as of this window, for a trace.dat built later (app/artifacts.py)
+                post["cmdlines"] = tracedat.read_cmdlines(cap.capabilities["root"])
             bd = window.analyze(release=False).to_dict()
             for t in bd.get("threads") or []:
                 t["role"] = record.roles.get(t.get("tid"))
-            post["profile"] = device_view.attach(post.get("device"), bd, clip_dir)  # bd["device"]
+            bd["overlap"] = overlap_of(bd, self.turns.during(cap.start_ts, cap.end_ts), self.turns.policy)
+            # bd["device"]; the exported profile stays a hidden file of the clip for its attachment
+            device_view.attach(post.get("device"), bd, post["clip_dir"])
             record.findings = make_findings(bd, {"preset": record.preset, "roles": record.roles})
             record.breakdown = bd
         except Exception as e:
@@ -427,22 +503,22 @@ class Service:
             record.notes.append(f"The kernel trace could not be analysed ({type(e).__name__}: {e}); "
                                 "the audio is fine.")
 
-    def _complete(self, record: ClipRecord, window: TraceWindow | None, clip_dir, post: dict) -> None:
-        """Timeline picture, attachment, the record saved, listeners told. Each step that fails
-        adds a note and the next still runs: reporting never undoes collection."""
-        dat_job = post.get("dat_job")
+    def _complete(self, record: ClipRecord, post: dict) -> None:
+        """Keep what the attachment will need, remove the instance, save the record, tell the
+        listeners. Each step that fails adds a note and the next still runs: reporting never
+        undoes collection."""
+        window = post["window"]
         try:
-            self._attach(record, window, clip_dir, dat_job, post.get("profile"))
+            cap = window.collected if window is not None else None
+            artifacts.keep(post["clip_dir"], cap, post.get("cmdlines"))
+        except Exception as e:
+            log.exception("could not keep the trace of request %s", record.id)
+            record.notes.append(f"The raw trace could not be kept for the attachment ({e}).")
         finally:
             if window is not None:
                 window.discard()  # never leave an instance behind
-            if dat_job is not None:
-                dat_job.exception()  # finished, whatever happened, before the clip dir is kept
-                (clip_dir / ".trace.dat").unlink(missing_ok=True)  # it lives in the zip
-            if post.get("profile"):
-                Path(post["profile"]).unlink(missing_ok=True)  # the device profile: in the zip too
         try:
-            if post.get("history", True):  # a snapshot's requests are not clips (see synthesize)
+            if post["history"]:  # a snapshot's requests are not clips (see synthesize)
                 self.store.save_record(record.to_dict())
         except Exception as e:
             log.exception("could not save the record of request %s", record.id)
@@ -453,55 +529,51 @@ class Service:
             except Exception:
                 log.exception("listener failed")
 
-    def _attach(self, record: ClipRecord, window: TraceWindow | None, clip_dir, dat_job, profile=None) -> None:
-        raw = png = None
-        if window is not None and window.collected is not None:
-            raw = window.collected.raw_text or None
-        if record.breakdown is not None:
-            try:
-                png = render_timeline(record.breakdown, None)
-                (clip_dir / "timeline.png").write_bytes(png)
-                record.timeline_path = str(clip_dir / "timeline.png")
-            except Exception as e:
-                log.exception("timeline failed on request %s", record.id)
-                record.notes.append(f"The timeline picture could not be drawn ({type(e).__name__}: {e}).")
-                png = None
-        meta = {"request_id": record.id, "created": record.created, "engine": record.engine_label,
-                "preset": record.preset, "wall_s": record.wall_s, "duration_s": record.duration_s}
-        if record.breakdown is not None:
-            report = render_report(record.breakdown, record.findings, meta)
+    # -- the attachment, when asked for ----------------------------------------------------------
+    def attachment(self, clip: "ClipRecord | str") -> str:
+        """The clip's attachment zip, built on the first call and cached (app/artifacts.py): a
+        record this service returned (complete: Job.result()) or a request id from the history.
+        The build takes its turn with the trace windows (it runs trace-cmd, which a window could
+        not tell from a neighbour). Raises ClipNotFound (no such clip) or ServiceError (the zip
+        could not be written)."""
+        if isinstance(clip, ClipRecord):
+            rec, clip_dir = clip, Path(clip.audio_path).parent
         else:
-            report = "Tracing was off for this request.\n" if window is None else "\n".join(record.notes) + "\n"
-        summary = {"request_id": record.id, "created": record.created, "engine": record.engine,
-                   "engine_label": record.engine_label, "engine_info": record.engine_info,
-                   "preset": record.preset, "request": record.params, "wall_s": record.wall_s,
-                   "first_sound_s": record.first_sound_s, "segment_s": record.segment_s,
-                   "duration_s": record.duration_s, "breakdown": record.breakdown,
-                   "findings": record.findings, "versions": versions(), "pid": os.getpid()}
-        dat = None
-        if dat_job is not None:
-            try:
-                dat = dat_job.result()
-            except Exception as e:  # reporting never undoes collection: the clip keeps the rest
-                log.warning("no trace.dat for request %s: %s", record.id, e)
-                record.notes.append(f"No trace.dat in the attachment: {e}")
+            stored = self.store.get(clip)
+            rec, clip_dir = None, self.store.path(clip, "record").parent
+        done = artifacts.built(clip_dir)
+        if done is not None:
+            return str(done)
+        return self._aux.submit(self._step, clip if rec is None else rec.id, "attachment", self._build,
+                                rec, None if rec is not None else stored, clip_dir, exclusive=True).result()
+
+    def _build(self, rec: "ClipRecord | None", stored: dict | None, clip_dir: Path) -> str:
+        record = rec.to_dict() if rec is not None else stored
         try:
-            build_attachment(clip_dir / "trace.zip", raw, summary, report, png, trace_dat=dat, device_profile=profile)
-            record.attachment_path = str(clip_dir / "trace.zip")
-        except Exception as e:
-            log.exception("attachment failed on request %s", record.id)
-            record.notes.append(f"The trace attachment could not be written ({type(e).__name__}: {e}).")
+            zip_path, notes, timeline = artifacts.build(clip_dir, record, self._dat)
+        except OSError as e:
+            raise ServiceError(_storage_error("write the trace attachment", self.store.root, e)) from e
+        record["notes"] = [*(record.get("notes") or []), *notes]
+        record["attachment_path"], record["timeline_path"] = str(zip_path), str(timeline) if timeline else None
+        if rec is not None:
+            rec.notes, rec.attachment_path, rec.timeline_path = record["notes"], str(zip_path), record["timeline_path"]
+        self.store.update_record(record)  # the history's copy says the same (order kept)
+        return str(zip_path)
+
+
+def overlap_of(bd: dict, steps: list[dict], policy: str) -> dict:
+    """breakdown["overlap"]: our own post-processing of other requests that ran inside this window.
+    steps: Turns.during() (request, step, wall_s inside the window); wall_s: their sum (seconds
+    of the window during which a step ran, counted per step); on_cpu_s: the trace-aux threads'
+    on-CPU time in this window, as the trace measured it (their role names them in `threads`)."""
+    aux = [t for t in bd.get("threads") or [] if t.get("role") == TRACE_AUX]
+    return {"policy": policy, "steps": steps, "wall_s": round(sum(s["wall_s"] for s in steps), 6),
+            "on_cpu_s": round(sum(t.get("on_cpu_s") or 0.0 for t in aux), 6)}
 
 
 def _storage_error(what: str, root, e: OSError) -> str:
     return (f"Could not {what} under {root}: {e.strerror or e}. Nothing was kept; check that the "
             f"--outputs directory exists, is writable and has space, then try again.")
-
-
-def _hold(gate: threading.Event, step: str, rid: str) -> None:
-    """On the aux thread: wait for the caller to release `step` (see Job)."""
-    if not gate.wait(HOLD_MAX_S):
-        log.info("request %s: %s not released in %.1f s, running it anyway", rid, step, HOLD_MAX_S)
 
 
 def _jsonable(obj):

@@ -111,9 +111,10 @@ def run_service(svc, dest, presets: list[str], n: int, text: str = DEFAULT_TEXT,
             _wait(gate, writer)
             rec = svc.synthesize(SynthesisRequest(text=text), preset=p, scope="request", trace=True, history=False)
             try:
-                summary = summary_from_attachment(rec.attachment_path)
+                zip_path = svc.attachment(rec)  # the snapshot keeps each request's attachment
+                summary = summary_from_attachment(zip_path)
                 summary["preset_requested"] = p
-                writer.add(p, summary, rec.attachment_path)
+                writer.add(p, summary, zip_path)
             finally:
                 svc.store.discard(rec.id)
         writer.close()

@@ -97,13 +97,14 @@ class Server:
         self.log.close()
 
 
-def one_request(client, outputs: Path, text: str, traced: bool, gen: dict) -> dict:
-    """Submit, then time each streamed update as gradio_client hands it over."""
+def one_request(client, outputs: Path, text: str, traced: bool, gen: dict, poll_s: float | None = None) -> dict:
+    """Submit, then time each streamed update as gradio_client hands it over (poll_s: look at
+    the update list every poll_s instead, see polled())."""
     t0 = time.monotonic()
     job = client.submit(text=text, trace=traced, api_name="/synthesize", **gen)
     t_audio = t_breakdown = None
     last, updates = None, 0
-    for out in job:  # gradio_client polls its update list every 1 ms
+    for out in (job if poll_s is None else polled(job, poll_s)):  # gradio_client polls every 1 ms
         now = time.monotonic()
         updates += 1
         if t_audio is None and out[0]:
@@ -123,6 +124,22 @@ def one_request(client, outputs: Path, text: str, traced: bool, gen: dict) -> di
     return {"events": bd.get("events"), "lost": (bd.get("lost_events") or {}).get("total"),"traced": traced, "to_audio_s": t_audio - t0, "total_s": time.monotonic() - t0,
             "audio_to_breakdown_s": (t_breakdown - t_audio) if t_breakdown is not None else None,
             "wall_s": rec["wall_s"], "updates": updates, "mode": (last[-1].get("breakdown") or {}).get("mode")}
+
+
+def polled(job, poll_s: float):
+    """The job's updates, looked for every poll_s. gradio_client's own iteration looks every 1 ms:
+    with several callers in one process that loop costs CPU in proportion to how long each
+    request waits, so a slower side would pay for its waiting too (benchmarks/throughput.py)."""
+    seen = 0
+    while True:
+        done = job.done()
+        outs = job.outputs()
+        while seen < len(outs):
+            seen += 1
+            yield outs[seen - 1]
+        if done:
+            return
+        time.sleep(poll_s)
 
 
 def measure(engine: str, pairs: int, scale: float | None, text: str, tmp: Path, gen: dict,

@@ -64,10 +64,10 @@ def test_breakdown_names_synthesis_thread_and_torch_workers(clip):
 
 
 def test_attachment_trace_dat_matches_trace_txt(clip, tmp_path):
-    _, rec, _, _ = clip
+    svc, rec, _, _ = clip
     if tracedat.trace_cmd() is None:
         pytest.skip("trace-cmd not installed")
-    with zipfile.ZipFile(rec.attachment_path) as zf:
+    with zipfile.ZipFile(svc.attachment(rec)) as zf:
         assert "trace.dat" in zf.namelist(), rec.notes
         txt = zf.read("trace.txt").decode()
         dat = zf.read("trace.dat")
@@ -92,10 +92,12 @@ def test_trace_dat_failure_keeps_the_clip(tmp_path, monkeypatch):
     svc = Service(BuiltinEngine(), Tuner(load_presets()), ClipStore(tmp_path / "out"))
     try:
         rec = svc.synthesize(SynthesisRequest(text="No trace.dat this time."))
+        svc.attachment(rec)
     finally:
         svc.close()
     assert rec.breakdown["mode"] == "full"
     assert any("No trace.dat in the attachment" in n and "exit 1" in n for n in rec.notes), rec.notes
+    assert svc.store.get(rec.id)["notes"] == rec.notes  # the history's record says so too
     with zipfile.ZipFile(rec.attachment_path) as zf:
         assert "trace.dat" not in zf.namelist() and "trace.txt" in zf.namelist()
     assert not list((tmp_path / "out").rglob(".trace.dat"))

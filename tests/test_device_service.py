@@ -41,6 +41,7 @@ def test_cpu_engine_has_no_device_section_and_says_why(engine, tmp_path):
     svc = _service(engine, tmp_path, "auto")
     try:
         rec = svc.synthesize(SynthesisRequest(text=TEXT))
+        svc.attachment(rec)  # built when asked (app/artifacts.py)
     finally:
         svc.close()
     dv = rec.breakdown["device"]
@@ -56,7 +57,9 @@ def test_cpu_engine_has_no_device_section_and_says_why(engine, tmp_path):
 def cpu_clip(engine, tmp_path_factory):
     svc = _service(engine, tmp_path_factory.mktemp("dv"), "cpu")
     try:
-        yield svc.synthesize(SynthesisRequest(text=TEXT))
+        rec = svc.synthesize(SynthesisRequest(text=TEXT))
+        svc.attachment(rec)  # built when asked (app/artifacts.py), with the kept device profile
+        yield rec
     finally:
         svc.close()
 

@@ -179,7 +179,7 @@ def test_engine_raising_mid_synthesis_closes_window_and_restores_preset(tmp_path
         assert svc.failures == 1
         svc.engine = engine  # the same service then serves a normal request
         rec = svc.synthesize(SynthesisRequest(text="Back to normal."))
-        assert rec.breakdown["mode"] == "full" and Path(rec.attachment_path).is_file()
+        assert rec.breakdown["mode"] == "full" and Path(svc.attachment(rec)).is_file()
     finally:
         svc.close()
     assert our_instances(pid, standby_ok=False) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -53,18 +54,21 @@ def test_traced_request_has_breakdown_sliced_by_engine_stages(svc):
     assert bd["totals"]["on_cpu_s"] > 0.05
     # the window brackets the synthesis: its wall is close to the request's wall
     assert 0.5 * rec.wall_s <= bd["totals"]["wall_s"] <= rec.wall_s * 1.2 + 0.05
-    with zipfile.ZipFile(rec.attachment_path) as z:
+    with zipfile.ZipFile(svc.attachment(rec)) as z:
         raw = z.read("trace.txt").decode()
         summary = json.loads(z.read("summary.json"))
     assert raw.startswith("# tracer:") and f"B|{os.getpid()}|acoustic" in raw and "sched_waking" in raw
     assert summary["preset"]["preset"] == "default" and summary["request"]["text"] == rec.text
+    assert summary["pid"] == os.getpid() and summary["breakdown"] == json.loads(json.dumps(bd))
     assert os.path.getsize(rec.timeline_path) > 1000
     assert svc.store.get(rec.id)["id"] == rec.id
 
 
 def test_untraced_request_still_makes_a_clip(svc):
     rec = svc.synthesize(SynthesisRequest(text="No trace."), trace=False)
-    assert rec.breakdown is None and rec.attachment_path and os.path.exists(rec.audio_path)
+    assert rec.breakdown is None and os.path.exists(rec.audio_path)
+    with zipfile.ZipFile(svc.attachment(rec)) as z:
+        assert "trace.txt" not in z.namelist() and z.read("report.txt") == b"Tracing was off for this request.\n"
 
 
 def test_request_scope_applies_then_restores(svc):
@@ -111,43 +115,118 @@ def test_refused_preset_changes_nothing(svc):
     assert settled_instances(os.getpid()) == []
 
 
-def test_start_hands_back_the_audio_then_post_processing_ends_before_the_next_window(svc):
-    """Job.record has the audio when start() returns; the analysis, timeline and attachment
-    follow on the aux thread, and the next request's trace window opens only after they end."""
+def test_start_hands_back_the_audio_and_the_next_request_does_not_wait_for_its_analysis(svc):
+    """Job.record has the audio when start() returns; the analysis and the saved record follow on
+    the aux thread, and the next request synthesizes meanwhile."""
     import time
     done = []
     svc.listeners.append(lambda rec: done.append((rec["id"], time.monotonic())))
-    job1 = svc.start(SynthesisRequest(text="First of two. 第一个。"))
+    job1 = svc.start(SynthesisRequest(text="First of two. 第一个。"), hold=True)  # held: not analysed yet
     returned = time.monotonic()
     assert os.path.getsize(job1.record.audio_path) > 1000 and job1.record.tracing
-    job2 = svc.start(SynthesisRequest(text="Second of two. 第二个。"))
-    rec1, rec2 = job1.result(), job2.result()
-    assert [i for i, _ in done] == [rec1.id, rec2.id]
-    t_done1 = done[0][1]
-    assert returned < t_done1  # start() did not wait for the post-processing
-    assert rec1.breakdown["mode"] == "full" and rec1.attachment_path and rec1.timeline_path
-    # request 2's window opened after request 1's post-processing had finished
-    assert rec2.breakdown["window"]["start_s"] > t_done1
-    assert job2.analysed() is rec2 and svc.store.get(rec2.id)["breakdown"]["mode"] == "full"
+    rec2 = svc.synthesize(SynthesisRequest(text="Second of two. 第二个。"))  # not behind job1's analysis
+    assert job1.record.breakdown is None and not job1.analysed_future.done()
+    job1.release()
+    rec1 = job1.result(timeout=30)
+    assert [i for i, _ in done] == [rec2.id, rec1.id]
+    assert returned < done[1][1] and rec1.breakdown["mode"] == "full" and rec2.breakdown["mode"] == "full"
+    assert svc.store.get(rec1.id)["breakdown"]["mode"] == "full"
+    assert rec1.attachment_path is None and not list(Path(rec1.audio_path).parent.glob("*.zip"))  # not asked for
+
+
+class Releasing:
+    """The real builtin engine; halfway through its synthesis it calls `during()` (say, releasing
+    another request's analysis) and waits `wait_s`, so that work lands inside this window."""
+
+    def __init__(self, inner, during, wait_s=0.4):
+        self.inner, self.during, self.wait_s = inner, during, wait_s
+        self.name, self.label, self.stages, self.sample_rate = inner.name, inner.label, inner.stages, inner.sample_rate
+
+    def synthesize(self, req, stages):
+        import time
+        fn, self.during = self.during, None
+        if fn is not None:
+            fn()
+            time.sleep(self.wait_s)
+        return self.inner.synthesize(req, stages)
+
+
+def test_overlap_policy_names_our_post_processing_inside_the_next_window(engine, tmp_path):
+    """Under "overlap" (the default) a request's analysis may run inside the next window: that
+    window's breakdown names it (overlap.steps, the trace-aux thread's on-CPU time, role
+    trace-aux), and no finding blames another task for it."""
+    tuner = Tuner(load_presets())
+    svc = Service(engine, tuner, ClipStore(tmp_path / "out"))
+    try:
+        job1 = svc.start(SynthesisRequest(text="Analysed during the next one. 下一个期间分析。"), hold=True)
+        svc.engine = Releasing(engine, lambda: job1.release())
+        rec2 = svc.synthesize(SynthesisRequest(text="The next one. 下一个。"))
+        rec1 = job1.result(timeout=30)
+    finally:
+        svc.close()
+    ov = rec2.breakdown["overlap"]
+    assert ov["policy"] == "overlap" and rec1.breakdown["overlap"]["steps"] == []
+    steps = [s for s in ov["steps"] if s["request"] == rec1.id]
+    assert steps and steps[0]["step"] == "analysis" and steps[0]["wall_s"] > 0, ov
+    aux = [t for t in rec2.breakdown["threads"] if t["role"] == "trace-aux"]
+    assert aux and ov["on_cpu_s"] == pytest.approx(sum(t["on_cpu_s"] for t in aux), abs=1e-6) and ov["on_cpu_s"] > 0
+    ours = {t["tid"] for t in rec2.breakdown["threads"]} | {int(t) for t in rec2.roles}
+    for f in rec2.findings:  # our own work is never "another task" holding our CPU
+        if f["kind"] == "cpu_contention":
+            assert f["evidence"]["pid"] not in ours and all(o["pid"] not in ours for o in f["evidence"]["others"])
+    assert settled_instances(os.getpid()) == []
+
+
+def test_between_policy_keeps_every_window_free_of_post_processing(engine, tmp_path, monkeypatch):
+    """Under "between" the same sequence runs the analysis only once the window has closed: no
+    window holds a post-processing step, and the trace shows no trace-aux time inside it."""
+    import time
+    import app.service as service_mod
+    ran = []
+    for name in ("_analyse", "_complete", "_prepare_next"):
+        orig = getattr(service_mod.Service, name)
+
+        def timed(self, *a, _orig=orig, _name=name):
+            t0 = time.monotonic()
+            try:
+                return _orig(self, *a)
+            finally:
+                ran.append((_name, t0, time.monotonic()))
+        monkeypatch.setattr(service_mod.Service, name, timed)
+    svc = Service(engine, Tuner(load_presets()), ClipStore(tmp_path / "out"), post="between")
+    try:
+        job1 = svc.start(SynthesisRequest(text="Analysed after the next window. 之后分析。"), hold=True)
+        svc.engine = Releasing(engine, lambda: job1.release())
+        rec2 = svc.synthesize(SynthesisRequest(text="The next one. 下一个。"))
+        rec1 = job1.result(timeout=30)
+    finally:
+        svc.close()
+    w = rec2.breakdown["window"]
+    ov = rec2.breakdown["overlap"]
+    assert rec1.breakdown["mode"] == "full" and ov["policy"] == "between" and ov["steps"] == [] and ov["wall_s"] == 0
+    assert ov["on_cpu_s"] < 0.002, ov  # the aux thread taking the work and queueing for its turn, no more
+    assert ran and all(end <= w["start_s"] or start >= w["end_s"] for _, start, end in ran), (ran, w)
+    assert any(name == "_analyse" and start >= w["end_s"] for name, start, _ in ran)  # it was held back
 
 
 def test_held_job_post_processes_only_as_far_as_released(svc):
-    """hold=True: nothing after the audio runs until release("analysis"); the timeline and the
-    attachment wait for release() (the Synthesize handler says when each update went out)."""
+    """hold=True: nothing after the audio runs until release("analysis"); saving the clip waits
+    for release() (the Synthesize handler says when each update went out)."""
     from concurrent.futures import TimeoutError as FutureTimeout
     job = svc.start(SynthesisRequest(text="Held until the audio is out. 等声音送到。"), hold=True)
     assert os.path.getsize(job.record.audio_path) > 1000
     with pytest.raises(FutureTimeout):
         job.analysed(timeout=0.5)
-    assert job.record.breakdown is None and svc.busy  # held: the next request would wait for it
+    assert job.record.breakdown is None and svc.busy  # held: still this request's
     job.release("analysis")
     assert job.analysed(timeout=30).breakdown["mode"] == "full"
     with pytest.raises(FutureTimeout):
         job.result(timeout=0.5)
-    assert job.record.attachment_path is None and job.record.timeline_path is None
+    with pytest.raises(Exception):
+        svc.store.get(job.record.id)  # not saved yet
     job.release()
     rec = job.result(timeout=30)
-    assert rec.attachment_path and rec.timeline_path and svc.store.get(rec.id)
+    assert svc.store.get(rec.id)["breakdown"]["mode"] == "full" and not svc.busy
     assert settled_instances(os.getpid()) == []
 
 
@@ -157,9 +236,30 @@ def test_a_job_never_released_still_completes_and_frees_the_service(svc, monkeyp
     monkeypatch.setattr(service_mod, "HOLD_MAX_S", 0.3)
     job = svc.start(SynthesisRequest(text="Nobody says the audio went out."), hold=True)
     rec = job.result(timeout=30)
-    assert rec.breakdown["mode"] == "full" and rec.attachment_path
+    assert rec.breakdown["mode"] == "full" and svc.store.get(rec.id)
     assert svc.synthesize(SynthesisRequest(text="The next one runs.")).breakdown["mode"] == "full"
     assert settled_instances(os.getpid()) == []
+
+
+def test_attachment_is_built_when_asked_cached_and_keeps_the_history_order(svc):
+    """The clip keeps the window's text and pages until its attachment is asked for; then the zip
+    (and timeline.png) are built once, the kept files go, and the history's order stays."""
+    recs = [svc.synthesize(SynthesisRequest(text=f"Clip {i}. 第{i}个。")) for i in range(2)]
+    d = Path(recs[0].audio_path).parent
+    kept = {p.name for p in d.iterdir()}
+    assert {".trace.txt", ".trace-meta.json", "audio.wav", "record.json"} <= kept and not {"trace.zip", "timeline.png"} & kept
+    assert any(n.startswith(".cpu") and n.endswith(".raw") for n in kept)
+    order = svc.store.ids()
+    zip_path = svc.attachment(recs[0].id)  # by id, as the History tab asks
+    assert {p.name for p in d.iterdir()} == {"audio.wav", "record.json", "trace.zip", "timeline.png"}
+    with zipfile.ZipFile(zip_path) as z:
+        assert {"trace.txt", "summary.json", "report.txt", "timeline.png"} <= set(z.namelist())
+    mtime = os.stat(zip_path).st_mtime_ns
+    assert svc.attachment(recs[0].id) == zip_path and os.stat(zip_path).st_mtime_ns == mtime  # cached
+    assert svc.store.ids() == order and svc.store.get(recs[0].id)["attachment_path"] == zip_path
+    from app.store import ClipNotFound
+    with pytest.raises(ClipNotFound):
+        svc.attachment("20260101T000000-deadbeef")
 
 
 def test_storage_failures_are_said_plainly_and_leave_nothing_behind(svc, monkeypatch):
@@ -190,11 +290,14 @@ def test_storage_failures_are_said_plainly_and_leave_nothing_behind(svc, monkeyp
 def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkeypatch):
     import app.service as service_mod
 
+    import app.artifacts as artifacts_mod
+
     def broken(bd, path=None):
         raise RuntimeError("no fonts left")
-    monkeypatch.setattr(service_mod, "render_timeline", broken)
+    monkeypatch.setattr(artifacts_mod, "render_timeline", broken)
     rec = svc.synthesize(SynthesisRequest(text="The picture fails. 图片失败。"))
     assert os.path.getsize(rec.audio_path) > 1000 and rec.breakdown["mode"] == "full"
+    svc.attachment(rec)
     assert rec.timeline_path is None
     assert any("timeline picture could not be drawn" in n and "no fonts left" in n for n in rec.notes)
     with zipfile.ZipFile(rec.attachment_path) as z:  # the rest of the attachment is there
@@ -209,7 +312,7 @@ def test_post_processing_failure_keeps_the_clip_and_says_what_failed(svc, monkey
     rec = svc.synthesize(SynthesisRequest(text="The analysis fails. 分析失败。"))
     assert os.path.getsize(rec.audio_path) > 1000 and rec.breakdown is None
     assert any("could not be analysed" in n and "unreadable pages" in n for n in rec.notes)
-    with zipfile.ZipFile(rec.attachment_path) as z:  # the raw trace is kept for the user
+    with zipfile.ZipFile(svc.attachment(rec)) as z:  # the raw trace is kept for the user
         assert z.read("trace.txt").startswith(b"# tracer:")
         assert "unreadable pages" in z.read("report.txt").decode()
     assert svc.store.get(rec.id)["breakdown"] is None

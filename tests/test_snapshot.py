@@ -165,7 +165,8 @@ def test_default_gate_catches_stress_ng_and_passes_quiet(svc, tmp_path):
                 rec = svc.synthesize(SynthesisRequest(text=TEXT), preset="default", scope="request", trace=True)
                 if k == "loaded":
                     hog.off()
-                w.add("default", summary_from_attachment(rec.attachment_path), rec.attachment_path)
+                zip_path = svc.attachment(rec)
+                w.add("default", summary_from_attachment(zip_path), zip_path)
     finally:
         hog.stop()
     for w in ws.values():

@@ -74,11 +74,15 @@ class _Stub:
         self.ksyms.write_text(_marker_symbols())
         self.lock = threading.Lock()
 
-    def head(self, out: Path) -> None:
-        """Step 1 with a fresh pid -> comm table."""
+    def head(self, out: Path, cmdlines: str | None = None) -> None:
+        """Step 1 with a pid -> comm table: `cmdlines` (saved_cmdlines as read when the window
+        closed: a clip's trace.dat may be built long after), else a fresh copy."""
         with self.lock:
             try:
-                shutil.copyfile(self.root / "saved_cmdlines", self.dir / "saved_cmdlines")
+                if cmdlines is not None:
+                    (self.dir / "saved_cmdlines").write_text(cmdlines)
+                else:
+                    shutil.copyfile(self.root / "saved_cmdlines", self.dir / "saved_cmdlines")
             except OSError:
                 (self.dir / "saved_cmdlines").write_text("")
             _run(["restore", "-c", "-t", str(self.dir), "-k", str(self.ksyms), "-o", str(out)])
@@ -110,9 +114,19 @@ def _stub(root: Path) -> _Stub:
         return st
 
 
-def write_trace_dat(dest, pages: dict, root, page_size: int) -> Path:
+def read_cmdlines(root) -> str | None:
+    """The tracefs root's saved_cmdlines (pid -> comm), to pass to write_trace_dat later."""
+    try:
+        return (Path(root) / "saved_cmdlines").read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def write_trace_dat(dest, pages: dict, root, page_size: int, cmdlines: str | None = None) -> Path:
     """Write `pages` (cpu -> raw ring-buffer pages, as read from trace_pipe_raw) as a trace.dat at
-    `dest` (atomically: a temporary name next to it, then renamed). Raises TraceDatError."""
+    `dest` (atomically: a temporary name next to it, then renamed). `cmdlines`: the pid -> comm
+    table to name the threads with (read_cmdlines() when the window closed), else the current one.
+    Raises TraceDatError."""
     dest = Path(dest)
     if not pages:
         raise TraceDatError("no ring-buffer pages were read for this window: no trace.dat")
@@ -124,7 +138,7 @@ def write_trace_dat(dest, pages: dict, root, page_size: int) -> Path:
     st = _stub(Path(root))
     with tempfile.TemporaryDirectory(prefix=".tracedat-", dir=dest.parent) as td:
         head = Path(td) / "head.dat"
-        st.head(head)
+        st.head(head, cmdlines)
         files = []
         for cpu in range(max(pages) + 1):
             f = Path(td) / f"cpu{cpu}.raw"

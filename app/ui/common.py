@@ -7,6 +7,8 @@ import math
 import gradio as gr
 
 from app.access import SWITCHING, TRACE_DOWNLOAD, AccessDenied
+from app.service import ServiceError
+from app.store import ClipNotFound
 from models.base import InputError
 
 # Markdown views that show names from the kernel (process and thread names any local user picks):
@@ -16,8 +18,13 @@ from models.base import InputError
 KERNEL_MD = {"latex_delimiters": []}
 
 SCOPES = ["service-wide", "this request only"]
-# Gradio concurrency id of the events that run the service (one at a time); /metrics counts its queue
+# Gradio concurrency id of the events that run the service; /metrics counts its queue
 SERVICE_QUEUE = "synth"
+# Its events running at once (every event on it must say so: Gradio takes the smallest limit).
+# The service synthesizes one request at a time (in arrival order) whatever this is; above 1, a
+# request synthesizes while the previous ones deliver their audio and are analysed, instead of
+# waiting in Gradio's queue for them. Beyond it, callers wait in Gradio's queue (their place shown).
+SYNTH_CONCURRENCY = 4
 # Gradio makes plotly figures responsive, and plotly then sizes them to their element (a figure's
 # own height is dropped when it sets no width): the timeline plots get their height here.
 CSS = """
@@ -63,9 +70,16 @@ def check_preset(ctx, name, request=None, switching: bool = True) -> None:
         raise gr.Error(f"Unknown or not allowed preset {name!r}. Allowed: {', '.join(ctx.tuner.allowed)}.")
 
 
-def attachment_for(ctx, path, request):
-    """A clip's trace attachment for this caller: the owner's data, so operators only (None)."""
-    return ctx.access.attachment(path, request)
+def attachment_for(ctx, clip, request):
+    """A clip's trace attachment for this caller: the owner's data, so operators only (None).
+    `clip`: a ClipRecord or a request id. Built when first asked for (Service.attachment), so a
+    caller who may not have it costs nothing."""
+    if clip is None or not ctx.access.operator(request):
+        return None
+    try:
+        return ctx.service.attachment(clip)
+    except (ClipNotFound, ServiceError) as e:
+        raise user_error(e)
 
 
 def require_download(ctx, request) -> None:

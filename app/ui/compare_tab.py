@@ -6,7 +6,7 @@ import gradio as gr
 
 from app.service import ServiceError
 from app.access import SWITCHING
-from app.ui.common import SERVICE_QUEUE, attachment_for, check_preset, require_operator, user_error
+from app.ui.common import SERVICE_QUEUE, SYNTH_CONCURRENCY, attachment_for, check_preset, require_operator, user_error
 from models.base import InputError, SynthesisRequest
 from tracing.compare import compare_rows
 from tracing.timeline_plot import compare_figure
@@ -34,8 +34,7 @@ def build(ctx) -> None:
         fig = compare_figure(a["breakdown"] or {}, b["breakdown"] or {}, f"A: {preset_a} ({a['id']})",
                              f"B: {preset_b} ({b['id']})")
         return (a["audio_path"], b["audio_path"], compare_rows(a["breakdown"], b["breakdown"], preset_a, preset_b),
-                fig, attachment_for(ctx, a["attachment_path"], request),
-                attachment_for(ctx, b["attachment_path"], request), a["id"], b["id"])
+                fig, attachment_for(ctx, a["id"], request), attachment_for(ctx, b["id"], request), a["id"], b["id"])
 
     with gr.Tab("对比 / Compare"):
         gr.Markdown("Synthesize the same input under two presets back to back (each applied for its "
@@ -64,4 +63,5 @@ def build(ctx) -> None:
         (au_a, att_a, id_a), (au_b, att_b, id_b) = sides["a"], sides["b"]
         cmp_btn.click(compare, [cmp_text, cmp_spk, cmp_a, cmp_b],
                       [au_a, au_b, cmp_table, cmp_plot, att_a, att_b, id_a, id_b],
-                      api_name="compare", concurrency_id=SERVICE_QUEUE)
+                      api_name="compare", concurrency_id=SERVICE_QUEUE,
+                      concurrency_limit=SYNTH_CONCURRENCY)

@@ -8,6 +8,7 @@ from app.store import ClipNotFound
 from app.ui.clip_panel import build_clip_panel, clip_outputs
 from app.ui.common import attachment_for, require_download, user_error
 from models.base import drop_surrogates
+from tracing.ids import REQUEST_ID_RE
 from app.ui.compat import PRIVATE
 
 HISTORY_HEADERS = ["request id", "created (UTC)", "preset", "engine", "wall ms", "run-queue ms", "text"]
@@ -31,14 +32,16 @@ def build(ctx) -> tuple:
             rec = store.get((request_id or "").strip())
         except ClipNotFound as e:
             raise user_error(e)
-        return clip_outputs(rec, attachment=attachment_for(ctx, rec.get("attachment_path"), request))
+        return clip_outputs(rec, attachment=attachment_for(ctx, rec["id"], request))
 
     def download(request_id, request: gr.Request):
         require_download(ctx, request)
+        rid = (request_id or "").strip()
         try:
-            return str(store.path((request_id or "").strip(), "attachment"))
-        except ClipNotFound as e:
-            raise user_error(e)
+            store.path(rid, "record")  # a stored clip has an attachment: built on the first download
+        except ClipNotFound as e:  # a well-formed id of no (or no longer any) clip: say what is missing
+            raise user_error(ClipNotFound(f"No attachment stored for request {rid}.") if REQUEST_ID_RE.fullmatch(rid) else e)
+        return attachment_for(ctx, rid, request)
 
     def pick_row(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else ""

@@ -6,7 +6,8 @@ import gradio as gr
 
 from app.access import SWITCHING
 from app.ui import advisor_panel
-from app.ui.common import KEEP, KERNEL_MD, SCOPES, SERVICE_QUEUE, check_preset, preset_line, require_operator, user_error
+from app.ui.common import (KEEP, KERNEL_MD, SCOPES, SERVICE_QUEUE, SYNTH_CONCURRENCY, check_preset, preset_line,
+                           require_operator, user_error)
 from tracing.mdsafe import md_text
 from tuning.apply import TuningError
 
@@ -71,7 +72,8 @@ def build(ctx, synth: dict) -> tuple:
         require_operator(ctx, SWITCHING, request)  # even re-applying the one in force re-sets every thread
         check_preset(ctx, name, request, switching=False)
         try:
-            tuner.apply(name)
+            with ctx.service.exclusive():  # never under a running synthesis
+                tuner.apply(name)
         except TuningError as e:
             raise user_error(e)
         return (*state(), KEEP, SCOPES[0])  # the Synthesize tab then keeps what is now in force
@@ -102,7 +104,7 @@ def build(ctx, synth: dict) -> tuple:
         sched_json = gr.JSON(visible=False)
         outputs = [sched_md, sched_rows, sched_json]
         apply_btn.click(apply_service, sched_preset, [*outputs, synth["preset"], synth["scope"]],
-                        api_name="apply_preset", concurrency_id=SERVICE_QUEUE)
+                        api_name="apply_preset", concurrency_id=SERVICE_QUEUE, concurrency_limit=SYNTH_CONCURRENCY)
         once_btn.click(apply_request_only, sched_preset, [synth["preset"], synth["scope"]],
                        api_name="preset_for_next_request")
         refresh_btn.click(state, None, outputs, api_name="scheduling_state")

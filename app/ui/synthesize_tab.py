@@ -8,7 +8,8 @@ import gradio as gr
 from app.queue_time import arrival_of
 from app.service import ServiceError
 from app.ui.clip_panel import build_clip_panel, clip_outputs
-from app.ui.common import KEEP, SCOPES, SERVICE_QUEUE, attachment_for, check_preset, named_preset, num, user_error
+from app.ui.common import (KEEP, SCOPES, SERVICE_QUEUE, SYNTH_CONCURRENCY, attachment_for, check_preset, named_preset,
+                           num, user_error)
 from app.ui.compat import PRIVATE
 from app.ui.live_player import build_live, live_steps
 from models.base import DEFAULT_GENERATION, DURATION_FACTOR_RANGE, LANGUAGES_25, InputError, SynthesisRequest
@@ -31,9 +32,10 @@ def make_run_request(ctx, segments: bool = False, player: bool = False):
     private event, which also feeds the live player). Every argument after text defaults to None
     (= the UI's default) so API clients may pass only what they change, by name:
     client.predict(text=..., api_name="/synthesize").
-    A generator: the audio goes out the moment synthesis ends, the breakdown when the trace is
-    analysed, the complete clip (timeline, attachment) last; predict() returns that last one,
-    submit() sees each (clip_panel.clip_outputs says what each step holds). With segments, each
+    A generator: the audio goes out the moment synthesis ends, the complete clip (breakdown,
+    findings, timeline) once the trace is analysed (for an operator: the breakdown, then the
+    complete clip with its attachment); predict() returns the last update, submit() sees each
+    (clip_panel.clip_outputs says what each step holds). With segments, each
     segment goes out first (as a file, and to the live player with player), while synthesis goes
     on (app/ui/live_player.py)."""
     svc = ctx.service
@@ -104,9 +106,10 @@ N_PANEL = 10  # clip_panel.build_clip_panel's components
 
 
 def panel_steps(ctx, request, progress):
-    """job -> the clip panel's updates after synthesis: the audio, then (traced) the breakdown
-    with the audio slot skipped, then the complete clip. Each post-processing step is released
-    once the previous update has reached the client (app/delivery.py, Job)."""
+    """job -> the clip panel's updates after synthesis: the audio, then the complete clip (for an
+    operator, traced: the breakdown with the audio slot skipped first, then the complete clip with
+    its attachment, built here). The post-processing is released once the audio has reached the
+    client (app/delivery.py, Job)."""
     def steps(job):
         ticket = ctx.delivery.expect()  # before the yield: the download may beat our resumption
         try:
@@ -114,16 +117,20 @@ def panel_steps(ctx, request, progress):
             # Gradio resumes us when the update is queued, not delivered: the post-processing
             # starts once the client has fetched the audio (app/delivery.py, Job)
             ctx.delivery.wait(ticket, ctx.args.audio_wait_s)
+            operator = ctx.access.operator(request)
             if job.record.tracing:
-                job.release("analysis")
                 progress(0.97, desc="analysing the trace")
+            if job.record.tracing and operator:  # an attachment is due: the breakdown goes out first
+                job.release("analysis")
                 # the audio slot is skipped: resent, it would make every client fetch the wav
                 # again before it could show the breakdown
                 yield (gr.skip(), *clip_outputs(job.analysed().to_dict(), pending="attachment")[1:])
-                progress(0.99, desc="drawing the timeline, packing the attachment")
-            job.release()  # the breakdown went out (or none was due): the timeline, the attachment
+                progress(0.99, desc="packing the trace attachment")
+            # Nothing else to wait for: the complete clip is the breakdown's update (a breakdown
+            # update of its own cost as much server and client CPU again: issue 25)
+            job.release()
             rec = job.result()
-            yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec.attachment_path, request))
+            yield clip_outputs(rec.to_dict(), attachment=attachment_for(ctx, rec, request) if operator else None)
         finally:
             ctx.delivery.drop(ticket)
             job.release()  # a client gone (generator closed) or an error: never hold the next request
@@ -220,11 +227,12 @@ def build(ctx) -> dict:
         # HLS playlist) and must not pay for its AAC encoding. The API has, on hidden triggers,
         # /synthesize (the complete clip, as ever) and /synthesize_stream (a wav per segment first).
         gen.click(make_run_request(ctx, segments=True, player=True), inputs, [*live, *clip_panel],
-                  concurrency_limit=1, concurrency_id=SERVICE_QUEUE, **PRIVATE)
+                  concurrency_limit=SYNTH_CONCURRENCY, concurrency_id=SERVICE_QUEUE, **PRIVATE)
         api_stream = gr.Button(visible=False, elem_id="synthesize_stream_api")
         api_stream.click(make_run_request(ctx, segments=True), inputs, [live[1], *clip_panel],
-                         api_name="synthesize_stream", concurrency_limit=1, concurrency_id=SERVICE_QUEUE)
+                         api_name="synthesize_stream", concurrency_limit=SYNTH_CONCURRENCY,
+                         concurrency_id=SERVICE_QUEUE)
         api_only = gr.Button(visible=False, elem_id="synthesize_api")
-        api_only.click(make_run_request(ctx), inputs, clip_panel, api_name="synthesize", concurrency_limit=1,
-                       concurrency_id=SERVICE_QUEUE)
+        api_only.click(make_run_request(ctx), inputs, clip_panel, api_name="synthesize",
+                       concurrency_limit=SYNTH_CONCURRENCY, concurrency_id=SERVICE_QUEUE)
     return {"preset": preset, "scope": scope}
