@@ -275,8 +275,14 @@ def test_loopback_is_not_trusted(tmp_path, servers):
     pid = srv.proc.pid
     before = thread_sched(pid)
     c = Client(srv.url, verbose=False)
-    out = c.predict(text="Plain synthesis works.", api_name="/synthesize")
+    job = c.submit(text="Plain synthesis works.", api_name="/synthesize")
+    updates, out = list(job), job.result()
     assert out[9]["preset"]["preset"] == "default" and out[8] is None  # no raw trace for a stranger
+    # no attachment due: the complete clip (breakdown included) is the second and last update, and
+    # nothing of the attachment was built for a caller who may not have it (issue 25)
+    assert len(updates) == 2 and updates[0][9]["pending"] == "analysis" and out[9]["breakdown"]["mode"] == "full"
+    clip = srv.outputs / "clips" / out[1]
+    assert not (clip / "trace.zip").exists() and not (clip / "timeline.png").exists() and (clip / ".trace.txt").is_file()
     refusals = {
         "apply service-wide": lambda: c.predict("priority", api_name="/apply_preset"),
         "re-apply the preset in force": lambda: c.predict("default", api_name="/apply_preset"),
