@@ -170,6 +170,11 @@ def test_overlap_policy_names_our_post_processing_inside_the_next_window(engine,
     assert steps and steps[0]["step"] == "analysis" and steps[0]["wall_s"] > 0, ov
     aux = [t for t in rec2.breakdown["threads"] if t["role"] == "trace-aux"]
     assert aux and ov["on_cpu_s"] == pytest.approx(sum(t["on_cpu_s"] for t in aux), abs=1e-6) and ov["on_cpu_s"] > 0
+    from app.ui.clip_panel import clip_outputs
+    from tracing.report import render_report
+    said = "our own post-processing (analysis"  # the panel and the report say so, in words
+    assert said in clip_outputs(rec2.to_dict())[2] and said in render_report(rec2.breakdown, rec2.findings)
+    assert "Overlap" not in clip_outputs(rec1.to_dict())[2]
     ours = {t["tid"] for t in rec2.breakdown["threads"]} | {int(t) for t in rec2.roles}
     for f in rec2.findings:  # our own work is never "another task" holding our CPU
         if f["kind"] == "cpu_contention":

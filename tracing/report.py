@@ -294,6 +294,20 @@ def latency_lines(latency: dict) -> list[str]:
     return out
 
 
+def overlap_text(bd: dict) -> str:
+    """What of our own post-processing ran inside this window (breakdown["overlap"], which the
+    service adds: other requests' steps and the trace-aux threads' on-CPU time), or "" when none."""
+    ov = (bd or {}).get("overlap") or {}
+    steps = [s for s in ov.get("steps") or [] if isinstance(s, dict)]
+    if not steps:
+        return ""
+    reqs = {str(s.get("request")) for s in steps} - {"-"}
+    kinds = ", ".join(sorted({str(s.get("step")) for s in steps}))
+    return (f"our own post-processing ({kinds}" + (f" of {len(reqs)} earlier request(s)" if reqs else "") +
+            f") ran during {fmt_ms(_num(ov, 'wall_s'))} ms of this window; its trace-aux threads were on-CPU "
+            f"{fmt_ms(_num(ov, 'on_cpu_s'))} ms (the trace-aux rows: ours, not the machine's)")
+
+
 def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> str:
     bd = breakdown or {}
     meta = meta or {}
@@ -316,6 +330,8 @@ def render_report(breakdown: dict, findings: list, meta: dict | None = None) -> 
         audio = _num(meta, "duration_s")
         rtf = f", RTF {_num(meta, 'wall_s') / audio:.2f}" if audio > 0 else ""
         L.append(f"  Request: {fmt_ms(_num(meta, 'wall_s'))} ms wall for {audio:.2f} s of audio{rtf}")
+    if overlap_text(bd):
+        L.append(f"  Overlap: {overlap_text(bd)}")
     for k, v in (meta.get("extra") or {}).items():
         L.append(f"  {k}: {v}")
     L.append("")

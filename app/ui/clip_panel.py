@@ -20,7 +20,8 @@ from app.ui.common import KERNEL_MD, preset_line
 from tracing.device_report import device_markdown
 from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
-                            format_breakdown_rows, latency_brief, lost_text, missing_events_text, stage_rows)
+                            format_breakdown_rows, latency_brief, lost_text, missing_events_text, overlap_text,
+                            stage_rows)
 from tracing.timeline_plot import timeline_figure
 
 ATTACHMENT_LABEL = ("Trace attachment (zip: trace.txt for ui.perfetto.dev, trace.dat for trace-cmd / KernelShark, "
@@ -138,6 +139,8 @@ def clip_outputs(rec: dict, pending: str | None = None, attachment=_KEEP):
             head += f"  \n**Events not recorded:** {missing_events_text(bd)}"
         if bd.get("latency"):
             head += f"  \n**Kernel latency tracers:** {latency_brief(bd['latency'])}"
+        if overlap_text(bd):  # (request ids and step names are ours: no kernel text in it)
+            head += f"  \n**Overlap:** {overlap_text(bd)}"
         if bd.get("device"):  # GPU busy / idle / host_wait per stage, or why there is none
             head += "\n\n" + device_markdown(bd["device"], md_text)
     notes = [] if pending else [n for n in rec.get("notes") or [] if not n.startswith("Tracing was off")]
