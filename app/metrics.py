@@ -33,13 +33,13 @@ Metrics (times in seconds; labels: preset = the preset in force as read back, en
 - itts_findings_total{kind,severity}                  counter: diagnosis findings by kind
 - itts_requests_total{engine,status}                  counter: status "ok" (a clip was produced)
       or "error" (Service.failures: bad input, refused preset, engine failure)
-- itts_requests_running                               gauge: requests started and not yet done
-      (synthesis, or post-processing that later requests wait for)
+- itts_requests_running                               gauge: requests synthesizing (later requests
+      wait for a request's synthesis only, not for its post-processing)
 - itts_requests_waiting                               gauge: requests accepted and not started: in
       Gradio's queue of the service's events (Synthesize, Compare, Apply preset) or waiting for the
-      service's lock and earlier post-processing
-- itts_service_busy                                   gauge: 1 while a request holds the service
-      (synthesis or its analysis), else 0; periodic snapshot probes wait for 0 (app/periodic.py)
+      service's lock
+- itts_service_busy                                   gauge: 1 while a request holds or waits for
+      the service, or its post-processing runs, else 0; periodic snapshot probes wait for 0 (app/periodic.py)
 - itts_audio_delivery_total{outcome}                  counter: Synthesize requests whose audio the
       client fetched ("fetched") before the post-processing started, or not within
       --audio-wait-s ("timeout": an API client that does not download files, a proxy that

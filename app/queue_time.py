@@ -6,12 +6,14 @@ Definitions (times are time.monotonic() seconds, the trace clock):
   middleware into the ASGI scope, which Gradio hands to the handler as gr.Request.request; for
   in-process callers (snapshots, tests) the moment they called Service.start().
 - start: the moment the service's clock for the synthesis starts (just before the trace window
-  opens): the lock is held, earlier requests' post-processing is over, the preset is in force.
-- queue_s = start - arrival: waiting in Gradio's queue (the Synthesize event runs one at a time),
-  for the service's lock and for earlier requests' post-processing, plus this request's own set-up
-  before its window (preset check and read-back, a few ms). It is never part of wall_s.
+  opens): the lock is held, the preset is in force (and, under --post-processing between, no
+  post-processing step runs).
+- queue_s = start - arrival: waiting in Gradio's queue (beyond the service's 4 events at once),
+  for the service's lock (one synthesis at a time; never for other requests' post-processing,
+  issue 25), plus this request's own set-up before its window (preset check and read-back, a few
+  ms). It is never part of wall_s.
 - ahead: the requests this one waited out: started before it and not yet released (see
-  QueueClock.finish) when it arrived (in FIFO order: those ahead of it in the queue or in the
+  QueueClock.finish: the service releases a request when its synthesis ends) when it arrived (in FIFO order: those ahead of it in the queue or in the
   service; a request that overtook it at the lock counts too). Counted when the request starts,
   from the tickets of those already served, so it is right wherever the waiting happened (Gradio's
   queue or the service's lock) and needs nothing from Gradio.

@@ -1,6 +1,7 @@
 """Queue time apart from synthesis (app/queue_time.py): the counting rule on a fake clock, the
 service with requests racing for its lock, and the real server where the waiting happens in
-Gradio's queue (the Synthesize event runs one at a time) before the handler even runs."""
+Gradio's queue (or at the service's lock, where the Synthesize handlers, 4 at once, wait for the
+one synthesis at a time) before the synthesis starts."""
 from __future__ import annotations
 
 import re
