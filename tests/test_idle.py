@@ -7,7 +7,7 @@ import time
 
 from tests.conftest import TRACEFS, our_instances
 
-IDLE_S = 3.0
+IDLE_S = 2.0
 
 
 def _instances(pid: int) -> dict:
