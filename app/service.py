@@ -341,11 +341,14 @@ class Service:
 
     def start(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
               trace: bool | None = None, progress: Progress | None = None, history: bool = True,
-              hold: bool = False, arrived: float | None = None, on_segment: OnSegment | None = None) -> Job:
+              hold: bool = False, arrived: float | None = None, on_segment: OnSegment | None = None,
+              ticket=None) -> Job:
         """Synthesize; return as soon as the audio is written, with the post-processing queued
         (hold=True: each step waits for Job.release(), see Job). `arrived`: when the request reached
         the server (app.queue_time.arrival_of), for its queue time; default: now. on_segment(audio,
         sample_rate, index, t) gets each segment while synthesis goes on (app/streaming.py).
+        `ticket`: the request's queue ticket when the caller took it already (self.queue.arrive():
+        app/streaming.py does, before the request waits for its worker thread).
         Raises InputError (bad input), TuningError (preset refused; nothing changed) or
         ServiceError (engine failed; window closed, preset restored)."""
         try:
@@ -356,9 +359,11 @@ class Service:
                 raise InputError(f"Unknown preset {preset!r}. Available: {', '.join(self.tuner.allowed)}.")
         except InputError:
             self.refused()
+            if ticket is not None:
+                self.queue.finish(ticket)
             raise
         trace = self.tracing_enabled if trace is None else bool(trace)
-        ticket = self.queue.arrive(arrived)
+        ticket = ticket or self.queue.arrive(arrived)
         try:
             return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold, on_segment)
         finally:  # later requests wait for its synthesis only, never for its post-processing

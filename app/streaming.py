@@ -14,7 +14,9 @@ Service.start() runs on one long-lived worker thread ("tts-stream"): the handler
 stay free to pass segments on, and one persistent thread keeps one torch/OpenMP team across
 requests (a thread per request would grow a fresh team inside every trace window). The caller's
 contextvars travel with the call (Gradio's progress bar reads them). One synthesis runs at a time
-anyway (the service's lock); a second request waits there, as it would without streaming.
+anyway (the service's lock); a second request waits for this thread, its queue ticket taken
+before (so it counts as waiting). /synthesize runs here too: the Synthesize handlers run several
+at once (issue 25), and each on its own thread would grow its own torch/OpenMP team.
 """
 from __future__ import annotations
 
@@ -74,6 +76,8 @@ class Streamer:
     def start(self, req, **start_kwargs) -> Feed:
         feed = Feed()
         ctx = contextvars.copy_context()
+        # the request is waiting from now (itts_requests_waiting), also while it waits for the worker
+        start_kwargs["ticket"] = self.service.queue.arrive(start_kwargs.pop("arrived", None))
 
         def run():
             try:

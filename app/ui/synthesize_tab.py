@@ -93,8 +93,8 @@ def make_run_request(ctx, segments: bool = False, player: bool = False):
         if segments:
             yield from live_steps(ctx, req, start, steps, N_PANEL, player=player)
             return
-        try:
-            job = svc.start(req, **start)
+        try:  # on the one synthesis thread, as the streamed events (one torch/OpenMP team, app/streaming.py)
+            job = ctx.streamer.start(req, **start).job()
         except (InputError, TuningError, ServiceError) as e:
             raise user_error(e)
         yield from steps(job)
