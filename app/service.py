@@ -194,6 +194,7 @@ class Job:
             if self._queued == set(HELD_STEPS):
                 for t in self._timers:
                     t.cancel()
+                self._timers.clear()  # (each timer's closure refers back to this job: a cycle)
         for step in todo:
             self._run_step(self, step)
 
@@ -417,6 +418,10 @@ class Service:
             else:
                 with self._jobs_lock:
                     self._jobs.discard(job)
+                # the window's pages, the device profile: freed now, not at the next full gc
+                # collection (the job's step runner, which holds `post`, is in cycles through
+                # futures and timers; measured: +2.4 MB of RSS per request until one ran)
+                post.clear()
 
     def _run(self, rid, clip_dir, req, preset, scope, trace, progress, ticket, on_segment=None) -> tuple:
         if scope == "request" and preset:

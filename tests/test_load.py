@@ -1,7 +1,8 @@
 """Load on a real server: 8 concurrent API clients, then 100 sequential traced requests.
 
-Pass: 0 failures; every clip has a full breakdown and its attachment; no trace instance and no
-file descriptor leaked; RSS growth over the 100 requests below RSS_GROWTH_LIMIT_MB.
+Pass: 0 failures; every clip has a full breakdown, no attachment until asked, and then (an
+operator's download) its attachment; no trace instance and no file descriptor leaked; RSS growth
+over the 100 requests below RSS_GROWTH_LIMIT_MB.
 """
 from __future__ import annotations
 
@@ -29,9 +30,18 @@ RSS_GROWTH_LIMIT_MB = 96
 FD_MARGIN = 6  # keep-alive sockets from the clients may come and go
 
 
+TOKEN = "load-test-operator-token-0123456789"
+
+
+def operator(url: str) -> Client:
+    return Client(url, verbose=False, headers={"X-Operator-Token": TOKEN})
+
+
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("load"), "--keep-clips", "500").start()
+    tmp = tmp_path_factory.mktemp("load")
+    (tmp / "token").write_text(TOKEN + "\n")
+    srv = Server(tmp, "--keep-clips", "500", "--operator-token-file", str(tmp / "token")).start()
     yield srv
     pid = srv.proc.pid
     srv.stop()
@@ -47,13 +57,17 @@ def settled(pid: int, timeout: float = 5.0) -> list[str]:
     return left
 
 
-def check_clips(outputs: Path, ids: list[str]) -> None:
+def check_clips(server, ids: list[str]) -> None:
+    """Each clip complete; its attachment built only when an operator downloads it."""
+    op = operator(server.url)
     for rid in ids:
-        d = outputs / "clips" / rid
+        d = server.outputs / "clips" / rid
         rec = json.loads((d / "record.json").read_text())
         bd = rec["breakdown"]
         assert rec["tracing"] and bd["mode"] == "full" and bd["totals"]["on_cpu_s"] > 0, rid
         assert [s["name"] for s in bd["stages"]] == rec["stages"], rid
+        assert not (d / "trace.zip").exists() and (d / ".trace.txt").is_file(), rid  # not paid for yet
+        assert Path(op.predict(rid, api_name="/download")).stat().st_size > 0
         with zipfile.ZipFile(d / "trace.zip") as z:
             assert {"trace.txt", "summary.json", "report.txt"} <= set(z.namelist()), rid
             assert json.loads(z.read("summary.json"))["request_id"] == rid
@@ -69,7 +83,7 @@ def test_eight_concurrent_clients(loaded):
         results = list(ex.map(one_client, range(CLIENTS)))  # re-raises any failure
     ids = [rid for r in results for rid in r]
     assert len(set(ids)) == CLIENTS * PER_CLIENT
-    check_clips(loaded.outputs, ids)
+    check_clips(loaded, ids)
     assert settled(loaded.proc.pid) == []
 
 
@@ -94,7 +108,7 @@ def test_hundred_sequential_traced_requests(loaded):
     print(f"\nRSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB (+{growth_mb:.1f} MB over {SEQUENTIAL} requests); "
           f"fds {fds0} -> {fds1}")
     assert len(set(ids)) == SEQUENTIAL
-    check_clips(loaded.outputs, ids)
+    check_clips(loaded, ids)
     assert growth_mb < RSS_GROWTH_LIMIT_MB, f"RSS grew {growth_mb:.1f} MB over {SEQUENTIAL} requests"
     assert fds1 <= fds0 + FD_MARGIN, f"fds {fds0} -> {fds1}"
     assert len(tracefs_fds(pid)) <= 1  # the standby window's trace_marker only
