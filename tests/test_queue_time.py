@@ -112,8 +112,10 @@ def metric(text: str, name: str) -> float:
 
 def test_waiting_in_gradios_queue_is_queue_time(server, client):
     before = metric(scrape(server), "itts_queue_seconds_count")
-    jobs = [client.submit(text=f"Queued {i}.", trace=False, api_name="/synthesize")  # untraced: cheaper, same queue
-            for i in range(3)]
+    # untraced: cheaper, same queue; long enough (~0.5 s of synthesis each) that a scrape every
+    # 50 ms sees the later ones waiting (with "Queued 1." it missed them under load)
+    text = " A request long enough to be seen waiting behind the ones before it, at every scrape."
+    jobs = [client.submit(text=f"Queued {i}.{text * 3}", trace=False, api_name="/synthesize") for i in range(3)]
     waiting_seen = running_seen = 0.0
     while not all(j.done() for j in jobs):
         text = scrape(server)
