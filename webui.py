@@ -141,7 +141,8 @@ def main(argv=None) -> int:
     from app.ui.common import CSS
     from models.limits import MAX_QUEUED, MAX_UPLOAD_MB
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)  # beyond: "queue is full" at once
-    compat.quiet_queue(app._queue)  # idle: no polling (docs/throughput.md)
+    if os.environ.get("ITTS_GRADIO_POLLING") != "1":  # "1": Gradio's own polling (benchmarks/idle_cost.py's A/B)
+        compat.quiet_queue(app._queue)  # idle: no polling (docs/throughput.md)
     hosts = HostPolicy.from_args(args)
     print(f"* {hosts.describe()}", flush=True)
     print(f"* UI: Gradio {compat.GRADIO_VERSION}, Python {platform.python_version()}", flush=True)
