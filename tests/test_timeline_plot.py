@@ -90,3 +90,20 @@ def test_first_sound_is_marked_on_the_timeline():
     assert len(lines) == 1 and lines[0].x0 == lines[0].x1 == 250.0
     assert any(a.text == "first sound" for a in fig.layout.annotations)
     assert not [s for s in P.timeline_figure(contended()).layout.shapes if s.type == "line"]
+
+
+def test_timeline_json_is_what_plotly_writes():
+    """clip_panel sends timeline_json (no Figure built): the same JSON as Figure.to_json() for
+    plain, contended, escaped, first-sound, GPU-lane, schedstat and 4000-segment breakdowns."""
+    import plotly.io as pio
+
+    from tests.test_device import section
+    dv, gpu = section()
+    gpu["device"] = dv
+    odd = contended()
+    odd["threads"][0]["comm"] = "<b>$x$</b> & co"
+    first = with_(healthy(), first_sound={"at_s": 0.4, "before": {}, "after": {}})
+    cases = [healthy(), contended(), odd, first, gpu, schedstat(), many_segments(), {}]
+    for bd in cases:
+        want = json.loads(pio.to_json(P.timeline_figure(bd), engine="json", validate=False))
+        assert json.loads(P.timeline_json(bd)) == want

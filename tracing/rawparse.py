@@ -308,7 +308,8 @@ def _decode_group(chunks: list, fmt: RingFormat, kind_of, need_of) -> _Group:
 
 def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Events:
     """pages: cpu -> the bytes read from that CPU's trace_pipe_raw (whole pages).
-    tgids: pid -> tgid (tracefs saved_tgids), for the tgid column as the text shows it.
+    tgids: pid -> tgid (tracefs saved_tgids, or a tracefs.TgidLookup), for the tgid column as the
+    text shows it.
     Each group of CPUs (see _groups) is walked on its own buffer; the rows are put in time order
     from the records' stamps alone, and every field is then read straight into its row. Each
     group's columns are let go once read: the peak is the table plus one group's reading."""
@@ -460,9 +461,12 @@ class _Strings:
         return self._get(i, 1)
 
 
-def _tgids(tid: np.ndarray, tgids: dict | None) -> np.ndarray:
+def _tgids(tid: np.ndarray, tgids) -> np.ndarray:
     """pid -> tgid column (-1 when unknown): a table indexed by pid where pids are small enough
-    (pid_max is at most 2^22), else a binary search."""
+    (pid_max is at most 2^22), else a binary search. `tgids`: a dict, or a callable that gives one
+    for the distinct pids of the column (tracefs.TgidLookup)."""
+    if callable(tgids):
+        tgids = tgids(np.unique(tid).tolist())
     if not tgids:
         return np.full(len(tid), -1, dtype=np.int64)
     keys = np.fromiter(tgids.keys(), dtype=np.int64, count=len(tgids))

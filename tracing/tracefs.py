@@ -298,3 +298,44 @@ def read_pages(inst: Path, cpus, page_size: int) -> dict:
 def read_saved_tgids(root: Path) -> dict:
     """pid -> tgid as the kernel saved them (record-tgid): what the text output prints."""
     return rawparse.parse_saved_tgids(_read(root / "saved_tgids") or "")
+
+
+class TgidLookup:
+    """pid -> tgid for just the pids a window's events carry, asked for when its pages are decoded
+    (rawparse.parse_pages calls it with them): a live task's Tgid from /proc/<pid>/status, and
+    saved_tgids (the kernel's record-tgid table, what the text output prints) only for the pids
+    that are gone by then. saved_tgids lists every pid the machine has run (24k lines here): read
+    and parsed per request it cost the trace-aux thread ~33 ms a builtin request (issue 25).
+    Both sources give a task's tgid; a pid reused between the window and its analysis (ms to a
+    few s; pids cycle through pid_max) would be read as its new owner's, as saved_tgids would once
+    the new task had run."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __call__(self, pids) -> dict:
+        out, gone = {}, []
+        for pid in pids:
+            if pid <= 0:  # the idle task: no tgid in either source
+                continue
+            tgid = _proc_tgid(pid)
+            if tgid is None:
+                gone.append(pid)
+            else:
+                out[pid] = tgid
+        if gone:
+            saved = read_saved_tgids(self.root)
+            out.update((p, saved[p]) for p in gone if p in saved)
+        return out
+
+
+def _proc_tgid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            text = f.read(1024)  # Tgid is the fourth line
+    except OSError:
+        return None
+    i = text.find(b"\nTgid:")
+    if i < 0:
+        return None
+    return int(text[i + 6:text.index(b"\n", i + 1)])

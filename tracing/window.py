@@ -56,7 +56,7 @@ class Capture:
     tids: list = field(default_factory=list)
     pages: dict = field(default_factory=dict)  # cpu -> ring-buffer pages (bytes)
     ring: "rawparse.RingFormat | None" = None  # how to decode them
-    tgids: dict = field(default_factory=dict)  # pid -> tgid, for the pages
+    tgids: "dict | tracefs.TgidLookup" = field(default_factory=dict)  # pid -> tgid, for the pages
     latency: dict = field(default_factory=dict)  # tracing.latency results per family
     events_missing: dict = field(default_factory=dict)  # event -> why it was not recorded
 
@@ -260,7 +260,7 @@ class TraceWindow:
                 ring = tracefs.read_ring_format(root, self.inst)
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
-                    tgids = tracefs.read_saved_tgids(root)
+                    tgids = tracefs.TgidLookup(root)  # read when the pages are decoded, for their pids
             except BaseException:
                 self._teardown()
                 raise

@@ -12,7 +12,6 @@ import threading
 from collections import OrderedDict
 
 import gradio as gr
-import plotly.io as pio
 from gradio.components.plot import PlotData
 
 from app.queue_time import queue_text
@@ -22,7 +21,7 @@ from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
                             format_breakdown_rows, latency_brief, lost_text, missing_events_text, overlap_text,
                             stage_rows)
-from tracing.timeline_plot import timeline_figure
+from tracing.timeline_plot import timeline_json
 
 ATTACHMENT_LABEL = ("Trace attachment (zip: trace.txt for ui.perfetto.dev, trace.dat for trace-cmd / KernelShark, "
                     "summary.json, report.txt, timeline.png)")
@@ -61,13 +60,13 @@ _plots_lock = threading.Lock()
 def timeline_value(clip_id: str, bd: dict) -> PlotData:
     """The clip's timeline as gr.Plot's value, serialized once per clip: a request's breakdown
     update and its complete clip show the same figure (built and serialized per update, it cost
-    more server CPU than builtin synthesis with four callers: issue 25). plotly's "json" engine
-    gives the same JSON text as Figure.to_json(), ~3x faster (to_json cleans every list in Python)."""
+    more server CPU than builtin synthesis with four callers: issue 25). timeline_json writes
+    Figure.to_json()'s JSON without building the Figure (3.5 against 14 ms for a builtin clip)."""
     with _plots_lock:
         if clip_id in _plots:
             _plots.move_to_end(clip_id)
             return _plots[clip_id]
-    value = PlotData(type="plotly", plot=pio.to_json(timeline_figure(bd), engine="json", validate=False))
+    value = PlotData(type="plotly", plot=timeline_json(bd))
     with _plots_lock:
         _plots[clip_id] = value
         while len(_plots) > PLOT_CACHE:
