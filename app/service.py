@@ -234,9 +234,8 @@ class Service:
                                        initializer=self._place_aux)
         self._dat_ready: str | None = None  # tracefs root whose trace.dat stub is built
         # the next window's preparation (and discarding a prepared window nobody can use) on a
-        # thread of its own: queued behind nothing, so a request's analysis starts once the client
-        # has its audio, not after the preparation (~40 ms quiet, 50-120 ms under load, that made
-        # the breakdown come 0.39 s after the audio on builtin instead of 0.11 s: issue 25)
+        # thread of its own: a request's analysis starts once the client has its audio, not after
+        # the next window's preparation (~40 ms quiet, 50-140 ms under load: issue 25)
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-prep",
                                         initializer=self._place_aux)
         for ex in (self._aux, self._dat, self._prep):  # the threads exist, placed and named, before we serve
