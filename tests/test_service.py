@@ -151,19 +151,25 @@ class Releasing:
         return self.inner.synthesize(req, stages)
 
 
-def test_overlap_policy_names_our_post_processing_inside_the_next_window(engine, tmp_path):
-    """Under "overlap" (the default) a request's analysis may run inside the next window: that
-    window's breakdown names it (overlap.steps, the trace-aux thread's on-CPU time, role
-    trace-aux), and no finding blames another task for it."""
-    tuner = Tuner(load_presets())
-    svc = Service(engine, tuner, ClipStore(tmp_path / "out"))
+def released_inside_the_next(svc, engine, first: str) -> tuple:
+    """A request held after its synthesis, released from inside the next request's synthesis (so
+    its analysis is queued while that window is open); both records, the service closed."""
     try:
-        job1 = svc.start(SynthesisRequest(text="Analysed during the next one. 下一个期间分析。"), hold=True)
+        job1 = svc.start(SynthesisRequest(text=first), hold=True)
         svc.engine = Releasing(engine, lambda: job1.release())
         rec2 = svc.synthesize(SynthesisRequest(text="The next one. 下一个。"))
         rec1 = job1.result(timeout=30)
     finally:
         svc.close()
+    return rec1, rec2
+
+
+def test_overlap_policy_names_our_post_processing_inside_the_next_window(engine, tmp_path):
+    """Under "overlap" (the default) a request's analysis may run inside the next window: that
+    window's breakdown names it (overlap.steps, the trace-aux thread's on-CPU time, role
+    trace-aux), and no finding blames another task for it."""
+    svc = Service(engine, Tuner(load_presets()), ClipStore(tmp_path / "out"))
+    rec1, rec2 = released_inside_the_next(svc, engine, "Analysed during the next one. 下一个期间分析。")
     ov = rec2.breakdown["overlap"]
     assert ov["policy"] == "overlap" and rec1.breakdown["overlap"]["steps"] == []
     steps = [s for s in ov["steps"] if s["request"] == rec1.id]
@@ -199,13 +205,7 @@ def test_between_policy_keeps_every_window_free_of_post_processing(engine, tmp_p
                 ran.append((_name, t0, time.monotonic()))
         monkeypatch.setattr(service_mod.Service, name, timed)
     svc = Service(engine, Tuner(load_presets()), ClipStore(tmp_path / "out"), post="between")
-    try:
-        job1 = svc.start(SynthesisRequest(text="Analysed after the next window. 之后分析。"), hold=True)
-        svc.engine = Releasing(engine, lambda: job1.release())
-        rec2 = svc.synthesize(SynthesisRequest(text="The next one. 下一个。"))
-        rec1 = job1.result(timeout=30)
-    finally:
-        svc.close()
+    rec1, rec2 = released_inside_the_next(svc, engine, "Analysed after the next window. 之后分析。")
     w = rec2.breakdown["window"]
     ov = rec2.breakdown["overlap"]
     assert rec1.breakdown["mode"] == "full" and ov["policy"] == "between" and ov["steps"] == [] and ov["wall_s"] == 0
