@@ -1,5 +1,6 @@
 """Parse the binary ring-buffer pages of a tracefs instance into the Events table of tracing.parse
-(pure, no I/O: tracing.window reads per_cpu/cpuN/trace_pipe_raw, the format files and saved_tgids).
+(pure, no I/O of its own: tracing.window reads per_cpu/cpuN/trace_pipe_raw and the format files,
+and hands in the tgids, or tracefs.TgidLookup to be asked for the pids the pages carry).
 
 Why: the text `trace` costs the kernel ~3.5 us per event to format and us ~2 us to parse back;
 the pages hold the same events in a fixed binary layout that numpy reads column-wise
