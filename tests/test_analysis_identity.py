@@ -340,9 +340,15 @@ def record_window(buffer_kb: int, seconds: float, stress=("--switch", "2")):
 def test_live_windows_identical(buffer_kb):
     w = record_window(buffer_kb, 0.6)
     c = w.capture
+    given = {}  # the tgids our decode got from the window's lookup (tracefs.TgidLookup): the oracle's too
+
+    def recording(pids, lookup=c.tgids):
+        given.update(lookup(pids))
+        return given
+    c.tgids = recording
     ev, src = c.events()
-    assert src == "pages"
-    assert_same_events(ev, REF_R.parse_pages(c.pages, c.ring, c.tgids), strings=range(0, len(ev), 7))
+    assert src == "pages" and given
+    assert_same_events(ev, REF_R.parse_pages(c.pages, c.ring, given), strings=range(0, len(ev), 7))
     if buffer_kb == 256:
         assert c.lost["total"] > 0  # the small buffer overflowed
     assert_same_breakdown(ev, c.pid, c.start_ts, c.end_ts, "our process", lost=c.lost, tids=c.tids)
