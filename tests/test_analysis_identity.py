@@ -426,10 +426,11 @@ def write_fixture(d: Path = DATA, buffer_kb: int = 1024, seconds: float = 0.6) -
     (d / "header_page").write_text(tracefs._read(root / "events" / "header_page"))
     ev, _ = c.events()
     seen = set(np.unique(np.concatenate((ev.tid, ev.a))).tolist())
+    tgids = c.tgids(sorted(seen)) if callable(c.tgids) else c.tgids  # (a tracefs.TgidLookup: ask it)
     (d / "meta.json").write_text(json.dumps({
         "pid": c.pid, "tids": c.tids, "start": c.start_ts, "end": c.end_ts, "cpus": sorted(c.pages),
         "page_size": c.ring.page_size, "lost": {str(k): v["overrun"] for k, v in c.lost["per_cpu"].items()},
-        "tgids": {str(k): v for k, v in c.tgids.items() if k in seen}}, indent=0))
+        "tgids": {str(k): v for k, v in tgids.items() if k in seen}}, indent=0))
 
 
 if __name__ == "__main__":
