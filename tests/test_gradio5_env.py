@@ -8,6 +8,7 @@ text reaches a raw-HTTP SSE client (Gradio 5 sends `data: null` there unless app
 bridges it). Skips, saying why, where the env cannot be built (no Python 3.10, registry down)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -189,30 +190,37 @@ def test_conflict_names_the_package_and_changes_nothing(tmp_path):
     assert not _dists(py, *sites.split(":"))  # nothing half-installed in the overlay
 
 
-def test_gradio5_page_fetches_the_audio_before_the_analysis_starts(g5_server):
-    """Gradio 5.45's own page in a real browser: the player fetches the clip's wav on the first
-    update, which (not the timeout) starts the analysis (app/delivery.py); the breakdown update,
-    whose audio slot is gr.skip(), keeps the player, and the clip ends complete."""
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A page of Debian chromium (Playwright) on `url`, the app loaded; skips without chromium."""
     from tests.e2e.conftest import ARGS, CHROMIUM, needs_chromium
     if needs_chromium.args[0]:
         pytest.skip(needs_chromium.kwargs["reason"])
     from playwright.sync_api import sync_playwright
-    before = delivery_counts(g5_server)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.set_default_timeout(120_000)
-            page.goto(g5_server.url)
+            page.goto(url)
             page.wait_for_selector("#generate")
-            page.locator("#text textarea").fill("Gradio five in a browser. 第五版。")
-            page.locator("#generate").click()
-            page.wait_for_function("""() => {
-                const h = document.querySelector('#clip_head')?.innerText || '';
-                return h.includes('Trace mode') && !h.includes('Analysing'); }""")
-            assert "audio.wav" in page.locator("#out_audio").inner_html()  # the player kept its clip
+            yield page
         finally:
             browser.close()
+
+
+def test_gradio5_page_fetches_the_audio_before_the_analysis_starts(g5_server):
+    """Gradio 5.45's own page in a real browser: the player fetches the clip's wav on the first
+    update, which (not the timeout) starts the analysis (app/delivery.py); the breakdown update,
+    whose audio slot is gr.skip(), keeps the player, and the clip ends complete."""
+    before = delivery_counts(g5_server)
+    with browser_page(g5_server.url) as page:
+        page.locator("#text textarea").fill("Gradio five in a browser. 第五版。")
+        page.locator("#generate").click()
+        page.wait_for_function("""() => {
+            const h = document.querySelector('#clip_head')?.innerText || '';
+            return h.includes('Trace mode') && !h.includes('Analysing'); }""")
+        assert "audio.wav" in page.locator("#out_audio").inner_html()  # the player kept its clip
     after = delivery_counts(g5_server)
     assert after["fetched"] == before["fetched"] + 1 and after["timeout"] == before["timeout"], (before, after)
 
@@ -221,23 +229,11 @@ def test_gradio5_live_player_plays_before_the_clip_is_complete(g5_server):
     """Gradio 5.45's streaming audio output (through the same live_player code): on its own page
     in a real browser the live player is playing a long text's first segment before the
     request's complete clip has arrived."""
-    from tests.e2e.conftest import ARGS, CHROMIUM, needs_chromium
     from tests.e2e.live import play_long_text
-    if needs_chromium.args[0]:
-        pytest.skip(needs_chromium.kwargs["reason"])
     if shutil.which("ffmpeg") is None:
         pytest.skip("no ffmpeg: the live player is hidden")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.set_default_timeout(120_000)
-            page.goto(g5_server.url)
-            page.wait_for_selector("#generate")
-            seen = play_long_text(page)
-        finally:
-            browser.close()
+    with browser_page(g5_server.url) as page:
+        seen = play_long_text(page)
     assert seen["playing"]["full_then"] is False and seen["playing"]["t"] < seen["full"]["t"], seen
     assert "First sound" in seen["done"]["head"]
 
