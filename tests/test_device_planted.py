@@ -10,15 +10,13 @@ alignment error reported."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from app.device_view import _mark
-from tests.test_ground_truth import HOG, TR
+from tests.test_ground_truth import TR, fifo_hog
 from tracing import clock as C
 from tracing import device as D
 from tracing import findings as F
@@ -42,46 +40,32 @@ def _kineto(base_ns, launches, kernels) -> dict:
 
 
 def test_host_wait_is_blamed_on_the_planted_fifo_hog():
-    cpus = sorted(os.sched_getaffinity(0))
-    victim_cpu, other = cpus[-1], cpus[0]
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(victim_cpu), str(HOG_S)], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
     rt_minus_mono = time.time_ns() - time.monotonic_ns()  # the truth the analysis is not told
     seen: dict = {}
     released = threading.Event()
+    with fifo_hog(HOG_S) as (hog, victim_cpu, release):
+        def launcher():
+            seen["tid"] = threading.get_native_id()
+            os.sched_setaffinity(0, {victim_cpu})
+            seen["launch1"] = time.monotonic_ns()
+            last = time.monotonic_ns()
+            deadline = last + 5_000_000_000
+            while last < deadline:  # spin; a stretch of > 50 ms without running, after the release, is the hog
+                now = time.monotonic_ns()
+                if released.is_set() and now - last > 50_000_000:
+                    seen["last_run"], seen["launch2"] = last, now
+                    break
+                last = now
 
-    def launcher():
-        seen["tid"] = threading.get_native_id()
-        os.sched_setaffinity(0, {victim_cpu})
-        seen["launch1"] = time.monotonic_ns()
-        last = time.monotonic_ns()
-        deadline = last + 5_000_000_000
-        while last < deadline:  # spin; a stretch of > 50 ms without running, after the release, is the hog
-            now = time.monotonic_ns()
-            if released.is_set() and now - last > 50_000_000:
-                seen["last_run"], seen["launch2"] = last, now
-                break
-            last = now
-
-    old_aff = os.sched_getaffinity(0)
-    try:
-        assert hog.stdout.readline().strip() == "ready"
-        os.sched_setaffinity(0, {other})
         with TraceWindow() as w:
             _mark(w)  # the capture's own clock marker (app/device_view.py), as on a GPU
             t = threading.Thread(target=launcher)
             t.start()
             time.sleep(0.05)
             released.set()
-            hog.stdin.write("x")
-            hog.stdin.flush()
-            assert hog.stdout.readline().strip() == "done"
+            release()
             t.join()
             _mark(w)
-    finally:
-        os.sched_setaffinity(0, old_aff)
-        hog.kill()
-        hog.wait()
     assert "launch2" in seen, "the launch thread never saw the hog"
     rt = lambda mono: mono + rt_minus_mono  # noqa: E731
     k1_end, k2_start = seen["last_run"], seen["launch2"] + 15_000

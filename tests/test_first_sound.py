@@ -2,14 +2,12 @@
 what delayed it: on hand-made events where every number is computed by hand, and on a real trace
 window with a planted SCHED_FIFO hog of known length that runs before the first segment only."""
 import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.test_ground_truth import HOG, TR, spin
+from tests.test_ground_truth import TR, fifo_hog, spin
 from tracing import parse as P
 from tracing import tracefs
 from tracing.analysis import SEGMENT_COUNTER, analyze
@@ -91,39 +89,28 @@ def test_planted_fifo_hog_before_the_first_segment():
     """A real window: the victim thread spins on one CPU, a SCHED_FIFO hog takes that CPU for
     200 ms, then the victim marks its first segment (as the service does) and spins 200 ms more.
     The hog is the first sound's blocker at ~200 ms and absent after it."""
-    cpus = sorted(os.sched_getaffinity(0))
-    victim_cpu, other = cpus[-1], cpus[0]
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(victim_cpu), "0.2"], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
-    old_aff = os.sched_getaffinity(0)
+    released, hog_done = threading.Event(), threading.Event()
     try:
-        assert hog.stdout.readline().strip() == "ready"
-        released, hog_done = threading.Event(), threading.Event()
+        with fifo_hog(0.2) as (hog, victim_cpu, release):
+            def victim(w):
+                os.sched_setaffinity(0, {victim_cpu})
+                released.set()
+                end = time.monotonic() + 5
+                while not hog_done.is_set() and time.monotonic() < end:
+                    pass  # runnable throughout: the hog's 200 ms on this CPU are its wait
+                spin(0.05)  # a little own work, then the first segment
+                w.marker(f"C|{os.getpid()}|{SEGMENT_COUNTER}|1")
+                spin(0.2)
 
-        def victim(w):
-            os.sched_setaffinity(0, {victim_cpu})
-            released.set()
-            end = time.monotonic() + 5
-            while not hog_done.is_set() and time.monotonic() < end:
-                pass  # runnable throughout: the hog's 200 ms on this CPU are its wait
-            spin(0.05)  # a little own work, then the first segment
-            w.marker(f"C|{os.getpid()}|{SEGMENT_COUNTER}|1")
-            spin(0.2)
-
-        os.sched_setaffinity(0, {other})
-        with TraceWindow() as w:
-            t = threading.Thread(target=victim, args=(w,))
-            t.start()
-            released.wait(5)
-            time.sleep(0.05)
-            hog.stdin.write("x"); hog.stdin.flush()  # wakes as FIFO on the victim's CPU and preempts it
-            assert hog.stdout.readline().strip() == "done"
-            hog_done.set()
-            t.join()
+            with TraceWindow() as w:
+                t = threading.Thread(target=victim, args=(w,))
+                t.start()
+                released.wait(5)
+                time.sleep(0.05)
+                release()
+                hog_done.set()
+                t.join()
     finally:
-        os.sched_setaffinity(0, old_aff)
-        hog.kill()
-        hog.wait()
         for p in (TR / "instances").iterdir():
             if p.name.startswith(f"ittsw-{os.getpid()}-"):
                 tracefs.quiesce_and_remove(p)

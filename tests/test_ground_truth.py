@@ -2,6 +2,7 @@
 
 Stale-instance cleanup, raising bodies, SIGTERM, overlapping windows and degraded mode are in
 test_tracefs.py / test_window.py; here: contention, sleep, D-state I/O and lost events."""
+import contextlib
 import mmap
 import os
 import shutil
@@ -36,6 +37,32 @@ sys.stdin.read(1)                      # asleep until killed: its exit (interpre
 """
 
 
+@contextlib.contextmanager
+def fifo_hog(secs: float):
+    """The planted truth: a SCHED_FIFO hog (comm ittsw-hog) pinned to the last CPU, started and
+    ready; this thread moves to the first CPU (off the victim's) until the end. Yields (hog,
+    victim_cpu, release): release() lets the hog spin `secs` on the victim's CPU and returns once
+    it has. The hog is killed and the affinity restored on the way out."""
+    cpus = sorted(os.sched_getaffinity(0))
+    victim_cpu, other = cpus[-1], cpus[0]
+    hog = subprocess.Popen([sys.executable, "-c", HOG, str(victim_cpu), str(secs)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    old_aff = os.sched_getaffinity(0)
+
+    def release():
+        hog.stdin.write("x")  # wakes as FIFO on the victim's CPU and preempts it
+        hog.stdin.flush()
+        assert hog.stdout.readline().strip() == "done"
+    try:
+        assert hog.stdout.readline().strip() == "ready"
+        os.sched_setaffinity(0, {other})
+        yield hog, victim_cpu, release
+    finally:
+        os.sched_setaffinity(0, old_aff)
+        hog.kill()
+        hog.wait()
+
+
 def spin(s):
     end = time.monotonic() + s
     while time.monotonic() < end:
@@ -57,32 +84,19 @@ def no_leftovers():
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_fifo_hog_is_the_blocker_of_a_pinned_victim():
-    cpus = sorted(os.sched_getaffinity(0))
-    victim_cpu, other = cpus[-1], cpus[0]
-    hog = subprocess.Popen([sys.executable, "-c", HOG, str(victim_cpu), "0.2"], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
-    old_aff = os.sched_getaffinity(0)
-    try:
-        assert hog.stdout.readline().strip() == "ready"
-        tid = {}
-
+    tid = {}
+    with fifo_hog(0.2) as (hog, victim_cpu, release):
         def victim():
             tid["v"] = threading.get_native_id()
             os.sched_setaffinity(0, {victim_cpu})
             spin(0.6)
 
-        os.sched_setaffinity(0, {other})  # this thread stays off the victim's CPU
         with TraceWindow() as w:
             t = threading.Thread(target=victim)
             t.start()
             time.sleep(0.15)
-            hog.stdin.write("x"); hog.stdin.flush()
-            assert hog.stdout.readline().strip() == "done"
+            release()
             t.join()
-    finally:
-        os.sched_setaffinity(0, old_aff)
-        hog.kill()
-        hog.wait()
     bd = w.analyze().to_dict()
     v = by_tid(bd, tid["v"])
     hogs = [b for b in bd["blockers"] if b["pid"] == hog.pid]
