@@ -50,6 +50,7 @@ from tracing import tracedat
 from tracing.analysis import SEGMENT_COUNTER
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
+from tracing.instances import InstancePool
 from tracing.window import TraceWindow, process_cpus
 from tuning.apply import Tuner, TuningError
 from tuning.roles import TRACE_AUX, ThreadRoles
@@ -252,6 +253,9 @@ class Service:
         # the synthesis path is one write to tracing_on. _next_ready: that preparation's future.
         self._next_window = None
         self._next_ready: Future | None = None
+        # windows reuse configured instances: creating one and removing one each wait on the
+        # kernel for tens to hundreds of ms under load (tracing/instances.py)
+        self.instances = InstancePool()
         if self.tracing_enabled:
             self._next_ready = self._prep.submit(self._step, "-", "prepare", self._prepare_next)
 
@@ -262,7 +266,7 @@ class Service:
 
     def _prepare_next(self) -> None:
         try:
-            self._next_window = TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb).prepare()
+            self._next_window = self._window().prepare()
             root = self._next_window.caps.root if self._next_window.caps.mode == "full" else None
             if root and self._dat_ready != root and tracedat.trace_cmd():
                 tracedat.prepare(root)  # once, here rather than in the first attachment's build
@@ -272,18 +276,21 @@ class Service:
             self._next_window = None
 
     def _take_window(self) -> TraceWindow:
-        """The prepared window when it still covers the CPUs the process may use now (a preset
-        may have changed them), else a fresh one. Called under self._lock: waits for the
-        preparation queued after the previous window (never for other requests' analysis)."""
+        """The prepared window, pointed at the CPUs the process may use now (a preset may have
+        changed them since it was prepared), else a fresh one. Called under self._lock: waits for
+        the preparation queued after the previous window (never for other requests' analysis)."""
         ready, self._next_ready = self._next_ready, None
         if ready is not None:
             ready.exception()  # finished (its failure is logged there: a fresh window follows)
         w, self._next_window = self._next_window, None
-        if w is not None and w.cpus == process_cpus(os.getpid()):
+        if w is not None and w.retarget(process_cpus(os.getpid())):
             return w
         if w is not None:
             self._prep.submit(self._step, "-", "discard", w.discard)
-        return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb)
+        return self._window()
+
+    def _window(self) -> TraceWindow:
+        return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb, pool=self.instances)
 
     def _place_aux(self) -> None:
         self.roles.name_current(TRACE_AUX)
@@ -322,6 +329,7 @@ class Service:
         w, self._next_window = self._next_window, None
         if w is not None:
             w.discard()  # ...so that no prepared window outlives the service
+        self.instances.close()
         self.roles.restore()  # threads get their own names back
 
     def synthesize(self, req: SynthesisRequest, preset: str | None = None, scope: str = "service",
@@ -424,6 +432,8 @@ class Service:
             else:
                 with self._jobs_lock:
                     self._jobs.discard(job)
+                if not self.busy:  # idle now: spare instances stop costing the system per event
+                    self._prep.submit(self._step, "-", "quiet", self.instances.quiet)
                 # the window's pages, the device profile: freed now, not at the next full gc
                 # collection (the job's step runner, which holds `post`, is in cycles through
                 # futures and timers; measured: +2.4 MB of RSS per request until one ran)

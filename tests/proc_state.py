@@ -48,14 +48,16 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def tracefs_fds(pid: int) -> list[str]:
-    """Open fds of `pid` that point into tracefs (trace_marker, trace, ...): a leak when idle."""
+def tracefs_fds(pid: int, kept=()) -> list[str]:
+    """Open fds of `pid` that point into tracefs (trace_marker, trace, ...): a leak when idle,
+    except the trace_marker of an instance in `kept` (a service's standby and spares hold theirs
+    open: tracing/instances.py)."""
     out = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if "/tracing/" in target:
+        if "/tracing/" in target and not any(target.endswith(f"/instances/{n}/trace_marker") for n in kept):
             out.append(target)
     return out

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import readonly_tracefs
 from tracing import tracefs
 from tracing.window import TraceWindow
+from tracing.instances import InstancePool
 
 TR = tracefs.find_tracefs(mount=False)
 needs_tracefs = pytest.mark.skipif(TR is None or not os.access(TR / "instances", os.W_OK),
@@ -142,18 +143,18 @@ def test_sigterm_child_removes_its_window():
         tracefs.cleanup_stale("ittsw")
 
 
-class _SwitchRefused(TraceWindow):
-    """A window whose sched_switch enable the kernel refuses (a real EINVAL: tracefs takes 0 or 1)."""
+class _SwitchRefused(InstancePool):
+    """Instances whose sched_switch enable the kernel refuses (a real EINVAL: tracefs takes 0 or 1)."""
 
-    def _enable_event(self, inst, ev):
-        (inst / "events" / ev / "enable").write_text("2" if ev == "sched/sched_switch" else "1")
+    def _enable_event(self, path, ev):
+        (path / "events" / ev / "enable").write_text("2" if ev == "sched/sched_switch" else "1")
 
 
 @needs_tracefs
 def test_event_that_failed_to_enable_is_in_the_breakdown_and_flagged():
     from tracing.findings import HEALTHY, MISSING_EVENTS, findings
     from tracing.report import render_report
-    with _SwitchRefused() as w:
+    with TraceWindow(pool=_SwitchRefused(keep=0)) as w:
         spin(0.05)
     bd = w.analyze().to_dict()
     assert "sched/sched_switch" not in w.capture.events_enabled

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, parse, rawparse, schedstat, tracefs
+from . import analysis, instances, parse, rawparse, schedstat, tracefs
 from .latency import LatencyProbe
 
 DEFAULT_BUFFER_KB = 8192
@@ -75,17 +75,12 @@ def _cleanup_open():
         items = list(_open.items())
         _open.clear()
     for path, w in items:
-        # An open trace_marker fd keeps the instance busy (EBUSY). No lock here: a signal handler
-        # may interrupt the thread that holds it.
-        fd, w._fd = w._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        tracefs.quiesce_and_remove(Path(path))
+        # No lock here: a signal handler may interrupt the thread that holds it.
+        w._fd = None
         if w._lat is not None:
             w._lat.discard()
+    for inst in instances.held():  # every window's and every pool's spare (closing its marker fd)
+        instances.remove(inst)
 
 
 def _on_sigterm(signum, frame):
@@ -120,7 +115,11 @@ def instance_name(prefix: str) -> str:
 
 
 class TraceWindow:
-    def __init__(self, pid=None, cpus=None, buffer_kb=None, root=None, prefix="ittsw", latency=True):
+    def __init__(self, pid=None, cpus=None, buffer_kb=None, root=None, prefix="ittsw", latency=True,
+                 pool: "instances.InstancePool | None" = None):
+        """pool: where the instance comes from and goes back to (tracing.instances: the service
+        keeps one, so windows reuse configured instances); default: one of its own, which
+        creates the instance and removes it after the window."""
         self.pid = pid or os.getpid()
         self.cpus = sorted(cpus) if cpus is not None else process_cpus(self.pid)
         self.buffer_kb = buffer_kb or DEFAULT_BUFFER_KB
@@ -130,6 +129,8 @@ class TraceWindow:
         self._t1: float | None = None
         self._tids1: set[int] = set()
         self.inst: Path | None = None
+        self._pool = pool if pool is not None else instances.InstancePool(keep=0)
+        self._held: instances.Instance | None = None
         self.events_enabled: list[str] = []
         self.events_missing: dict[str, str] = {}  # event -> "absent on this kernel" | "failed to enable: ..."
         self.caps: tracefs.Capabilities | None = None
@@ -144,9 +145,10 @@ class TraceWindow:
 
     # -- enter / exit --------------------------------------------------------------------------
     def prepare(self) -> "TraceWindow":
-        """Create and configure the instance without recording (tracing_on=0). Costly (mkdir,
-        buffer allocation, event enables: ~40 ms here), so the service calls it ahead of time on
-        its aux thread; __enter__ then only flips tracing_on. Idempotent."""
+        """Take a configured instance from the pool without recording (tracing_on=0). A new one
+        is costly (mkdir, buffer allocation, event enables: ~40 ms quiet, over 100 ms under load),
+        so the service calls it ahead of time on its trace-prep thread; __enter__ then only flips
+        tracing_on. Idempotent."""
         if self.caps is not None:
             return self
         self.caps = tracefs.probe(self.root)
@@ -162,6 +164,25 @@ class TraceWindow:
             self._lat = LatencyProbe(Path(self.caps.root), _cpumask(self.cpus),
                                      functools.partial(instance_name, self.prefix)).prepare()
         return self
+
+    def retarget(self, cpus) -> bool:
+        """Point a prepared window that has not opened at `cpus` (a preset changed the process's
+        CPUs since it was prepared): one write to tracing_cpumask. False when it cannot be (it
+        opened already, a latency probe was set up for the old CPUs, the write failed): then
+        discard it and take a fresh one."""
+        cpus = sorted(cpus)
+        if cpus == self.cpus:
+            return True
+        if self._t0 or (self._lat is not None and self._lat.insts):
+            return False
+        if self._held is not None:
+            try:
+                self._held.write("tracing_cpumask", _cpumask(cpus))
+            except OSError:
+                return False
+            self._held.cpumask = _cpumask(cpus)
+        self.cpus = cpus
+        return True
 
     def _instance_name(self) -> str:
         return instance_name(self.prefix)
@@ -179,41 +200,16 @@ class TraceWindow:
         return self
 
     def _open_instance(self):
-        root = Path(self.caps.root)
         # claimed from the start: the open trace_marker (our marker fd) keeps other launchers'
         # clean-up off it, and a leftover holding our next name costs a name, never the window
-        inst, self._fd = tracefs.create_instance(root, self._instance_name)
-        self.inst = inst
+        inst = self._pool.acquire(Path(self.caps.root), self._instance_name, _cpumask(self.cpus), self.buffer_kb)
+        self._held, self.inst, self._fd = inst, inst.path, inst.fd
         with _lock:
-            _open[str(inst)] = self
+            _open[str(inst.path)] = self
         _install_cleanup()
-        w = lambda f, v: (inst / f).write_text(str(v))  # noqa: E731
-        w("tracing_on", 0)  # a new instance starts on: configure first
-        w("tracing_cpumask", _cpumask(self.cpus))
-        w("buffer_size_kb", self.buffer_kb)
-        clocks = (inst / "trace_clock").read_text().replace("[", "").replace("]", "").split()
-        clock = "mono" if "mono" in clocks else ("boot" if "boot" in clocks else "global")
-        w("trace_clock", clock)
-        self._clock_mono = clock == "mono"
-        # Instances start with most options off; set what the parser relies on explicitly.
-        for opt, v in (("record-tgid", 1), ("record-cmd", 1), ("irq-info", 1), ("context-info", 1),
-                       ("overwrite", 1), ("markers", 1), ("event-fork", 0), ("latency-format", 0)):
-            try:
-                w(f"options/{opt}", v)
-            except OSError:
-                pass
-        for ev in EVENTS:
-            if not (inst / "events" / ev).is_dir():
-                self.events_missing[ev] = "absent on this kernel"
-                continue
-            try:
-                self._enable_event(inst, ev)
-                self.events_enabled.append(ev)
-            except OSError as e:  # the breakdown says so (a missing sched_switch empties it)
-                self.events_missing[ev] = f"failed to enable: {e.strerror or e}"
-
-    def _enable_event(self, inst: Path, ev: str) -> None:
-        (inst / "events" / ev / "enable").write_text("1")
+        self._clock_mono = inst.clock_mono
+        self.events_enabled = list(inst.events_enabled)
+        self.events_missing = dict(inst.events_missing)
 
     def __exit__(self, et, ev, tb):
         """Stop recording and nothing more: reading the buffer and removing the instance
@@ -238,7 +234,7 @@ class TraceWindow:
         """Read the stopped window (lost-event counters, raw text, pages), remove the instance, and
         build the Capture. Idempotent; also removes a prepared window that was never entered.
         release=False keeps the (read, stopped) instance until discard(): removing it frees the
-        ring buffers, ~25 ms that the service spends after the breakdown has been shown."""
+        ring buffers (or hands it back to its pool) after the breakdown has been shown."""
         if self._capture is not None:
             if release:
                 self._teardown()
@@ -255,7 +251,7 @@ class TraceWindow:
             root = Path(self.caps.root)
             latency = self._lat.collect() if self._lat is not None else {}
             try:
-                lost = _read_lost(self.inst, self.cpus)
+                lost = _read_lost(self.inst, self.cpus, self._held.base if self._held else None)
                 text = (self.inst / "trace").read_text(errors="replace")
                 ring = tracefs.read_ring_format(root, self.inst)
                 if ring is not None:
@@ -287,21 +283,21 @@ class TraceWindow:
         return self.collect() if self._t1 is not None else None
 
     def discard(self) -> None:
-        """Remove the instance without reading it (a prepared window that will not be used)."""
+        """Give the instance back without reading it (a prepared window that will not be used, or
+        one whose capture is read): to its pool, which keeps it as a spare or removes it."""
         self._teardown()
 
     def _teardown(self):
         if self._lat is not None:
             self._lat.discard()
-        if self._fd is not None:
-            with self._fd_lock:
-                os.close(self._fd)
-                self._fd = None
+        with self._fd_lock:  # the marker fd is the instance's: no marker of ours after this
+            self._fd = None
         if self.inst is not None:
-            tracefs.quiesce_and_remove(self.inst)
             with _lock:
                 _open.pop(str(self.inst), None)
-            self.inst = None
+            held, self._held, self.inst = self._held, None, None
+            if held is not None:
+                self._pool.release(held)
 
     def _tids(self) -> set[int]:
         try:
@@ -400,10 +396,12 @@ def _cpumask(cpus) -> str:
     return ",".join(groups)
 
 
-def _read_lost(inst: Path, cpus) -> dict:
-    """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded). A CPU whose
-    counters cannot be read (or lack these lines) lost an unknown number: its values are None and
-    it is listed in "unknown_cpus"; total sums what is known (a lower bound then)."""
+def _read_lost(inst: Path, cpus, base: dict | None = None) -> dict:
+    """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded) during this
+    window: the counters count since the buffer's last reset, so `base` (cpu -> (overrun,
+    dropped) when the window's instance was acquired: tracing.instances) is subtracted. A CPU
+    whose counters cannot be read (or lack these lines) lost an unknown number: its values are
+    None and it is listed in "unknown_cpus"; total sums what is known (a lower bound then)."""
     per = {}
     total = 0
     unknown = []
@@ -420,6 +418,9 @@ def _read_lost(inst: Path, cpus) -> dict:
             except (ValueError, IndexError):
                 pass
         o, d = vals.get("overrun"), vals.get("dropped events")
+        b_o, b_d = (base or {}).get(str(c), (0, 0))
+        o = None if o is None else max(0, o - b_o)
+        d = None if d is None else max(0, d - b_d)
         per[str(c)] = {"overrun": o, "dropped_events": d}
         if o is None or d is None:
             unknown.append(c)
