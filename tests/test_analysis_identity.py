@@ -342,8 +342,8 @@ def test_live_windows_identical(buffer_kb):
     c = w.capture
     given = {}  # the tgids our decode got from the window's lookup (tracefs.TgidLookup): the oracle's too
 
-    def recording(pids, lookup=c.tgids):
-        given.update(lookup(pids))
+    def recording(pids, born=None, lookup=c.tgids):
+        given.update(lookup(pids, born))
         return given
     c.tgids = recording
     ev, src = c.events()

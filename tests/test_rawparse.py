@@ -64,6 +64,8 @@ def test_real_window_pages_equal_text_field_for_field():
         for t in ts:
             t.join()
     c = w.capture
+    # the text prints every task's tgid (saved_tgids): ask for all of them, not just the owner's
+    c.tgids = tracefs.TgidLookup(c.capabilities["root"])
     eb, src = c.events()
     assert src == "pages" and c.ring is not None and sum(map(len, c.pages.values())) > 0
     et = P.parse_trace(c.raw_text)
@@ -229,3 +231,46 @@ def test_formats_read_from_this_kernel():
     assert rf is not None and rf.page_size >= 4096
     names = {ef.name for _, ef in rf.events.values()}
     assert {"sched_switch", "sched_waking", "print"} <= names
+
+
+@needs_tracefs
+def test_gone_tasks_tgid_is_read_only_when_it_may_have_been_ours(monkeypatch):
+    """The window's lookup (tracefs.TgidLookup with the owner) gives a thread of ours that was
+    born and died inside the window our tgid (so the breakdown counts it), a process we forked
+    its own, and leaves a foreign task that is gone unknown, without reading saved_tgids for it."""
+    import subprocess
+    foreign = subprocess.Popen(["bash", "-c", "sleep 0.15; /bin/true; sleep 0.3"])  # forks inside the window
+    time.sleep(0.05)
+    with TraceWindow() as w:
+        t = threading.Thread(target=lambda: _spin_for(0.05), name="born-and-gone")
+        t.start()
+        t.join()
+        child = subprocess.run(["/bin/true"])  # a process of our own: its tgid is its pid
+        time.sleep(0.25)
+    foreign.wait()
+    c = w.capture
+    reads = []
+    real = R.saved_tgid_pairs
+    monkeypatch.setattr(R, "saved_tgid_pairs", lambda text: reads.append(1) or real(text))
+    ev, src = c.events()
+    assert src == "pages" and child.returncode == 0
+    new = ev.kind == P.K_WAKEUP_NEW
+    born = dict(zip(ev.a[new].tolist(), ev.tid[new].tolist()))
+    pid_tgid = dict(zip(ev.tid.tolist(), ev.tgid.tolist()))
+    ours_born = [p for p, parent in born.items() if parent in set(c.tids) | {c.pid} and p not in c.tids]
+    assert ours_born, "the window saw our thread and our child born"
+    gone_thread = [p for p in ours_born if pid_tgid.get(p) == c.pid]
+    assert gone_thread, "the thread born and gone inside the window is ours"
+    assert any(pid_tgid.get(p) == p for p in ours_born), "the process we forked has its own tgid"
+    assert reads, "our gone children were looked up in saved_tgids"
+    foreign_born = [p for p, parent in born.items() if parent == foreign.pid]  # bash's /bin/true and sleep
+    assert foreign_born and all(pid_tgid.get(p, -1) == -1 for p in foreign_born), \
+        "a foreign task gone by the analysis is left unknown"
+    bd = analyze(ev, c.pid, c.start_ts, c.end_ts, tids=c.tids).to_dict()
+    assert any(th["tid"] in gone_thread for th in bd["threads"])
+
+
+def _spin_for(s):
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        pass

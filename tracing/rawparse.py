@@ -348,7 +348,8 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
         _read_fields(g, dest, fmt, tid, a, b, c)
         del g
     del row_of
-    tgid = _tgids(tid, tgids)
+    new = kind == P.K_WAKEUP_NEW  # child (a) -> the task that woke it new (tid): the lookup's `born`
+    tgid = _tgids(tid, tgids, dict(zip(a[new].tolist(), tid[new].tolist())))
     strings = _Strings(blobs, base, fmt, gpos)
     return P.Events(ts, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
 
@@ -462,12 +463,12 @@ class _Strings:
         return self._get(i, 1)
 
 
-def _tgids(tid: np.ndarray, tgids) -> np.ndarray:
+def _tgids(tid: np.ndarray, tgids, born: dict | None = None) -> np.ndarray:
     """pid -> tgid column (-1 when unknown): a table indexed by pid where pids are small enough
     (pid_max is at most 2^22), else a binary search. `tgids`: a dict, or a callable that gives one
-    for the distinct pids of the column (tracefs.TgidLookup)."""
+    for the distinct pids of the column and `born` (tracefs.TgidLookup)."""
     if callable(tgids):
-        tgids = tgids(np.unique(tid).tolist())
+        tgids = tgids(np.unique(tid).tolist(), born=born)
     if not tgids:
         return np.full(len(tid), -1, dtype=np.int64)
     keys = np.fromiter(tgids.keys(), dtype=np.int64, count=len(tgids))
@@ -529,10 +530,30 @@ def _str_span(u8, w, at, f: Field):
     return s, s + (loc >> 16)
 
 
-def parse_saved_tgids(text: str) -> dict:
-    """tracefs saved_tgids ("pid tgid" lines) -> {pid: tgid}."""
-    nums = np.array(text.split(), dtype=np.int64)
+def saved_tgid_pairs(text: str) -> np.ndarray:
+    """tracefs saved_tgids ("pid tgid" lines) -> an (n, 2) int64 array, in the file's pid order.
+    (np.fromstring's text mode: 1.2 ms for 27k lines against 7.9 ms for split + array.)"""
+    nums = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
     if len(nums) % 2:
         nums = nums[:-1]
-    pairs = nums.reshape(-1, 2)
+    return nums.reshape(-1, 2)
+
+
+def parse_saved_tgids(text: str) -> dict:
+    """tracefs saved_tgids ("pid tgid" lines) -> {pid: tgid}."""
+    pairs = saved_tgid_pairs(text)
     return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist()))
+
+
+def tgids_of(pairs: np.ndarray, pids) -> dict:
+    """{pid: tgid} for just `pids` from saved_tgid_pairs (no dict of every pid the machine ran)."""
+    want = np.asarray(sorted(pids), dtype=np.int64)
+    if not len(want) or not len(pairs):
+        return {}
+    keys = pairs[:, 0]
+    o = np.argsort(keys, kind="stable") if (np.diff(keys) < 0).any() else None
+    keys = keys if o is None else keys[o]
+    vals = pairs[:, 1] if o is None else pairs[o, 1]
+    j = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    hit = keys[j] == want
+    return dict(zip(want[hit].tolist(), vals[j[hit]].tolist()))

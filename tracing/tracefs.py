@@ -303,17 +303,28 @@ def read_saved_tgids(root: Path) -> dict:
 class TgidLookup:
     """pid -> tgid for just the pids a window's events carry, asked for when its pages are decoded
     (rawparse.parse_pages calls it with them): a live task's Tgid from /proc/<pid>/status, and
-    saved_tgids (the kernel's record-tgid table, what the text output prints) only for the pids
-    that are gone by then. saved_tgids lists every pid the machine has run (24k lines here): read
-    and parsed per request it cost the trace-aux thread ~33 ms a builtin request (issue 25).
+    saved_tgids (the kernel's record-tgid table, what the text output prints) only for pids that
+    are gone by then. saved_tgids lists every pid the machine has run (24k lines here): read
+    and parsed it costs ~15 ms of CPU (issue 25), and on a busy machine nearly every window holds
+    some task that has exited since (a client's short-lived thread, a cron job).
+    With `owner` (the window's process) and `known` (its threads at the window's start and end),
+    a gone pid is looked up in saved_tgids only when it may have been the owner's: the analysis
+    asks the tgid column one thing, whether a task was the owner's. A gone task was if it is in
+    `known`, or if it was born inside the window (`born`: child -> the task that woke it new,
+    sched_wakeup_new's pid and current task) to one of the owner's threads (a thread of ours, or
+    a process it forked: saved_tgids tells). Any other gone pid was not the owner's, and its tgid
+    is left unknown (-1) instead of read. (A thread of ours born between the window's listing of
+    threads and tracing on, and gone before its end, would be missed: a few microseconds.)
     Both sources give a task's tgid; a pid reused between the window and its analysis (ms to a
     few s; pids cycle through pid_max) would be read as its new owner's, as saved_tgids would once
     the new task had run."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, owner: int | None = None, known=()):
         self.root = Path(root)
+        self.owner = owner
+        self.known = set(known)
 
-    def __call__(self, pids) -> dict:
+    def __call__(self, pids, born: dict | None = None) -> dict:
         out, gone = {}, []
         for pid in pids:
             if pid <= 0:  # the idle task: no tgid in either source
@@ -323,10 +334,18 @@ class TgidLookup:
                 gone.append(pid)
             else:
                 out[pid] = tgid
+        if gone and self.owner is not None and born is not None:
+            for pid in [p for p in gone if p in self.known]:
+                out[pid] = self.owner
+            gone = [p for p in gone if p not in self.known and self._owners(born.get(p), out)]
         if gone:
-            saved = read_saved_tgids(self.root)
-            out.update((p, saved[p]) for p in gone if p in saved)
+            out.update(rawparse.tgids_of(rawparse.saved_tgid_pairs(_read(self.root / "saved_tgids") or ""), gone))
         return out
+
+    def _owners(self, parent, out: dict) -> bool:
+        if parent is None:
+            return False
+        return parent in self.known or out.get(parent, _proc_tgid(parent) if parent > 0 else None) == self.owner
 
 
 def _proc_tgid(pid: int) -> int | None:

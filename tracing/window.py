@@ -256,7 +256,8 @@ class TraceWindow:
                 ring = tracefs.read_ring_format(root, self.inst)
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
-                    tgids = tracefs.TgidLookup(root)  # read when the pages are decoded, for their pids
+                    # read when the pages are decoded, for their pids
+                    tgids = tracefs.TgidLookup(root, owner=self.pid, known=tids)
             except BaseException:
                 self._teardown()
                 raise
