@@ -64,6 +64,24 @@ def test_traced_request_has_breakdown_sliced_by_engine_stages(svc):
     assert svc.store.get(rec.id)["id"] == rec.id
 
 
+def test_requests_reuse_instances_and_each_window_holds_only_its_own_request(svc):
+    """Windows record into reused instances (tracing/instances.py): after the first two requests
+    no instance is made, and each request's trace holds its own stage markers only, never the
+    previous request's (its pages were read and tracing was off between the windows)."""
+    recs = [svc.synthesize(SynthesisRequest(text=f"Request number {i}. 第{i}个请求。")) for i in range(4)]
+    assert svc.instances.created <= 2, svc.instances.created  # the first window's and the next one's
+    for prev, rec in zip(recs, recs[1:]):
+        bd = rec.breakdown
+        assert [s["name"] for s in bd["stages"]] == list(svc.engine.stages)  # each stage once
+        assert bd["window"]["start_s"] >= prev.breakdown["window"]["end_s"]
+        assert bd["lost_events"]["total"] == 0
+        with zipfile.ZipFile(svc.attachment(rec)) as z:
+            raw = z.read("trace.txt").decode()
+        stamps = [float(line.split(": ", 1)[0].split()[-1]) for line in raw.splitlines()
+                  if not line.startswith("#") and ": " in line]
+        assert stamps and min(stamps) >= prev.breakdown["window"]["end_s"] - 1e-6
+
+
 def test_untraced_request_still_makes_a_clip(svc):
     rec = svc.synthesize(SynthesisRequest(text="No trace."), trace=False)
     assert rec.breakdown is None and os.path.exists(rec.audio_path)

@@ -16,6 +16,7 @@ from gradio.components.plot import PlotData
 
 from app.queue_time import queue_text
 from app.ui.common import KERNEL_MD, preset_line
+from app.ui.compat import own_wav_audio
 from tracing.device_report import device_markdown
 from tracing.mdsafe import md_text
 from tracing.report import (BLOCKER_HEADERS, BREAKDOWN_HEADERS, STAGE_HEADERS, blocker_rows, fmt_ms,
@@ -34,8 +35,8 @@ def build_clip_panel(prefix: str = "") -> list:
     `prefix` keeps elem_ids unique when a second panel is on the page (History)."""
     def eid(name):
         return f"{prefix}{name}"
-    out_audio = gr.Audio(label="生成结果 / Generated audio", type="filepath", elem_id=eid("out_audio"),
-                         interactive=False)
+    out_audio = own_wav_audio(gr.Audio(label="生成结果 / Generated audio", type="filepath",
+                                       elem_id=eid("out_audio"), interactive=False))
     clip_id = gr.Textbox(label="Request id", interactive=False, elem_id=eid("clip_id"))
     head = gr.Markdown(elem_id=eid("clip_head"), **KERNEL_MD)
     bd_table = gr.Dataframe(headers=BREAKDOWN_HEADERS, label="Kernel breakdown", elem_id=eid("breakdown"),

@@ -7,6 +7,7 @@ import gradio as gr
 from app.service import ServiceError
 from app.access import SWITCHING
 from app.ui.common import SERVICE_QUEUE, SYNTH_CONCURRENCY, attachment_for, check_preset, require_operator, user_error
+from app.ui.compat import own_wav_audio
 from models.base import InputError, SynthesisRequest
 from tracing.compare import compare_rows
 from tracing.timeline_plot import compare_figure
@@ -57,7 +58,7 @@ def build(ctx) -> None:
             for side in ("a", "b"):
                 with gr.Column():
                     up = side.upper()
-                    sides[side] = (gr.Audio(label=up, type="filepath", interactive=False),
+                    sides[side] = (own_wav_audio(gr.Audio(label=up, type="filepath", interactive=False)),
                                    gr.File(label=f"Attachment {up}", interactive=False, elem_id=f"cmp_att_{side}"),
                                    gr.Textbox(label=f"Request id {up}", interactive=False))
         (au_a, att_a, id_a), (au_b, att_b, id_b) = sides["a"], sides["b"]

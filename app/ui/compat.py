@@ -20,6 +20,11 @@ What differs, and what this module does about it:
   or not: an idle launcher burned 4-8% of one CPU on 6.x (issue 25). `quiet_queue()` makes those
   two sleeps, when there is nothing to do, wait for the next event pushed instead (at most
   QUEUE_IDLE_CAP_S); while anything is queued or running they poll as before. Same on 5 and 6.
+- an audio output's file: 6.x runs `ffprobe` (a child process) on every file an Audio output sends,
+  to see whether the browser can play it (5.45 does not). A clip's audio is a PCM_16 WAV we wrote
+  ourselves, a pair Gradio's own table calls playable: `own_wav_audio()` skips the probe for such
+  files (measured: Audio's postprocess 66 ms of wall an update on the 2-vCPU VM, sent twice per
+  clip: with the audio and with the complete clip).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import asyncio
 import functools
 import types
 import weakref
+from pathlib import Path
 
 import gradio as gr
 
@@ -46,6 +52,42 @@ def queued(blocks, concurrency_id: str) -> int:
         return len(blocks._queue.event_queue_per_concurrency_id[concurrency_id].queue)
     except (AttributeError, KeyError, TypeError):
         return 0
+
+
+def own_wav_audio(component):
+    """Make an Audio output send a PCM_16 WAV file as it is, without 6.x's playability probe (what
+    the probe would conclude: Gradio's PLAYABLE_AUDIO_CODECS holds (.wav, pcm_s16le)). Anything
+    else (another format, a component converting to one) goes through Gradio's own postprocess.
+    Returns the component."""
+    from gradio.data_classes import FileData
+    own = component.postprocess
+
+    def postprocess(value):
+        if isinstance(value, (str, Path)) and component.format in (None, "wav") and is_pcm16_wav(value):
+            return FileData(path=str(value), orig_name=Path(value).name)
+        return own(value)
+    component.postprocess = postprocess
+    return component
+
+
+def is_pcm16_wav(path) -> bool:
+    """A RIFF/WAVE file whose fmt chunk says PCM (format 1), 16 bits: read from its header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if len(head) < 36 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    i = 12
+    while i + 8 <= len(head):
+        cid, size = head[i:i + 4], int.from_bytes(head[i + 4:i + 8], "little")
+        if cid == b"fmt ":
+            body = head[i + 8:i + 8 + 16]
+            return len(body) >= 16 and int.from_bytes(body[0:2], "little") == 1 and \
+                int.from_bytes(body[14:16], "little") == 16
+        i += 8 + size + (size & 1)
+    return False
 
 
 def check_supported() -> None:
