@@ -7,19 +7,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_window import mine, needs_tracefs, no_leftovers, spin  # noqa: F401  (the fixture)
+from tests.test_window import mine, needs_tracefs, no_leftovers, sigterm_child, spin  # noqa: F401  (the fixture)
 from tracing import instances, tracefs
 from tracing.instances import InstancePool
 from tracing.window import TraceWindow
 
 TR = tracefs.find_tracefs(mount=False)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _window(pool, **kw) -> TraceWindow:
@@ -160,18 +158,9 @@ time.sleep(30)
 
 @needs_tracefs
 def test_sigterm_removes_the_spares():
-    p = subprocess.Popen([sys.executable, "-c", CHILD % str(ROOT)], stdout=subprocess.PIPE, text=True)
-    try:
-        name = p.stdout.readline().strip()
-        assert name and (TR / "instances" / name).exists()
-        assert (TR / "instances" / name / "events/enable").read_text().strip() == "0"  # a spare
+    def a_held_spare(inst):
+        assert (inst / "events/enable").read_text().strip() == "0"  # a spare
         # a live owner's spare is held (its trace_marker open): another launcher's clean-up skips it
-        assert name not in tracefs.cleanup_stale("ittsw")
-        p.terminate()
-        p.wait(timeout=10)
-        assert not (TR / "instances" / name).exists()
-    finally:
-        if p.poll() is None:
-            p.kill()
-        tracefs.cleanup_stale("ittsw")
+        assert inst.name not in tracefs.cleanup_stale("ittsw")
+    sigterm_child(CHILD, a_held_spare)
     assert instances.held() == []  # (this process holds none)

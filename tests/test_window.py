@@ -127,20 +127,29 @@ time.sleep(30)
 """
 
 
-@needs_tracefs
-def test_sigterm_child_removes_its_window():
+def sigterm_child(code: str, while_alive=None) -> None:
+    """Run `code` (%r: this checkout's root) in a child that prints one instance's name and
+    sleeps; while it lives, while_alive(instance path); then SIGTERM: the instance must be gone."""
     root = str(Path(__file__).resolve().parents[1])
-    p = subprocess.Popen([sys.executable, "-c", CHILD % root], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", code % root], stdout=subprocess.PIPE, text=True)
     try:
         name = p.stdout.readline().strip()
-        assert name and (TR / "instances" / name).exists()
+        inst = TR / "instances" / name
+        assert name and inst.exists()
+        if while_alive is not None:
+            while_alive(inst)
         p.terminate()
         p.wait(timeout=10)
-        assert not (TR / "instances" / name).exists()
+        assert not inst.exists()
     finally:
         if p.poll() is None:
             p.kill()
         tracefs.cleanup_stale("ittsw")
+
+
+@needs_tracefs
+def test_sigterm_child_removes_its_window():
+    sigterm_child(CHILD)
 
 
 class _SwitchRefused(InstancePool):

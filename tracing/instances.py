@@ -223,22 +223,8 @@ class InstancePool:
 
 def _stats(path: Path) -> dict:
     """cpu (str) -> {counter name: int} from per_cpu/cpuN/stats, for every CPU directory."""
-    out = {}
     try:
         cpus = [d.name[3:] for d in (path / "per_cpu").iterdir() if d.name.startswith("cpu")]
     except OSError:
-        return out
-    for c in cpus:
-        vals = {}
-        try:
-            text = (path / "per_cpu" / f"cpu{c}" / "stats").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            k, _, v = line.partition(":")
-            try:
-                vals[k.strip()] = int(v.strip().split()[0])
-            except (ValueError, IndexError):
-                pass
-        out[c] = vals
-    return out
+        return {}
+    return {c: vals for c in cpus if (vals := tracefs.read_cpu_stats(path, c))}

@@ -295,6 +295,23 @@ def read_pages(inst: Path, cpus, page_size: int) -> dict:
     return out
 
 
+def read_cpu_stats(inst: Path, cpu) -> dict:
+    """An instance's per_cpu/cpu<N>/stats as {counter name: int} ("entries", "overrun",
+    "dropped events", ...); {} when it cannot be read."""
+    vals = {}
+    try:
+        text = (Path(inst) / "per_cpu" / f"cpu{cpu}" / "stats").read_text()
+    except OSError:
+        return vals
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        try:
+            vals[k.strip()] = int(v.strip().split()[0])
+        except (ValueError, IndexError):
+            pass
+    return vals
+
+
 def read_saved_tgids(root: Path) -> dict:
     """pid -> tgid as the kernel saved them (record-tgid): what the text output prints."""
     return rawparse.parse_saved_tgids(_read(root / "saved_tgids") or "")

@@ -407,17 +407,7 @@ def _read_lost(inst: Path, cpus, base: dict | None = None) -> dict:
     total = 0
     unknown = []
     for c in cpus:
-        vals = {}
-        try:
-            txt = (inst / "per_cpu" / f"cpu{c}" / "stats").read_text()
-        except OSError:
-            txt = ""
-        for line in txt.splitlines():
-            k, _, v = line.partition(":")
-            try:
-                vals[k.strip()] = int(v.strip().split()[0])
-            except (ValueError, IndexError):
-                pass
+        vals = tracefs.read_cpu_stats(inst, c)
         o, d = vals.get("overrun"), vals.get("dropped events")
         b_o, b_d = (base or {}).get(str(c), (0, 0))
         o = None if o is None else max(0, o - b_o)
