@@ -68,6 +68,8 @@ def test_lost_events_are_the_windows_own_on_a_reused_instance():
             subprocess.run(["stress-ng", "--switch", "2", "--timeout", "1"], capture_output=True)
         c1 = w1.collect()
         assert c1.lost["total"] > 0, "a 64 KB buffer under stress-ng --switch should overflow"
+        # a lossy window may have lost a thread's birth too: every gone pid read from saved_tgids
+        assert c1.tgids.owner is None
         with _window(pool, buffer_kb=64) as w2:
             inst = w2.inst
             counted = sum(int(line.split(":")[1]) for c in w2.cpus
@@ -77,6 +79,7 @@ def test_lost_events_are_the_windows_own_on_a_reused_instance():
         c2 = w2.collect()
         assert counted >= c1.lost["total"] - sum(v["dropped_events"] or 0 for v in c1.lost["per_cpu"].values())
         assert c2.lost["total"] == 0 and c2.lost["unknown_cpus"] == []
+        assert c2.tgids.owner == c2.pid
         ev, _ = c2.events()  # the spare kept its events on between the windows, recording nothing
         assert len(ev) and float(ev.ts.min()) >= c1.end_ts
     finally:

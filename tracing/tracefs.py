@@ -331,7 +331,9 @@ class TgidLookup:
     sched_wakeup_new's pid and current task) to one of the owner's threads (a thread of ours, or
     a process it forked: saved_tgids tells). Any other gone pid was not the owner's, and its tgid
     is left unknown (-1) instead of read. (A thread of ours born between the window's listing of
-    threads and tracing on, and gone before its end, would be missed: a few microseconds.)
+    threads and tracing on, and gone before its end, would be missed: a few microseconds.) A
+    window that lost events may have lost that wakeup_new too: its lookup is made without an
+    owner (tracing.window), and every gone pid is read from saved_tgids as before.
     Both sources give a task's tgid; a pid reused between the window and its analysis (ms to a
     few s; pids cycle through pid_max) would be read as its new owner's, as saved_tgids would once
     the new task had run."""

@@ -256,8 +256,11 @@ class TraceWindow:
                 ring = tracefs.read_ring_format(root, self.inst)
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
-                    # read when the pages are decoded, for their pids
-                    tgids = tracefs.TgidLookup(root, owner=self.pid, known=tids)
+                    # read when the pages are decoded, for their pids; a window that lost events
+                    # may have lost the wakeup_new of a thread of ours too: saved_tgids for every
+                    # gone pid then (tracefs.TgidLookup)
+                    whole = lost["total"] == 0 and not lost["unknown_cpus"]
+                    tgids = tracefs.TgidLookup(root, owner=self.pid if whole else None, known=tids)
             except BaseException:
                 self._teardown()
                 raise
