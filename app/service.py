@@ -474,7 +474,7 @@ class Service:
                 in_force.update(rt.to_readback())  # a demotion during the request is the clip's to say
             except (InputError, TuningError):
                 raise
-            except Exception as e:  # (the window removed itself on the way out)
+            except Exception as e:  # (the window gave its instance back on the way out)
                 log.exception("engine failed on request %s", rid)
                 raise ServiceError(f"Synthesis failed in the {self.engine.name} engine: {e}") from e
             wall = time.monotonic() - t0
@@ -486,7 +486,7 @@ class Service:
             return record, window, dv
         except BaseException as e:
             if window is not None:
-                window.discard()  # never leave an instance behind
+                window.discard()  # never keep an instance from the pool
             if isinstance(e, OSError):
                 raise ServiceError(_storage_error("write the clip's audio", self.store.root, e)) from e
             raise
@@ -505,8 +505,8 @@ class Service:
 
     # -- post-processing, on the aux thread, in this order -------------------------------------
     def _analyse(self, record: ClipRecord, post: dict) -> None:
-        """Breakdown and findings. The instance is kept (read, stopped) until _complete(): its
-        removal frees the ring buffers, which takes longer than the analysis of a short clip."""
+        """Breakdown and findings. The window (read, stopped) gives its instance back to the pool in
+        _complete()."""
         window = post["window"]
         if window is None:
             record.notes.append("Tracing was off for this request: no kernel breakdown.")
@@ -530,8 +530,8 @@ class Service:
                                 "the audio is fine.")
 
     def _complete(self, record: ClipRecord, post: dict) -> None:
-        """Keep what the attachment will need, remove the instance, save the record, tell the
-        listeners. Each step that fails adds a note and the next still runs: reporting never
+        """Keep what the attachment will need, give the instance back to the pool, save the record,
+        tell the listeners. Each step that fails adds a note and the next still runs: reporting never
         undoes collection."""
         window = post["window"]
         try:
@@ -542,7 +542,7 @@ class Service:
             record.notes.append(f"The raw trace could not be kept for the attachment ({e}).")
         finally:
             if window is not None:
-                window.discard()  # never leave an instance behind
+                window.discard()  # never keep an instance from the pool
         try:
             if post["history"]:  # a snapshot's requests are not clips (see synthesize)
                 self.store.save_record(record.to_dict())

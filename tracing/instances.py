@@ -199,7 +199,7 @@ class InstancePool:
         return inst
 
     def _reuse(self, inst: Instance, cpumask: str) -> None:
-        inst.write("tracing_on", 0)
+        # (tracing is off: release() made sure of it)
         if inst.cpumask != cpumask:
             inst.write("tracing_cpumask", cpumask)
             inst.cpumask = cpumask

@@ -362,9 +362,12 @@ class TgidLookup:
         return out
 
     def _owners(self, parent, out: dict) -> bool:
-        if parent is None:
+        """Whether `parent` (the task that woke a gone one new) was the owner's."""
+        if parent is None or parent <= 0:
             return False
-        return parent in self.known or out.get(parent, _proc_tgid(parent) if parent > 0 else None) == self.owner
+        if parent in self.known:
+            return True
+        return (out[parent] if parent in out else _proc_tgid(parent)) == self.owner
 
 
 def _proc_tgid(pid: int) -> int | None:
