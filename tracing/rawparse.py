@@ -348,8 +348,11 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
         _read_fields(g, dest, fmt, tid, a, b, c)
         del g
     del row_of
-    new = kind == P.K_WAKEUP_NEW  # child (a) -> the task that woke it new (tid): the lookup's `born`
-    tgid = _tgids(tid, tgids, dict(zip(a[new].tolist(), tid[new].tolist())))
+    born = None
+    if callable(tgids):  # child (a) -> the task that woke it new (tid): the lookup's `born`
+        new = kind == P.K_WAKEUP_NEW
+        born = dict(zip(a[new].tolist(), tid[new].tolist()))
+    tgid = _tgids(tid, tgids, born)
     strings = _Strings(blobs, base, fmt, gpos)
     return P.Events(ts, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
 
@@ -489,12 +492,20 @@ def _tgids(tid: np.ndarray, tgids, born: dict | None = None) -> np.ndarray:
         tgid -= 1
         return tgid
     tgid = np.full(len(tid), -1, dtype=np.int64)
-    o = np.argsort(keys)
-    keys, vals = keys[o], vals[o]
-    j = np.minimum(np.searchsorted(keys, tid), len(keys) - 1)
-    hit = keys[j] == tid
-    tgid[hit] = vals[j[hit]]
+    hit, found = _sorted_lookup(keys, vals, tid)
+    tgid[hit] = found
     return tgid
+
+
+def _sorted_lookup(keys: np.ndarray, vals: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Look `want` up in the table keys -> vals by binary search: (mask of `want` found, their
+    values). keys are sorted here unless they already are."""
+    if (np.diff(keys) < 0).any():
+        o = np.argsort(keys, kind="stable")
+        keys, vals = keys[o], vals[o]
+    j = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    hit = keys[j] == want
+    return hit, vals[j[hit]]
 
 
 def _cstr(raw: bytes, marker: bool) -> str:
@@ -550,10 +561,5 @@ def tgids_of(pairs: np.ndarray, pids) -> dict:
     want = np.asarray(sorted(pids), dtype=np.int64)
     if not len(want) or not len(pairs):
         return {}
-    keys = pairs[:, 0]
-    o = np.argsort(keys, kind="stable") if (np.diff(keys) < 0).any() else None
-    keys = keys if o is None else keys[o]
-    vals = pairs[:, 1] if o is None else pairs[o, 1]
-    j = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
-    hit = keys[j] == want
-    return dict(zip(want[hit].tolist(), vals[j[hit]].tolist()))
+    hit, found = _sorted_lookup(pairs[:, 0], pairs[:, 1], want)
+    return dict(zip(want[hit].tolist(), found.tolist()))

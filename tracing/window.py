@@ -176,11 +176,12 @@ class TraceWindow:
         if self._t0 or (self._lat is not None and self._lat.insts):
             return False
         if self._held is not None:
+            mask = _cpumask(cpus)
             try:
-                self._held.write("tracing_cpumask", _cpumask(cpus))
+                self._held.write("tracing_cpumask", mask)
             except OSError:
                 return False
-            self._held.cpumask = _cpumask(cpus)
+            self._held.cpumask = mask
         self.cpus = cpus
         return True
 
