@@ -84,14 +84,19 @@ def _sse(url: str) -> list[tuple[str, object]]:
     return events
 
 
-def _call(srv, **fields) -> list[tuple[str, object]]:
-    """The REST route a curl user takes: POST the inputs (defaults from /info), then read the SSE."""
+def _call(srv, posted=None, **fields) -> list[tuple[str, object]]:
+    """The REST route a curl user takes: POST the inputs (defaults from /info), then read the SSE.
+    posted(sent, answered): called with time.monotonic() just before the POST and once it answered
+    (the server stamps arrivals on the same system-wide clock, app/queue_time.py)."""
     base = srv.url + "gradio_api"
     params = json.load(urllib.request.urlopen(base + "/info"))["named_endpoints"]["/synthesize"]["parameters"]
     data = [fields.get(p["parameter_name"], p.get("parameter_default")) for p in params]
     req = urllib.request.Request(base + "/call/synthesize", data=json.dumps({"data": data}).encode(),
                                  headers={"Content-Type": "application/json"})
+    sent = time.monotonic()
     eid = json.load(urllib.request.urlopen(req, timeout=30))["event_id"]
+    if posted:
+        posted(sent, time.monotonic())
     return _sse(f"{base}/call/synthesize/{eid}")
 
 
@@ -121,18 +126,32 @@ def test_queue_time_and_allowed_hosts_on_gradio5(g5_server):
     (running/waiting), and the allowed-hosts middleware stands in front of its routes too."""
     import http.client
     import threading
-    results = {}
+    results, stamps, first_posted = {}, {}, threading.Event()
+    # the first one long (~0.5 s of synthesis), so the second is sure to wait it out
+    texts = ["Queued on Gradio five, the first request." + " Long enough to hold the service a while." * 6,
+             "Queued on Gradio five, the second request."]
 
     def call(i):
-        results[i] = _call(g5_server, text=f"Queued on Gradio five, request {i}.")[-1]
+        def posted(sent, answered):
+            stamps[i] = (sent, answered)
+            first_posted.set()
+        results[i] = _call(g5_server, posted=posted, text=texts[i])[-1]
     threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
+    threads[0].start()
+    assert first_posted.wait(60)  # the second arrives after the first, by the server's stamps too
+    threads[1].start()
     for t in threads:
         t.join(300)
-    queues = sorted((data[-1]["queue"]["ahead"], data[-1]["queue"]["queue_s"]) for _, data in results.values())
-    assert [a for a, _ in queues] == [0, 1] and queues[1][1] > queues[0][1], queues
+    first, second = (results[i][1][-1] for i in range(2))
+    assert (first["queue"]["ahead"], second["queue"]["ahead"]) == (0, 1), (first, second)
+    # Ground truth on the shared monotonic clock: the first started after its POST was sent and
+    # held the service for its wall_s; the second arrived before its POST answered. So the
+    # second's queue time, measured from its HTTP arrival, covers at least the rest of the
+    # first's synthesis. (Not compared with the first's queue time: that is Gradio's dispatch,
+    # ~0.1 s on Gradio 5, and varies as much as a short synthesis lasts.)
+    wall_1st = json.loads((g5_server.outputs / "clips" / first["request_id"] / "record.json").read_text())["wall_s"]
+    bound = stamps[0][0] + wall_1st - stamps[1][1]
+    assert wall_1st > 0.1 and second["queue"]["queue_s"] >= bound - 0.005, (first["queue"], second["queue"], wall_1st, stamps)
     metrics = urllib.request.urlopen(g5_server.url + "metrics", timeout=30).read().decode()
     assert "itts_queue_seconds_count{" in metrics and "itts_requests_waiting 0.0" in metrics
     c = http.client.HTTPConnection("127.0.0.1", g5_server.port, timeout=30)
