@@ -89,40 +89,63 @@ def _blocker(b) -> str | None:
 
 def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | None = None) -> list:
     """One bar trace per state present, bars positioned by base (start) and x (duration) in ms.
-    `legend`: states already in the legend (a state gets one entry across both compared clips)."""
+    `legend`: states already in the legend (a state gets one entry across both compared clips).
+    y and customdata are plain lists (timeline_json writes them as they are; the Figure paths
+    make string arrays of them, _as_arrays). Column-wise: a breakdown under load carries
+    2000-4000 segments and this runs on the handler thread per traced request (issue 25)."""
     legend = set() if legend is None else legend
     t0 = _num(bd.get("window") or {}, "start_s")
-    cols: dict[str, dict[str, list]] = {s: {"y": [], "base": [], "x": [], "cd": []} for s in _STATES}
-    for sg in bd.get("segments") or []:
-        tid, state = sg.get("tid"), sg.get("state")
-        if tid not in lanes or state not in STATE_COLORS:
-            continue
-        start = (_num(sg, "start_s") - t0) * 1000.0
-        dur = max(0.0, (_num(sg, "end_s") - _num(sg, "start_s")) * 1000.0)
+    segs = [sg for sg in bd.get("segments") or [] if sg.get("tid") in lanes and sg.get("state") in STATE_COLORS]
+    if not segs:
+        return []
+    start_s, end_s = _column(segs, "start_s"), _column(segs, "end_s")
+    start_ms = (start_s - t0) * 1000.0
+    dur_ms = np.maximum(0.0, (end_s - start_s) * 1000.0)
+    start, dur = start_ms.tolist(), dur_ms.tolist()
+    by_state: dict[str, list[int]] = {}
+    tails = []  # (CPU, blocker) of each segment
+    for i, sg in enumerate(segs):
+        state = sg["state"]
         blk = _blocker(sg.get("blocker")) if state == "runnable" else None
-        key = "runnable_blocked" if blk else state
-        c = cols[key]
-        c["y"].append(lanes[tid])
-        c["base"].append(round(start, 4))
-        c["x"].append(round(dur, 4))
+        by_state.setdefault("runnable_blocked" if blk else state, []).append(i)
         cpu = sg.get("cpu")
-        c["cd"].append((lanes[tid], STATE_LABELS.get(key, state), f"{start:.3f}", f"{dur:.3f}",
-                        str(cpu) if isinstance(cpu, int) else "?", _esc(blk) if blk else "-"))
+        tails.append((str(cpu) if isinstance(cpu, int) else "?", _esc(blk) if blk else "-"))
     out = []
     for state in _STATES:
-        c = cols[state]
-        if not c["x"]:
+        idx = by_state.get(state)
+        if not idx:
             continue
-        marker = {"color": STATE_COLORS[state], "line": {"width": 0}}
-        cd = np.array(c["cd"], dtype=str)  # strings, not objects: plotly copies it in one block
+        label = STATE_LABELS.get(state, state)
+        ys = [lanes[segs[i]["tid"]] for i in idx]
+        cd = [(y, label, f"{start[i]:.3f}", f"{dur[i]:.3f}", *tails[i]) for y, i in zip(ys, idx)]
         out.append(dict(  # a dict, not go.Bar: go.Figure would deep-copy a built trace's arrays
             type="bar", name=STATE_LABELS[state], legendgroup=state, showlegend=state not in legend, orientation="h",
-            y=np.array(c["y"], dtype=str), x=np.array(c["x"]), base=np.array(c["base"]), customdata=cd,
-            hovertemplate=HOVER,
-            marker=marker, width=0.8, meta=f"{prefix}{state}",
+            y=ys, x=np.round(dur_ms[idx], 4), base=np.round(start_ms[idx], 4).tolist(),
+            customdata=cd, hovertemplate=HOVER,
+            marker={"color": STATE_COLORS[state], "line": {"width": 0}}, width=0.8, meta=f"{prefix}{state}",
         ))
         legend.add(state)
     return out
+
+
+def _column(segs: list[dict], key: str) -> np.ndarray:
+    """segs' `key` as floats, 0.0 where it is missing or not a finite number (as _num)."""
+    try:
+        col = np.array([sg.get(key) for sg in segs], dtype=float)
+    except (TypeError, ValueError):  # a None or a string somewhere: the slow way
+        return np.array([_num(sg, key) for sg in segs])
+    col[~np.isfinite(col)] = 0.0
+    return col
+
+
+def _as_arrays(traces: list) -> list:
+    """The traces for go.Figure: y and customdata as string arrays (plotly copies those in one
+    block; lists it walks element by element)."""
+    for tr in traces:
+        for k in ("y", "customdata"):
+            if isinstance(tr.get(k), list):
+                tr[k] = np.array(tr[k], dtype=str)
+    return traces
 
 
 def _stage_shapes(bd: dict, yref: str = "y", xref: str = "x") -> tuple[list, list]:
@@ -177,7 +200,8 @@ def timeline_figure(breakdown: dict, title: str | None = None) -> go.Figure:
             else "no segments in this window"), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
         fig.update_layout(height=160, xaxis={"visible": False}, yaxis={"visible": False}, template=_TEMPLATE)
         return fig
-    return go.Figure(**_figure_parts(bd, title))
+    parts = _figure_parts(bd, title)
+    return go.Figure(data=_as_arrays(parts["data"]), layout=parts["layout"])
 
 
 def _figure_parts(bd: dict, title: str | None) -> dict:
@@ -239,7 +263,7 @@ def compare_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> 
         t.update(x=0, xanchor="left", yshift=34, font={"size": 12})
     shown: set = set()
     for i, (bd, lanes) in enumerate(((a or {}, la), (b or {}, lb)), start=1):
-        for tr in _traces(bd, lanes, prefix=f"{i}:", legend=shown) + gpu_traces(bd, lanes, f"{i}:", shown):
+        for tr in _as_arrays(_traces(bd, lanes, prefix=f"{i}:", legend=shown) + gpu_traces(bd, lanes, f"{i}:", shown)):
             fig.add_trace(tr, row=i, col=1)
         order = gpu_lane_labels(bd) + list(lanes.values())
         fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], fixedrange=True,
