@@ -130,9 +130,12 @@ def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | Non
 
 def _column(segs: list[dict], key: str) -> np.ndarray:
     """segs' `key` as floats, 0.0 where it is missing or not a finite number (as _num)."""
+    vals = [sg.get(key) for sg in segs]
     try:
-        col = np.array([sg.get(key) for sg in segs], dtype=float)
-    except (TypeError, ValueError):  # a None or a string somewhere: the slow way
+        if any(v.__class__ is bool for v in vals):  # _num counts a bool as 0.0, numpy as 0/1
+            raise TypeError
+        col = np.array(vals, dtype=float)
+    except (TypeError, ValueError):  # a None, a bool or a string somewhere: the slow way
         return np.array([_num(sg, key) for sg in segs])
     col[~np.isfinite(col)] = 0.0
     return col
