@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--replica-scale", type=float, default=None, help="size factor of the replica engine")
     o.add_argument("--no-trace", action="store_true", help="start with per-request tracing off")
     o.add_argument("--trace-buffer-kb", type=int, default=None, help="ring buffer per CPU per window")
+    o.add_argument("--trace-standby-s", type=float, default=10.0, metavar="S",  # app.service.STANDBY_IDLE_S
+                   help="idle for S, the next request's window turns its events off (no probe on any kernel event)")
     o.add_argument("--device-view", choices=("auto", "off", "cpu"), default="auto",
                    help="GPU side of each traced request (torch.profiler, CUDA activity) when the engine runs on "
                         "CUDA; off: never; cpu: CPU activity only, to try the path without a GPU (docs/gpu.md)")
@@ -89,8 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.version = getattr(args, "version", None)  # None: not given (see --engine auto)
     if args.auth is not None and ":" not in args.auth:
         p.error("--auth takes USER:PASS")
-    if not 0 <= args.audio_wait_s <= 2.0:  # app.delivery.MAX_WAIT_S, light to import here
-        p.error("--audio-wait-s takes 0 to 2 seconds")
+    for f, v, top in (("--audio-wait-s", args.audio_wait_s, 2.0), ("--trace-standby-s", args.trace_standby_s, 86400)):
+        if not 0 <= v <= top:  # 2.0: app.delivery.MAX_WAIT_S, light to import here
+            p.error(f"{f} takes 0 to {top:g} seconds")
     return args
 
 
@@ -137,8 +140,7 @@ def main(argv=None) -> int:
     from app.delivery import AudioDelivered
     from app.queue_time import ArrivalStamp
     from app.login_guard import LoginPageNoSchema, LoginRateLimit
-    from app.ui.common import SERVICE_QUEUE
-    from app.ui.common import CSS
+    from app.ui.common import CSS, SERVICE_QUEUE
     from models.limits import MAX_QUEUED, MAX_UPLOAD_MB
     app.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)  # beyond: "queue is full" at once
     if os.environ.get("ITTS_GRADIO_POLLING") != "1":  # "1": Gradio's own polling (benchmarks/idle_cost.py's A/B)
@@ -151,8 +153,7 @@ def main(argv=None) -> int:
         footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
         app_kwargs={"middleware": [Middleware(ArrivalStamp), Middleware(AllowedHosts, policy=hosts),
-                                   Middleware(LoginRateLimit),
-                                   Middleware(LoginPageNoSchema),
+                                   Middleware(LoginRateLimit), Middleware(LoginPageNoSchema),
                                    Middleware(AudioDelivered, watch=ctx.delivery)]}))
     from app import metrics
     metrics.install(ctx, fastapi_app, gradio_waiting=lambda: compat.queued(app, SERVICE_QUEUE))  # GET /metrics

@@ -11,7 +11,7 @@ import time
 from app.access import AccessPolicy
 from app.device_view import offer_gpu_local
 from app.delivery import Watch
-from app.service import Service
+from app.service import STANDBY_IDLE_S, Service
 from app.store import ClipStore
 from app.streaming import Streamer
 from models.base import NullStages, SynthesisRequest
@@ -50,7 +50,8 @@ class Context:
         self.service = Service(self.engine, self.tuner, self.store, tracing_enabled=not args.no_trace,
                                trace_root=self.trace_root, buffer_kb=args.trace_buffer_kb,
                                device_view=getattr(args, "device_view", "auto"),
-                               post=getattr(args, "post_processing", "overlap"))
+                               post=getattr(args, "post_processing", "overlap"),
+                               standby_idle_s=getattr(args, "trace_standby_s", STANDBY_IDLE_S))
         self.streamer = Streamer(self.service)  # segments to the caller as they are made (app/streaming.py)
         self.delivery = Watch()  # punched when a clip's audio has been downloaded (app/delivery.py)
         self.access = AccessPolicy.from_args(args)  # who may switch presets and download traces

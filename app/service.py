@@ -61,6 +61,12 @@ Progress = Callable[[float, str], None]  # (fraction 0..1, description)
 # (int16 audio, sample rate, segment index, time.monotonic() of the hand-off): called on the
 # synthesis thread; must only queue the segment (app/streaming.py)
 OnSegment = Callable[..., None]
+# After this long with no request, the standby window (the next request's, prepared ahead: its
+# events on, not recording) is disarmed. An instance with events on runs a probe on every one of
+# those events on the whole machine even while it records nothing: one standby cost a
+# `stress-ng --switch 2` neighbour 11% of its context switches here (docs/throughput.md). The
+# first request after that waits for the re-arm (~10-20 ms of wall here, event enables).
+STANDBY_IDLE_S = 10.0
 
 
 class ServiceError(RuntimeError):
@@ -214,9 +220,10 @@ class Job:
 class Service:
     def __init__(self, engine, tuner: Tuner, store: ClipStore, tracing_enabled: bool = True,
                  trace_root: str | None = None, buffer_kb: int | None = None, device_view: str = "auto",
-                 post: str = "overlap"):
+                 post: str = "overlap", standby_idle_s: float = STANDBY_IDLE_S):
         """post: "overlap" | "between", how a request's post-processing shares the machine with
-        the next request's window (app/turns.py)."""
+        the next request's window (app/turns.py). standby_idle_s: how long the next request's
+        window stays armed once the service is idle (STANDBY_IDLE_S)."""
         self.engine = engine
         self.device_view = device_view  # app/device_view.py LEVELS
         self.tuner = tuner
@@ -256,6 +263,13 @@ class Service:
         # windows reuse configured instances: creating one and removing one each wait on the
         # kernel for tens to hundreds of ms under load (tracing/instances.py)
         self.instances = InstancePool()
+        # disarming the standby when idle: _activity counts requests started, so a disarm planned
+        # before one of them is dropped; _disarmed until the next start() re-arms it
+        self.standby_idle_s = max(0.0, float(standby_idle_s))
+        self._standby_lock = threading.Lock()
+        self._activity = 0
+        self._disarmed = False
+        self._idle_timer: threading.Timer | None = None
         if self.tracing_enabled:
             self._next_ready = self._prep.submit(self._step, "-", "prepare", self._prepare_next)
 
@@ -288,6 +302,62 @@ class Service:
         if w is not None:
             self._prep.submit(self._step, "-", "discard", w.discard)
         return self._window()
+
+    def _rearm(self) -> None:
+        """A request starts: a standby disarmed while idle gets its events back on the trace-prep
+        thread (the request waits for it in _take_window, as for any preparation)."""
+        with self._standby_lock:
+            self._activity += 1
+            if self._disarmed:
+                self._disarmed = False
+                self._next_ready = self._prep.submit(self._step, "-", "rearm", self._arm_next)
+
+    def _arm_next(self) -> None:
+        w = self._next_window
+        if w is None:
+            return self._prepare_next()
+        try:
+            w.arm(True)
+        except (OSError, RuntimeError) as e:
+            log.warning("could not re-arm the prepared trace window: %s", e)
+            self._next_window = None
+            w.discard()
+            self._prepare_next()
+
+    def _disarm_later(self) -> None:
+        """The service went idle: disarm the standby after standby_idle_s unless a request starts
+        meanwhile."""
+        if not self.tracing_enabled:
+            return
+        with self._standby_lock:
+            seen = self._activity
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+            def fire():
+                try:
+                    self._prep.submit(self._step, "-", "disarm", self._disarm, seen)
+                except RuntimeError:  # the service closed meanwhile
+                    pass
+            self._idle_timer = threading.Timer(self.standby_idle_s, fire)
+            self._idle_timer.daemon = True
+            self._idle_timer.start()
+
+    def _disarm(self, seen: int) -> None:
+        """On the trace-prep thread: the standby window's events off, and every spare's, if no
+        request started since the disarm was planned (`seen`). The window stays prepared (no
+        instance is made or removed while idle): _rearm() turns its events on again."""
+        with self._standby_lock:
+            if seen != self._activity or self._disarmed or self.busy:
+                return
+            self._disarmed = True
+        w = self._next_window
+        if w is not None:
+            try:
+                w.arm(False)
+            except (OSError, RuntimeError) as e:  # _arm_next() re-arms or replaces it
+                log.warning("could not disarm the prepared trace window: %s", e)
+        self.instances.quiet()
 
     def _window(self) -> TraceWindow:
         return TraceWindow(root=self.trace_root, buffer_kb=self.buffer_kb, pool=self.instances)
@@ -323,6 +393,9 @@ class Service:
         for job in jobs:
             with contextlib.suppress(Exception):
                 job.result(timeout=60)
+        with self._standby_lock:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
         self._dat.shutdown(wait=True)
         self._aux.shutdown(wait=True)
         self._prep.shutdown(wait=True)  # a preparation in flight finishes first...
@@ -378,6 +451,7 @@ class Service:
                 self.queue.finish(ticket)
             raise
         trace = self.tracing_enabled if trace is None else bool(trace)
+        self._rearm()
         ticket = ticket or self.queue.arrive(arrived)
         try:
             return self._start_locked(ticket, req, preset, scope, trace, progress, history, hold, on_segment)
@@ -434,6 +508,7 @@ class Service:
                     self._jobs.discard(job)
                 if not self.busy:  # idle now: spare instances stop costing the system per event
                     self._prep.submit(self._step, "-", "quiet", self.instances.quiet)
+                    self._disarm_later()
                 # the window's pages, the device profile: freed now, not at the next full gc
                 # collection (the job's step runner, which holds `post`, is in cycles through
                 # futures and timers; measured: +2.4 MB of RSS per request until one ran)

@@ -388,3 +388,28 @@ def test_segments_reach_the_caller_during_synthesis_and_first_sound_is_recorded(
 def test_untraced_request_records_first_sound_too(svc):
     rec = svc.synthesize(SynthesisRequest(text=LONG, max_text_tokens_per_segment=20), trace=False)
     assert len(rec.segment_s) == 4 and 0 < rec.first_sound_s < rec.wall_s
+
+
+def test_the_standby_is_disarmed_only_when_no_request_started_since_it_was_planned(engine, tmp_path):
+    """The idle disarm (Service._disarm, planned standby_idle_s after the service went idle) is
+    dropped when a request started since it was planned; otherwise the standby stays prepared
+    with its events off, as every spare, and no instance is made or removed; the next request
+    re-arms it and is traced in full."""
+    from tests.test_idle import _armed
+    s = Service(engine, Tuner(load_presets()), ClipStore(tmp_path / "out"), standby_idle_s=3600)
+    try:
+        s.synthesize(SynthesisRequest(text="Planned while idle."))
+        planned = s._activity
+        s.synthesize(SynthesisRequest(text="A request starts after the plan."))
+        s._prep.submit(s._disarm, planned).result()  # (after the pending preparation: one thread)
+        assert s._next_window is not None and not s._disarmed and _armed(os.getpid())
+        standby, made = s._next_window, s.instances.created
+        s._prep.submit(s._disarm, s._activity).result()
+        assert s._next_window is standby and s._disarmed and not _armed(os.getpid())
+        rec = s.synthesize(SynthesisRequest(text="The next request re-arms it."))
+        bd = rec.breakdown
+        assert bd["mode"] == "full" and bd["lost_events"]["total"] == 0
+        assert [st["name"] for st in bd["stages"]] == list(engine.stages) and bd["totals"]["on_cpu_s"] > 0.01
+        assert not s._disarmed and _armed(os.getpid()) and s.instances.created == made
+    finally:
+        s.close()

@@ -185,6 +185,16 @@ class TraceWindow:
         self.cpus = cpus
         return True
 
+    def arm(self, on: bool) -> None:
+        """A prepared window that has not opened: its instance's events on (armed: what prepare()
+        leaves) or off (disarmed: an idle service's standby, which then adds no probe to any
+        kernel event). Opening a disarmed window would record nothing: arm it first. Raises
+        OSError (then discard it and take a fresh one)."""
+        if self._t0:
+            raise RuntimeError("arm() is for a window that has not opened")
+        if self._held is not None:
+            self._held.set_events(on)
+
     def _instance_name(self) -> str:
         return instance_name(self.prefix)
 
