@@ -152,9 +152,9 @@ def main(argv=None) -> int:
         server_name=args.host, server_port=args.port, auth=auth, show_error=True, share=None if auth else False,
         footer_links=["api", "gradio", "settings"], prevent_thread_lock=True, css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        app_kwargs={"middleware": [Middleware(ArrivalStamp), Middleware(AllowedHosts, policy=hosts),
-                                   Middleware(LoginRateLimit), Middleware(LoginPageNoSchema),
-                                   Middleware(AudioDelivered, watch=ctx.delivery)]}))
+        app_kwargs={"middleware": [Middleware(ArrivalStamp, wake=ctx.service.wake),  # re-arms an idle standby
+                                   Middleware(AllowedHosts, policy=hosts), Middleware(LoginRateLimit),
+                                   Middleware(LoginPageNoSchema), Middleware(AudioDelivered, watch=ctx.delivery)]}))
     from app import metrics
     metrics.install(ctx, fastapi_app, gradio_waiting=lambda: compat.queued(app, SERVICE_QUEUE))  # GET /metrics
     print(f"* Prometheus metrics at http://{args.host}:{args.port}/metrics", flush=True)

@@ -24,10 +24,14 @@ Definitions (times are time.monotonic() seconds, the trace clock):
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger("queue_time")
 
 ARRIVAL_KEY = "itts.arrival"  # the ASGI scope key the middleware stamps
 KEEP = 512  # released tickets remembered for counting; Gradio's queue holds at most MAX_QUEUED (16)
@@ -94,16 +98,29 @@ def arrival_of(request) -> float | None:
 
 
 class ArrivalStamp:
-    """Middleware(ArrivalStamp): stamps each HTTP request's arrival into its scope (outermost, so the
-    stamp is taken before any other middleware's work)."""
+    """Middleware(ArrivalStamp, wake=None): stamps each HTTP request's arrival into its scope
+    (outermost, so the stamp is taken before any other middleware's work). `wake()`, when given,
+    is called as an event is submitted (a POST to Gradio's queue/join or call/<api>): the service
+    re-arms an idle launcher's standby trace window while Gradio dispatches the event."""
 
-    def __init__(self, app):
+    def __init__(self, app, wake: Callable[[], None] | None = None):
         self.app = app
+        self.wake = wake
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             scope[ARRIVAL_KEY] = time.monotonic()
+            if self.wake is not None and scope.get("method") == "POST" and _submits(scope.get("path", "")):
+                try:
+                    self.wake()
+                except Exception:  # never fail a request over it: start() re-arms anyway
+                    log.exception("wake failed")
         return await self.app(scope, receive, send)
+
+
+def _submits(path: str) -> bool:
+    """An event submission: .../queue/join (the browser, gradio_client) or .../call/<api> (REST)."""
+    return path.endswith("/queue/join") or "/call/" in path
 
 
 def queue_text(queue_s, ahead) -> str:

@@ -88,3 +88,11 @@ def test_an_idle_launcher_disarms_its_standby_and_the_next_request_is_traced_in_
         time.sleep(0.5)
         assert not _armed(pid), "nothing arms it again while idle"
         assert set(_instances(pid)) == held, "no instance made or removed to disarm"
+    # any event submitted (here the History tab's refresh, no synthesis) re-arms it as it arrives
+    # (app.queue_time.ArrivalStamp -> Service.wake); with no request following, it is disarmed again
+    client.predict(api_name="/history")
+    deadline = time.monotonic() + 5
+    while not _armed(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _armed(pid), "an arriving event re-arms the standby"
+    _wait_disarmed(pid)

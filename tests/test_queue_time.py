@@ -11,7 +11,7 @@ import time
 import urllib.request
 from types import SimpleNamespace
 
-from app.queue_time import ARRIVAL_KEY, QueueClock, arrival_of, queue_text
+from app.queue_time import ARRIVAL_KEY, ArrivalStamp, QueueClock, arrival_of, queue_text
 
 
 class Clock:
@@ -134,3 +134,29 @@ def test_waiting_in_gradios_queue_is_queue_time(server, client):
     text = scrape(server)
     assert metric(text, "itts_queue_seconds_count") == before + 3
     assert metric(text, "itts_requests_waiting") == 0
+
+
+def test_arrival_stamp_wakes_the_service_on_event_submissions_only():
+    """POST .../queue/join and .../call/<api> wake the service (an idle standby re-arms while
+    Gradio dispatches); page loads, file fetches and polls do not; a failing wake fails nothing."""
+    import asyncio
+    woken = []
+
+    async def app(scope, receive, send):
+        return None
+    stamp = ArrivalStamp(app, wake=lambda: woken.append(1))
+    cases = [("POST", "/gradio_api/queue/join", 1), ("POST", "/gradio_api/call/synthesize", 1),
+             ("GET", "/gradio_api/queue/data", 0), ("GET", "/gradio_api/call/synthesize/abc", 0),
+             ("GET", "/", 0), ("POST", "/gradio_api/upload", 0)]
+    for method, path, want in cases:
+        woken.clear()
+        scope = {"type": "http", "method": method, "path": path}
+        asyncio.run(stamp(scope, None, None))
+        assert len(woken) == want, (method, path)
+        assert ARRIVAL_KEY in scope
+
+    def boom():
+        raise RuntimeError("wake failed")
+    scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join"}
+    asyncio.run(ArrivalStamp(app, wake=boom)(scope, None, None))
+    assert ARRIVAL_KEY in scope
