@@ -167,7 +167,7 @@ def test_timeline_gpu_lanes_and_json_roundtrip():
     lanes = list(fig.layout.yaxis.categoryarray)
     assert lanes == ["tts-synth 500", "GPU 0 idle", "GPU 0 busy"]  # (bottom to top)
     hw = next(t for t in fig.data if t.name == "GPU idle: waiting for the host")
-    assert any("CPU held by hog:77" in c[5] for c in hw.customdata)
+    assert any("CPU held by hog:77" in c[5] for c in hw.customdata)  # (the GPU lanes' own hover fields)
     assert len(compare_figure(bd, S.breakdown()).data) > len(compare_figure(S.breakdown(), S.breakdown()).data)
 
 

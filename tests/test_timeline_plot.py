@@ -21,12 +21,14 @@ def test_one_clip_lanes_states_blocker_and_stages():
     assert list(fig.layout.yaxis.categoryarray) == ["worker-1 4243", "python3 4242"]
     rb = bars["runnable_blocked"]
     assert list(rb.base) == [300.0] and list(rb.x) == [400.0]  # ms from the window start
-    cd = list(rb.customdata[0])
-    assert cd == ["python3 4242", "runnable, CPU held by another task", "300.000", "400.000", "0",
-                  "noisyneighbour:777"]
+    assert list(rb.y) == ["python3 4242"] and list(rb.customdata[0]) == ["400.000", "0", "noisyneighbour:777"]
     assert rb.marker.color == "#d62728"
-    for field in ("state:", "start:", "duration:", "CPU:", "blocker:"):
-        assert field in rb.hovertemplate
+    assert rb.hovertemplate == ("%{y}<br>state: runnable, CPU held by another task<br>start: %{base:.3f} ms"
+                                "<br>duration: %{customdata[0]:.3f} ms<br>CPU: %{customdata[1]}"
+                                "<br>blocker: %{customdata[2]}<extra></extra>")
+    run = bars["running"]  # a segment's duration and CPU as numbers; the state is the trace's
+    assert run.customdata.dtype.kind == "f" and run.customdata.tolist() == [[900.0, 0.0], [500.0, 0.0]]
+    assert "state: running (on CPU)" in run.hovertemplate and "CPU: %{customdata[1]}<br>blocker: -" in run.hovertemplate
     # stage bands with their names
     band = fig.layout.shapes[0]
     assert [round(band.x0), round(band.x1)] == [0, 200] and len(fig.layout.shapes) == 2

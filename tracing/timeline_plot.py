@@ -17,8 +17,8 @@ duration, CPU and blocker.
   thread's "waiting for the GPU" (tracing/timeline_gpu.py).
 
 Responsiveness: a breakdown carries up to 4000 segments. One bar trace per state (at most five
-traces, each point's details in `customdata`), never one trace per segment: plotly.js then lays out
-4000 bars in one pass.
+traces; a point carries its lane, start, duration and CPU, the state is its trace's), never one
+trace per segment: plotly.js then lays out 4000 bars in one pass.
 
 Every string from the kernel (comm, blocker) or the request (stage names) is HTML-escaped: Plotly
 renders hover text and tick labels as a subset of HTML.
@@ -46,9 +46,15 @@ _LEGEND = {"orientation": "h", "x": 0, "y": 1, "yref": "container", "yanchor": "
 # A plain look without a named template: plotly deep-copies a named template (~100 ms here).
 _TEMPLATE = {"layout": {"plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
                         "xaxis": {"gridcolor": "#e5e5e5"}, "yaxis": {"gridcolor": "#ffffff"}}}
-HOVER = ("%{customdata[0]}<br>state: %{customdata[1]}<br>start: %{customdata[2]} ms"
-         "<br>duration: %{customdata[3]} ms<br>CPU: %{customdata[4]}<br>blocker: %{customdata[5]}"
-         "<extra></extra>")
+# Hover text per state trace: the lane from y and the start from base (plotly.js hands every array
+# attribute of a point to the template; its `x` is the bar's end, not its length), the state
+# written in; per segment its duration and CPU ride along as numbers (customdata, a typed array),
+# and for a held-CPU segment its blocker. Segments under load number 2000-4000 per clip and every
+# update carries them: a segment costs ~60 bytes of JSON so (it was ~110 with the lane, state,
+# start and duration as strings in customdata).
+_HOVER_HEAD = "%{y}<br>state: {state}<br>start: %{base:.3f} ms<br>duration: %{customdata[0]:.3f} ms"
+HOVER = _HOVER_HEAD + "<br>CPU: %{customdata[1]}<br>blocker: -<extra></extra>"
+HOVER_BLOCKED = _HOVER_HEAD + "<br>CPU: %{customdata[1]}<br>blocker: %{customdata[2]}<extra></extra>"
 
 
 def _num(d, key) -> float:
@@ -90,8 +96,8 @@ def _blocker(b) -> str | None:
 def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | None = None) -> list:
     """One bar trace per state present, bars positioned by base (start) and x (duration) in ms.
     `legend`: states already in the legend (a state gets one entry across both compared clips).
-    y and customdata are plain lists (timeline_json writes them as they are; the Figure paths
-    make string arrays of them, _as_arrays). Column-wise: a breakdown under load carries
+    y (and customdata, but for the CPUs' int array) are plain lists (timeline_json writes them
+    as they are; the Figure paths make string arrays of them, _as_arrays). Column-wise: a breakdown under load carries
     2000-4000 segments and this runs on the handler thread per traced request (issue 25)."""
     legend = set() if legend is None else legend
     t0 = _num(bd.get("window") or {}, "start_s")
@@ -101,31 +107,50 @@ def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | Non
     start_s, end_s = _column(segs, "start_s"), _column(segs, "end_s")
     start_ms = (start_s - t0) * 1000.0
     dur_ms = np.maximum(0.0, (end_s - start_s) * 1000.0)
-    start, dur = start_ms.tolist(), dur_ms.tolist()
     by_state: dict[str, list[int]] = {}
-    tails = []  # (CPU, blocker) of each segment
+    blockers: dict[int, str] = {}  # segment -> its blocker (held-CPU runnable segments)
+    cpus = []
     for i, sg in enumerate(segs):
         state = sg["state"]
         blk = _blocker(sg.get("blocker")) if state == "runnable" else None
+        if blk:
+            blockers[i] = _esc(blk)
         by_state.setdefault("runnable_blocked" if blk else state, []).append(i)
         cpu = sg.get("cpu")
-        tails.append((str(cpu) if isinstance(cpu, int) else "?", _esc(blk) if blk else "-"))
+        cpus.append(cpu if cpu.__class__ is int else None)
     out = []
     for state in _STATES:
         idx = by_state.get(state)
         if not idx:
             continue
-        label = STATE_LABELS.get(state, state)
-        ys = [lanes[segs[i]["tid"]] for i in idx]
-        cd = [(y, label, f"{start[i]:.3f}", f"{dur[i]:.3f}", *tails[i]) for y, i in zip(ys, idx)]
+        label = _esc(STATE_LABELS.get(state, state))
+        x = np.round(dur_ms[idx], 4)
+        if state == "runnable_blocked":
+            cd = [(f"{d:.3f}", _cpu_text(cpus[i]), blockers[i]) for d, i in zip(x.tolist(), idx)]
+            hover = HOVER_BLOCKED
+        else:
+            cd, hover = _hover_numbers(x, [cpus[i] for i in idx]), HOVER
         out.append(dict(  # a dict, not go.Bar: go.Figure would deep-copy a built trace's arrays
             type="bar", name=STATE_LABELS[state], legendgroup=state, showlegend=state not in legend, orientation="h",
-            y=ys, x=np.round(dur_ms[idx], 4), base=np.round(start_ms[idx], 4).tolist(),
-            customdata=cd, hovertemplate=HOVER,
+            y=[lanes[segs[i]["tid"]] for i in idx], x=x,
+            base=np.round(start_ms[idx], 4).tolist(), customdata=cd, hovertemplate=hover.replace("{state}", label),
             marker={"color": STATE_COLORS[state], "line": {"width": 0}}, width=0.8, meta=f"{prefix}{state}",
         ))
         legend.add(state)
     return out
+
+
+def _cpu_text(cpu) -> str:
+    return "?" if cpu is None else str(cpu)
+
+
+def _hover_numbers(dur: np.ndarray, cpus: list):
+    """customdata of the segments of one state: (duration ms, CPU) as an n x 2 float array
+    (plotly's typed array: ~21 bytes of JSON a segment), or as strings where a CPU is unknown
+    ("?")."""
+    if None in cpus:
+        return [(f"{d:.3f}", _cpu_text(c)) for d, c in zip(dur.tolist(), cpus)]
+    return np.column_stack((dur, np.array(cpus, dtype=float)))
 
 
 def _column(segs: list[dict], key: str) -> np.ndarray:

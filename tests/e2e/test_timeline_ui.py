@@ -60,10 +60,14 @@ def test_hover_and_zoom_the_synthesis_thread(page):
     lines = page.evaluate(HOVER_LINES)
     plot_shot(page, "10-timeline-hover")
     assert lines[0].startswith("tts-synth ") and "state: running" in lines[1]
-    dur = float(re.search(r"duration: ([\d.]+) ms", "\n".join(lines)).group(1))
-    cpu = re.search(r"CPU: (\d+)", "\n".join(lines)).group(1)
+    text = "\n".join(lines)
+    dur = float(re.search(r"duration: ([\d.]+) ms", text).group(1))
+    start = float(re.search(r"start: ([\d.]+) ms", text).group(1))
+    cpu = re.search(r"CPU: (\d+)", text).group(1)
     assert dur == pytest.approx(bar["dur"], abs=0.001) and dur > 0
-    assert cpu == bar["cd"][4]
+    assert start == pytest.approx(bar["base"], abs=0.001)
+    assert int(cpu) == bar["cd"][1] and dur == pytest.approx(bar["cd"][0], abs=0.001)  # (duration ms, CPU)
+    assert "blocker: -" in text
 
     # zoom: drag across the middle of the plot
     before = page.evaluate(X_RANGE, PLOT)
