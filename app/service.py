@@ -267,9 +267,16 @@ class Service:
         # before one of them is dropped; _disarmed until the next start() re-arms it
         self.standby_idle_s = max(0.0, float(standby_idle_s))
         self._standby_lock = threading.Lock()
+        self._idle = threading.Condition(self._standby_lock)  # wakes the watcher for a new plan
         self._activity = 0
         self._disarmed = False
-        self._idle_timer: threading.Timer | None = None
+        self._disarm_plan: tuple[float, int] | None = None  # (when, the _activity it was planned at)
+        self._closing = False
+        # one watcher for the whole service, not a timer thread per idle spell: a thread started by
+        # an aux thread would inherit its name and SCHED_BATCH and pass for one of them
+        self._watcher = threading.Thread(target=self._watch_idle, name="standby-watch", daemon=True)
+        if self.tracing_enabled:
+            self._watcher.start()
         if self.tracing_enabled:
             self._next_ready = self._prep.submit(self._step, "-", "prepare", self._prepare_next)
 
@@ -339,22 +346,30 @@ class Service:
 
     def _disarm_later(self) -> None:
         """The service went idle: disarm the standby after standby_idle_s unless a request starts
-        meanwhile."""
+        meanwhile (the plan replaces any earlier one)."""
         if not self.tracing_enabled:
             return
-        with self._standby_lock:
-            seen = self._activity
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
+        with self._idle:
+            self._disarm_plan = (time.monotonic() + self.standby_idle_s, self._activity)
+            self._idle.notify()
 
-            def fire():
+    def _watch_idle(self) -> None:
+        """The watcher thread: hands a due disarm plan to the trace-prep thread."""
+        with self._idle:
+            while not self._closing:
+                if self._disarm_plan is None:
+                    self._idle.wait()
+                    continue
+                when, seen = self._disarm_plan
+                left = when - time.monotonic()
+                if left > 0:
+                    self._idle.wait(left)
+                    continue
+                self._disarm_plan = None
                 try:
                     self._prep.submit(self._step, "-", "disarm", self._disarm, seen)
-                except RuntimeError:  # the service closed meanwhile
-                    pass
-            self._idle_timer = threading.Timer(self.standby_idle_s, fire)
-            self._idle_timer.daemon = True
-            self._idle_timer.start()
+                except RuntimeError:  # the service is closing
+                    return
 
     def _disarm(self, seen: int) -> None:
         """On the trace-prep thread: the standby window's events off, and every spare's, if no
@@ -406,9 +421,11 @@ class Service:
         for job in jobs:
             with contextlib.suppress(Exception):
                 job.result(timeout=60)
-        with self._standby_lock:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
+        with self._idle:
+            self._closing = True
+            self._idle.notify()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=5)
         self._dat.shutdown(wait=True)
         self._aux.shutdown(wait=True)
         self._prep.shutdown(wait=True)  # a preparation in flight finishes first...
