@@ -73,6 +73,10 @@ class ServiceError(RuntimeError):
     """A request failed for a reason the user should read (engine failure, tuning refusal)."""
 
 
+class ServiceClosed(ServiceError):
+    """The service is closing (the launcher stops): no more aux work is taken."""
+
+
 class _Stages:
     """StageSink handed to the engine: writes atrace markers into the window (when tracing),
     moves the progress bar stage by stage, and takes the engine's segments (segment())."""
@@ -675,8 +679,13 @@ class Service:
         done = artifacts.built(clip_dir)
         if done is not None:
             return str(done)
-        return self._aux.submit(self._step, clip if rec is None else rec.id, "attachment", self._build,
-                                rec, None if rec is not None else stored, clip_dir, exclusive=True).result()
+        try:
+            build = self._aux.submit(self._step, clip if rec is None else rec.id, "attachment", self._build,
+                                     rec, None if rec is not None else stored, clip_dir, exclusive=True)
+        except RuntimeError as e:  # close() shut the aux thread down: the launcher is stopping
+            raise ServiceClosed("The launcher is shutting down: download this clip's trace attachment "
+                                "from History once it is back.") from e
+        return build.result()
 
     def _build(self, rec: "ClipRecord | None", stored: dict | None, clip_dir: Path) -> str:
         record = rec.to_dict() if rec is not None else stored

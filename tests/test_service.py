@@ -413,3 +413,13 @@ def test_the_standby_is_disarmed_only_when_no_request_started_since_it_was_plann
         assert not s._disarmed and _armed(os.getpid()) and s.instances.created == made
     finally:
         s.close()
+
+
+def test_an_attachment_asked_for_while_the_service_closes_says_so(svc):
+    """A handler that asks for a clip's attachment after close() shut the aux thread down gets
+    ServiceClosed (a sentence; app.ui.common shows the clip without it), not a RuntimeError."""
+    from app.service import ServiceClosed
+    rec = svc.synthesize(SynthesisRequest(text="Done just before the launcher stops."))
+    svc.close()
+    with pytest.raises(ServiceClosed, match="shutting down"):
+        svc.attachment(rec)

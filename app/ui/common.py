@@ -7,7 +7,7 @@ import math
 import gradio as gr
 
 from app.access import SWITCHING, TRACE_DOWNLOAD, AccessDenied
-from app.service import ServiceError
+from app.service import ServiceClosed, ServiceError
 from app.store import ClipNotFound
 from models.base import InputError
 
@@ -70,14 +70,19 @@ def check_preset(ctx, name, request=None, switching: bool = True) -> None:
         raise gr.Error(f"Unknown or not allowed preset {name!r}. Allowed: {', '.join(ctx.tuner.allowed)}.")
 
 
-def attachment_for(ctx, clip, request):
+def attachment_for(ctx, clip, request, panel: bool = True):
     """A clip's trace attachment for this caller: the owner's data, so operators only (None).
     `clip`: a ClipRecord or a request id. Built when first asked for (Service.attachment), so a
-    caller who may not have it costs nothing."""
+    caller who may not have it costs nothing. For a clip panel (`panel`) a launcher that is
+    stopping shows the clip without it (None); a download says why there is none."""
     if clip is None or not ctx.access.operator(request):
         return None
     try:
         return ctx.service.attachment(clip)
+    except ServiceClosed as e:
+        if panel:
+            return None
+        raise user_error(e)
     except (ClipNotFound, ServiceError) as e:
         raise user_error(e)
 

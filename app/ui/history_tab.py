@@ -41,7 +41,7 @@ def build(ctx) -> tuple:
             store.path(rid, "record")  # a stored clip has an attachment: built on the first download
         except ClipNotFound as e:  # a well-formed id of no (or no longer any) clip: say what is missing
             raise user_error(ClipNotFound(f"No attachment stored for request {rid}.") if REQUEST_ID_RE.fullmatch(rid) else e)
-        return attachment_for(ctx, rid, request)
+        return attachment_for(ctx, rid, request, panel=False)
 
     def pick_row(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else ""
