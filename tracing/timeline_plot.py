@@ -96,8 +96,9 @@ def _blocker(b) -> str | None:
 def _traces(bd: dict, lanes: dict[int, str], prefix: str = "", legend: set | None = None) -> list:
     """One bar trace per state present, bars positioned by base (start) and x (duration) in ms.
     `legend`: states already in the legend (a state gets one entry across both compared clips).
-    y (and customdata, but for the CPUs' int array) are plain lists (timeline_json writes them
-    as they are; the Figure paths make string arrays of them, _as_arrays). Column-wise: a breakdown under load carries
+    y, and customdata where it holds strings, are plain lists (timeline_json writes them as they
+    are; the Figure paths make string arrays of them, _as_arrays); numeric customdata is the
+    (duration, CPU) float array of _hover_numbers. Column-wise: a breakdown under load carries
     2000-4000 segments and this runs on the handler thread per traced request (issue 25)."""
     legend = set() if legend is None else legend
     t0 = _num(bd.get("window") or {}, "start_s")
