@@ -4,10 +4,16 @@ Per request the service needs the breakdown and findings at once; the attachment
 few clips only, and drawing the PNG (matplotlib) and wrapping trace.dat (two `trace-cmd` runs)
 cost more than the analysis itself. So after the analysis a traced clip keeps, in its own
 directory, what only the window had and nothing could rebuild later (`keep()`):
-- `.trace.txt`       the window's text `trace` (the attachment's trace.txt);
-- `.cpu<N>.raw`      its ring-buffer pages per CPU (what trace.dat wraps);
+- `.trace.txt`       the window's text `trace` as the kernel gave it, for a window that was read
+                     as text (tracing.window: most windows are not, see `text` below);
+- `.cpu<N>.raw`      its ring-buffer pages per CPU (what trace.dat wraps, and trace.txt is
+                     written from);
 - `.trace-meta.json` page size, tracefs root, saved_cmdlines as of the request (pid -> comm for
-                     trace.dat), the synthesizing pid and the library versions (summary.json);
+                     trace.dat and trace.txt), the synthesizing pid and the library versions
+                     (summary.json); for a window not read as text, `text`: what
+                     tracing.textformat needs to write it (the buffer's counts, the kernel's
+                     header lines, and the event formats the pages were recorded with: a
+                     reboot may number the events differently);
 - `.device_profile.json` the request's device profile, where the device view exported one
                      (app/device_view.py writes it there during the analysis).
 They are ordinary files of the clip: retention counts their bytes and removes them with the clip.
@@ -27,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from app.device_view import PROFILE_NAME
-from tracing import tracedat
+from tracing import rawparse, textformat, tracedat, tracefs
 from tracing.attachment import ATTACHMENT_NAME, build_attachment
 from tracing.report import render_report
 from tracing.timeline import render_timeline
@@ -70,8 +76,12 @@ def keep(clip_dir, capture=None, cmdlines: str | None = None) -> None:
     meta = {"pid": os.getpid(), "versions": versions(), "cpus": [], "page_size": None, "root": None,
             "cmdlines": cmdlines}
     if capture is not None:
-        if capture.raw_text:
-            (d / KEPT_TEXT).write_text(capture.raw_text, encoding="utf-8", errors="replace")
+        if capture.text:
+            (d / KEPT_TEXT).write_text(capture.text, encoding="utf-8", errors="replace")
+        elif capture.text is None and capture.text_header and capture.text_meta and capture.ring is not None:
+            header_page, formats = capture.ring.sources
+            meta["text"] = {**capture.text_meta.to_dict(), "header": capture.text_header,
+                            "header_page": header_page, "formats": formats}
         if capture.pages and capture.ring is not None:
             for cpu, data in capture.pages.items():
                 (d / _pages_file(cpu)).write_bytes(data)
@@ -98,6 +108,12 @@ def build(clip_dir, record: dict, dat_pool=None) -> tuple[Path, list[str], Path 
     notes: list[str] = []
     meta = _read_json(d / KEPT_META)
     raw = (d / KEPT_TEXT).read_text(encoding="utf-8", errors="replace") if (d / KEPT_TEXT).is_file() else None
+    if raw is None and meta.get("text"):
+        try:
+            raw = _written_text(d, meta)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # (textformat.FormatError is a ValueError)
+            log.warning("no trace.txt for request %s: %s", record.get("id"), e)
+            notes.append(f"No trace.txt in the attachment: {e}")
     dat_job = None
     if meta.get("cpus") and meta.get("root") and tracedat.trace_cmd():
         pages = {int(c): (d / _pages_file(c)).read_bytes() for c in meta["cpus"]}
@@ -144,6 +160,17 @@ def build(clip_dir, record: dict, dat_pool=None) -> tuple[Path, list[str], Path 
     for name in (KEPT_TEXT, KEPT_META, KEPT_PROFILE, *(_pages_file(c) for c in meta.get("cpus") or [])):
         (d / name).unlink(missing_ok=True)  # the zip holds them now
     return Path(zip_path), notes, timeline
+
+
+def _written_text(d: Path, meta: dict) -> str:
+    """trace.txt of a window kept without its text: written from its pages (tracing.textformat),
+    with the event formats and pid -> comm table of the request's time and saved_tgids as now."""
+    t = meta["text"]
+    ring = rawparse.ring_format(t["header_page"], t["formats"], meta["page_size"])
+    pages = {int(c): (d / _pages_file(c)).read_bytes() for c in meta["cpus"]}
+    tgids = tracefs.read_saved_tgids(Path(meta["root"])) if meta.get("root") else {}
+    return textformat.Formatter(ring, t["header"]).write(pages, textformat.TextMeta.from_dict(t),
+                                                         textformat.parse_cmdlines(meta.get("cmdlines")), tgids)
 
 
 def _read_json(p: Path) -> dict:

@@ -51,7 +51,7 @@ from tracing.analysis import SEGMENT_COUNTER
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
 from tracing.instances import InstancePool
-from tracing.window import TraceWindow, process_cpus
+from tracing.window import KERNEL_TEXT, TraceWindow, process_cpus
 from tuning.apply import Tuner, TuningError
 from tuning.roles import TRACE_AUX, ThreadRoles
 
@@ -622,9 +622,9 @@ class Service:
             return
         try:
             cap = window.collect(release=False)
-            if cap.mode == "full" and cap.capabilities.get("root"):
+            if cap.mode == "full":
                 # pid -> comm as of this window, for a trace.dat built later (app/artifacts.py)
-                post["cmdlines"] = tracedat.read_cmdlines(cap.capabilities["root"])
+                post["cmdlines"] = cap.cmdlines
             bd = window.analyze(release=False).to_dict()
             for t in bd.get("threads") or []:
                 t["role"] = record.roles.get(t.get("tid"))
@@ -645,6 +645,8 @@ class Service:
         window = post["window"]
         try:
             cap = window.collected if window is not None else None
+            if cap is not None and cap.text_check:  # once per process (tracing.window.KernelText)
+                KERNEL_TEXT.check(cap)
             artifacts.keep(post["clip_dir"], cap, post.get("cmdlines"))
         except Exception as e:
             log.exception("could not keep the trace of request %s", record.id)

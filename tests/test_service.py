@@ -265,18 +265,26 @@ def test_a_job_never_released_still_completes_and_frees_the_service(svc, monkeyp
 
 
 def test_attachment_is_built_when_asked_cached_and_keeps_the_history_order(svc):
-    """The clip keeps the window's text and pages until its attachment is asked for; then the zip
-    (and timeline.png) are built once, the kept files go, and the history's order stays."""
-    recs = [svc.synthesize(SynthesisRequest(text=f"Clip {i}. 第{i}个。")) for i in range(2)]
-    d = Path(recs[0].audio_path).parent
+    """The clip keeps the window's pages (and its text, or what writes it: tracing.window
+    KernelText) until its attachment is asked for; then the zip (and timeline.png) are built once,
+    the kept files go, and the history's order stays."""
+    recs = [svc.synthesize(SynthesisRequest(text=f"Clip {i}. 第{i}个。")) for i in range(3)]
+    d = Path(recs[-1].audio_path).parent
     kept = {p.name for p in d.iterdir()}
-    assert {".trace.txt", ".trace-meta.json", "audio.wav", "record.json"} <= kept and not {"trace.zip", "timeline.png"} & kept
+    assert {".trace-meta.json", "audio.wav", "record.json"} <= kept and not {"trace.zip", "timeline.png"} & kept
     assert any(n.startswith(".cpu") and n.endswith(".raw") for n in kept)
+    # by the third window the formatter has been checked against the kernel's text: not kept
+    assert ".trace.txt" not in kept and "text" in json.loads((d / ".trace-meta.json").read_text())
+    d = Path(recs[0].audio_path).parent
     order = svc.store.ids()
     zip_path = svc.attachment(recs[0].id)  # by id, as the History tab asks
     assert {p.name for p in d.iterdir()} == {"audio.wav", "record.json", "trace.zip", "timeline.png"}
     with zipfile.ZipFile(zip_path) as z:
         assert {"trace.txt", "summary.json", "report.txt", "timeline.png"} <= set(z.namelist())
+    for r in (recs[0], recs[-1]):  # read as text, and written from the pages
+        with zipfile.ZipFile(svc.attachment(r.id)) as z:
+            text = z.read("trace.txt").decode()
+        assert text.startswith("# tracer:") and "tracing_mark_write: B|" in text
     mtime = os.stat(zip_path).st_mtime_ns
     assert svc.attachment(recs[0].id) == zip_path and os.stat(zip_path).st_mtime_ns == mtime  # cached
     assert svc.store.ids() == order and svc.store.get(recs[0].id)["attachment_path"] == zip_path

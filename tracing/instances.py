@@ -216,9 +216,11 @@ class InstancePool:
             inst.write("tracing_cpumask", cpumask)
             inst.cpumask = cpumask
         stats = _stats(inst.path)
-        if any(s.get("entries") for s in stats.values()):
-            # events left unread (a read that failed half-way): open(trace, O_TRUNC) empties
-            # every CPU's buffer and zeroes its counters
+        if any(s.get("entries") or s.get("overrun") for s in stats.values()):
+            # events left unread (a read that failed half-way), or a ring that overran once (the
+            # kernel then annotates the text of every later window, so it cannot be written from
+            # the pages: tracing.window): open(trace, O_TRUNC) empties every CPU's buffer and
+            # zeroes its counters
             with open(inst.path / "trace", "w"):
                 pass
             stats = _stats(inst.path)

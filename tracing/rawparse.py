@@ -51,6 +51,7 @@ class Field:
     size: int
     signed: bool
     loc: str = ""  # "" | "data" (__data_loc) | "rel" (__rel_loc)
+    text: bool = False  # a char array (printed as a string)
 
 
 @dataclass
@@ -72,7 +73,8 @@ def parse_format(text: str) -> EventFormat:
         decl = m["decl"].strip()
         fname = re.sub(r"\[.*\]$", "", decl.split()[-1])
         loc = "data" if decl.startswith("__data_loc") else "rel" if decl.startswith("__rel_loc") else ""
-        fields[fname] = Field(int(m["off"]), int(m["size"]), m["signed"] == "1", loc)
+        chars = bool(re.search(r"\bchar\b", decl)) and ("[" in decl or bool(loc))
+        fields[fname] = Field(int(m["off"]), int(m["size"]), m["signed"] == "1", loc, chars)
     pf = re.search(r"^print fmt:\s*(.*)$", text, re.M | re.S)
     return EventFormat(name[1], int(ev_id[1]), fields, pf[1] if pf else "")
 
@@ -87,6 +89,7 @@ class RingFormat:
     events: dict = field(default_factory=dict)  # id -> (kind, EventFormat)
     state_flags: list = field(default_factory=list)  # [(bit, letter)] in print order
     preempt_bit: int = 0x100
+    sources: tuple = ()  # (header_page, [format texts]) it was made from: to make it again later
 
 
 def ring_format(header_page: str, formats, subbuf_size: int | None = None) -> RingFormat:
@@ -98,7 +101,9 @@ def ring_format(header_page: str, formats, subbuf_size: int | None = None) -> Ri
     if not {"timestamp", "commit", "data"} <= set(hp):
         raise ValueError("events/header_page lacks timestamp/commit/data")
     data = hp["data"]
-    rf = RingFormat(hp["timestamp"], hp["commit"], data.offset, subbuf_size or data.offset + data.size)
+    formats = list(formats)
+    rf = RingFormat(hp["timestamp"], hp["commit"], data.offset, subbuf_size or data.offset + data.size,
+                    sources=(header_page, formats))
     for text in formats:
         ef = parse_format(text)
         kind = RAW_KINDS.get(ef.name)
@@ -355,6 +360,24 @@ def parse_pages(pages: dict, fmt: RingFormat, tgids: dict | None = None) -> P.Ev
     tgid = _tgids(tid, tgids, born)
     strings = _Strings(blobs, base, fmt, gpos)
     return P.Events(ts, cpu, kind, tid, tgid, a, b, c, strings.sa, strings.sb)
+
+
+def records(pages: dict, fmt: RingFormat):
+    """Every record of the events `fmt` knows, in time order (as parse_pages orders its rows), for
+    a reader that needs each record's bytes (tracing.textformat): (blobs, blob index, data start,
+    record start, ns time, event id, cpu), the last six as arrays."""
+    kind_of, need_of = _tables(fmt)
+    groups = [_decode_group(chunks, fmt, kind_of, need_of) for chunks in _groups(pages, fmt.page_size)]
+    if not groups:
+        e = np.zeros(0, dtype=np.int64)
+        return [], e, e, e, e, e, e
+    cat = np.concatenate
+    ts = cat([g.ts for g in groups])
+    order = np.argsort(ts, kind="stable")  # groups are in CPU order: ties keep the lower CPU first
+    grp = cat([np.full(len(g.ts), i, dtype=np.int64) for i, g in enumerate(groups)])
+    return ([g.blob for g in groups], grp[order], cat([g.ds for g in groups]).astype(np.int64)[order],
+            cat([g.pos for g in groups]).astype(np.int64)[order], ts[order],
+            cat([g.type_id for g in groups])[order], cat([g.cpu for g in groups]).astype(np.int64)[order])
 
 
 def _read_fields(g: _Group, dest: np.ndarray, fmt: RingFormat, tid, a, b, c) -> None:

@@ -11,16 +11,22 @@ a few seconds of a busy CPU. When it overflows, the oldest events are overwritte
 per-CPU `overrun` counts are reported in capture.lost / breakdown lost_events.
 Trace clock: "mono" (CLOCK_MONOTONIC, the clock of time.monotonic()), so window bounds taken with
 time.monotonic() line up with event timestamps.
-Reading: the text `trace` first (kept as the attachment; it does not consume), then the binary
-pages from per_cpu/cpuN/trace_pipe_raw (consuming), which is what analyze() decodes
-(tracing.rawparse: several times faster than parsing the text). The text parser is the fallback
-when the pages or their formats cannot be read.
+Reading: the binary pages from per_cpu/cpuN/trace_pipe_raw (consuming), which is what analyze()
+decodes (tracing.rawparse: several times faster than parsing the text), and saved_cmdlines (pid ->
+comm as of the window). The text `trace` (the attachment's trace.txt; reading it does not consume)
+is read before the pages only while it is needed: the kernel formats each event for it (~3.5 us
+per event, issue 25), so once KERNEL_TEXT has checked that tracing.textformat writes this kernel's
+text exactly (a window's text compared line for line with the same pages written by it), a
+window's text is written from its pages when someone asks for it (Capture.raw_text). A window
+that lost events is still read as text (its text carries the kernel's loss annotations). The text
+parser is the fallback when the pages or their formats cannot be read.
 """
 from __future__ import annotations
 
 import atexit
 import functools
 import itertools
+import logging
 import os
 import signal
 import threading
@@ -29,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, instances, parse, rawparse, schedstat, tracefs
+from . import analysis, instances, parse, rawparse, schedstat, textformat, tracefs
 from .latency import LatencyProbe
 
 DEFAULT_BUFFER_KB = 8192
@@ -39,11 +45,12 @@ _open: dict[str, "TraceWindow"] = {}  # instance path -> window, for SIGTERM/ate
 _lock = threading.Lock()
 _handler_installed = False
 _prev_sigterm = None
+log = logging.getLogger("tracing.window")
 
 
 @dataclass
 class Capture:
-    raw_text: str
+    text: "str | None"  # the kernel's text `trace` as read; None: not read (see raw_text)
     mode: str  # "full" | "schedstat"
     lost: dict
     pid: int
@@ -59,6 +66,19 @@ class Capture:
     tgids: "dict | tracefs.TgidLookup" = field(default_factory=dict)  # pid -> tgid, for the pages
     latency: dict = field(default_factory=dict)  # tracing.latency results per family
     events_missing: dict = field(default_factory=dict)  # event -> why it was not recorded
+    cmdlines: "str | None" = None  # saved_cmdlines (pid -> comm) as the window closed
+    text_meta: "textformat.TextMeta | None" = None  # the buffer's counts, for a text from the pages
+    text_check: bool = False  # the text was read so that KERNEL_TEXT can check the formatter on it
+    text_header: "str | None" = None  # the kernel's header lines, for a text written from the pages
+
+    @property
+    def raw_text(self) -> str:
+        """The window's text `trace`: as the kernel gave it, or, when it was not read (KERNEL_TEXT
+        trusts the formatter), written from the pages now (once). Raises textformat.FormatError
+        when the pages cannot be written as text."""
+        if self.text is None:
+            self.text = KERNEL_TEXT.write(self)
+        return self.text
 
     def events(self) -> "tuple[parse.Events, str]":
         """The window's events and where they came from: "pages" (binary) or "text"."""
@@ -66,8 +86,92 @@ class Capture:
             try:
                 return rawparse.parse_pages(self.pages, self.ring, self.tgids), "pages"
             except (ValueError, KeyError, IndexError):
-                pass  # a layout we do not know: the text says the same, slower
-        return parse.parse_trace(self.raw_text), "text"
+                if self.text is None:  # never read: the pages are all there is
+                    raise
+                # a layout we do not know: the text says the same, slower
+        return parse.parse_trace(self.text or ""), "text"
+
+
+class KernelText:
+    """Whether this process writes windows' text `trace` from their pages (tracing.textformat)
+    instead of having the kernel format every event. Untrusted at first: a window is read as text
+    (Capture.text_check) and check() compares the formatter's text of its pages with it; the
+    first match trusts the formatter for the process (the kernel's formats do not change while it
+    runs), and CHECKS mismatches in a row (a pid's comm renamed between the two reads can make
+    one) refuse it for good: windows are then read as text as before, and the first difference
+    is logged."""
+    CHECKS = 3
+
+    def __init__(self):
+        self.state = "unchecked"  # | "trusted" | "refused"
+        self.failures = 0
+        self.header: str | None = None  # the kernel's header lines (textformat.header_template)
+        self.difference: str | None = None  # the last mismatch, for the log and the tests
+        self._formatters: dict = {}
+        self._lock = threading.Lock()
+
+    def trusted(self) -> bool:
+        return self.state == "trusted"
+
+    def wanted(self) -> bool:
+        """Whether the next eligible window should be read as text to check the formatter."""
+        return self.state == "unchecked"
+
+    def formatter(self, ring: rawparse.RingFormat, header: str) -> textformat.Formatter:
+        key = (id(ring), header)
+        with self._lock:
+            f = self._formatters.get(key)
+            if f is None:
+                f = self._formatters[key] = textformat.Formatter(ring, header)
+            return f
+
+    def write(self, cap: Capture) -> str:
+        """The text of a window that was not read as text."""
+        if cap.mode != "full":
+            return ""
+        if cap.text_header is None or cap.ring is None or cap.text_meta is None:
+            raise textformat.FormatError("this window's text was not read and cannot be written")
+        root = Path(cap.capabilities.get("root") or "")
+        return self.formatter(cap.ring, cap.text_header).write(
+            cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines), tracefs.read_saved_tgids(root))
+
+    def check(self, cap: Capture) -> bool | None:
+        """Compare the kernel's text of `cap` (read for this: cap.text_check) with the formatter's
+        for its pages. True/False: matched or not; None: nothing to check. Costs the formatting
+        of one window (~8 us per event), once or a few times per process: call it off the
+        request's path (the service does, after the breakdown is out)."""
+        if not cap.text_check or self.state != "unchecked" or cap.text is None:
+            return None
+        cap.text_check = False
+        header = textformat.header_template(cap.text)
+        diff = "the kernel's text has no header" if header is None else None
+        if diff is None:
+            try:
+                root = Path(cap.capabilities.get("root") or "")
+                ours = textformat.Formatter(cap.ring, header).write(
+                    cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines),
+                    tracefs.read_saved_tgids(root))
+                diff = textformat.first_difference(ours, cap.text)
+            except (textformat.FormatError, ValueError, KeyError, IndexError) as e:
+                diff = f"{type(e).__name__}: {e}"
+        with self._lock:
+            if self.state != "unchecked":
+                return None
+            if diff is None:
+                self.header, self.state, self.failures = header, "trusted", 0
+                log.info("trace text: written from the ring-buffer pages from now on (checked against "
+                         "the kernel's text of a %d-event window)", cap.text_meta.entries)
+                return True
+            self.difference = diff
+            self.failures += 1
+            if self.failures >= self.CHECKS:
+                self.state = "refused"
+                log.warning("trace text: the kernel's own text differs from the one written from the "
+                            "pages (%s); windows are read as text", diff)
+            return False
+
+
+KERNEL_TEXT = KernelText()
 
 
 def _cleanup_open():
@@ -257,32 +361,44 @@ class TraceWindow:
         caps = self.caps.to_dict() if self.caps else {}
         t0, t1 = self._t0, self._t1
         if self.inst is not None:
-            text, pages, ring, tgids = "", {}, None, {}
+            text, pages, ring, tgids, cmdlines, meta, header = "", {}, None, {}, None, None, None
             lost = {"total": 0, "per_cpu": {}, "unknown_cpus": list(self.cpus)}  # until read
             root = Path(self.caps.root)
             latency = self._lat.collect() if self._lat is not None else {}
+            check = False
             try:
-                lost = _read_lost(self.inst, self.cpus, self._held.base if self._held else None)
-                text = (self.inst / "trace").read_text(errors="replace")
+                stats = {c: tracefs.read_cpu_stats(self.inst, c) for c in self.cpus}
+                lost = _read_lost(self.inst, self.cpus, self._held.base if self._held else None, stats)
+                whole = lost["total"] == 0 and not lost["unknown_cpus"]
                 ring = tracefs.read_ring_format(root, self.inst)
+                meta = _text_meta(stats)
+                # the text from the pages: a window that lost nothing (since the buffer's reset
+                # too: the kernel then annotates where each CPU's buffer starts)
+                from_pages = ring is not None and whole and meta is not None and meta.overrun == 0
+                if from_pages and KERNEL_TEXT.trusted():
+                    text, header = None, KERNEL_TEXT.header
+                else:
+                    text = (self.inst / "trace").read_text(errors="replace")
+                    check = from_pages and KERNEL_TEXT.wanted()
+                cmdlines = _read_text(root / "saved_cmdlines")
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
                     # read when the pages are decoded, for their pids; a window that lost events
                     # may have lost the wakeup_new of a thread of ours too: saved_tgids for every
                     # gone pid then (tracefs.TgidLookup)
-                    whole = lost["total"] == 0 and not lost["unknown_cpus"]
                     tgids = tracefs.TgidLookup(root, owner=self.pid if whole else None, known=tids)
             except BaseException:
                 self._teardown()
                 raise
             if release:
                 self._teardown()
-            self._capture = Capture(raw_text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
+            self._capture = Capture(text=text, mode="full", lost=lost, pid=self.pid, start_ts=t0,
                                     end_ts=t1, cpus=self.cpus, events_enabled=list(self.events_enabled),
                                     capabilities=caps, duration=t1 - t0, tids=tids, pages=pages, ring=ring,
-                                    tgids=tgids, latency=latency, events_missing=dict(self.events_missing))
+                                    tgids=tgids, latency=latency, events_missing=dict(self.events_missing),
+                                    cmdlines=cmdlines, text_meta=meta, text_check=check, text_header=header)
         else:
-            self._capture = Capture(raw_text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
+            self._capture = Capture(text="", mode="schedstat", lost=analysis.empty_lost(), pid=self.pid,
                                     start_ts=t0, end_ts=t1, cpus=self.cpus, events_enabled=[],
                                     capabilities=caps, duration=t1 - t0, tids=tids)
         return self._capture
@@ -411,17 +527,47 @@ def _cpumask(cpus) -> str:
     return ",".join(groups)
 
 
-def _read_lost(inst: Path, cpus, base: dict | None = None) -> dict:
+def _read_text(p: Path) -> str | None:
+    try:
+        return p.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _text_meta(stats: dict) -> "textformat.TextMeta | None":
+    """The counts the text's header shows (entries in the buffer, and written: those plus the
+    overwritten), from the per-CPU stats; None when a CPU's are unreadable."""
+    entries = overrun = 0
+    for vals in stats.values():
+        if "entries" not in vals or "overrun" not in vals:
+            return None
+        entries += vals["entries"]
+        overrun += vals["overrun"]
+    return textformat.TextMeta(entries, overrun, _online_cpus())
+
+
+def _online_cpus() -> int:
+    """The text header's "#P:" (num_online_cpus)."""
+    try:
+        return len(_cpu_list(Path("/sys/devices/system/cpu/online").read_text()))
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _read_lost(inst: Path, cpus, base: dict | None = None, stats: dict | None = None) -> dict:
     """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded) during this
-    window: the counters count since the buffer's last reset, so `base` (cpu -> (overrun,
-    dropped) when the window's instance was acquired: tracing.instances) is subtracted. A CPU
-    whose counters cannot be read (or lack these lines) lost an unknown number: its values are
-    None and it is listed in "unknown_cpus"; total sums what is known (a lower bound then)."""
+    window, from each CPU's stats (`stats`: cpu -> tracefs.read_cpu_stats, read when not given):
+    the counters count since the
+    buffer's last reset, so `base` (cpu -> (overrun, dropped) when the window's instance was
+    acquired: tracing.instances) is subtracted. A CPU whose counters cannot be read (or lack these
+    lines) lost an unknown number: its values are None and it is listed in "unknown_cpus"; total
+    sums what is known (a lower bound then)."""
     per = {}
     total = 0
     unknown = []
-    for c in cpus:
-        vals = tracefs.read_cpu_stats(inst, c)
+    if stats is None:
+        stats = {c: tracefs.read_cpu_stats(inst, c) for c in cpus}
+    for c, vals in stats.items():
         o, d = vals.get("overrun"), vals.get("dropped events")
         b_o, b_d = (base or {}).get(str(c), (0, 0))
         o = None if o is None else max(0, o - b_o)
