@@ -51,7 +51,7 @@ from tracing.analysis import SEGMENT_COUNTER
 from tracing.findings import findings as make_findings
 from tracing.ids import new_request_id
 from tracing.instances import InstancePool
-from tracing.window import KERNEL_TEXT, TraceWindow, process_cpus
+from tracing.window import TraceWindow, check_text, process_cpus
 from tuning.apply import Tuner, TuningError
 from tuning.roles import TRACE_AUX, ThreadRoles
 
@@ -646,7 +646,7 @@ class Service:
         try:
             cap = window.collected if window is not None else None
             if cap is not None and cap.text_check:  # once per process (tracing.window.KernelText)
-                KERNEL_TEXT.check(cap)
+                check_text(cap)
             artifacts.keep(post["clip_dir"], cap, post.get("cmdlines"))
         except Exception as e:
             log.exception("could not keep the trace of request %s", record.id)

@@ -174,3 +174,13 @@ def no_leftover_instances():
     for name in left:  # clean so the next run is not affected, then fail loudly
         subprocess.run(["rmdir", str(TRACEFS / "instances" / name)], check=False)
     assert not left, f"tracefs instances left behind: {sorted(left)}"
+
+
+@pytest.fixture
+def kernel_text(monkeypatch):
+    """A KernelText of the test's own, unchecked: its windows read the kernel's text `trace`
+    (the process's own is shared by every test, and trusted once any window has matched)."""
+    from tracing import window
+    kt = window.KernelText()
+    monkeypatch.setattr(window, "KERNEL_TEXT", kt)
+    return kt

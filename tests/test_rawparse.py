@@ -54,7 +54,7 @@ def _workload(stop_at):
 
 
 @needs_tracefs
-def test_real_window_pages_equal_text_field_for_field():
+def test_real_window_pages_equal_text_field_for_field(kernel_text):
     long_marker = "x" * 300  # longer than 112 bytes: a type_len 0 record
     with TraceWindow() as w:
         ts = _workload(time.monotonic() + 0.4)

@@ -48,7 +48,7 @@ def busy_window(w: W.TraceWindow) -> None:
     w.marker("x" * 300)
 
 
-def kernel_text(w: W.TraceWindow) -> str:
+def read_kernel_text(w: W.TraceWindow) -> str:
     """The stopped window's `trace` (not consuming), as the window itself reads it."""
     return (w.inst / "trace").read_text(errors="replace")
 
@@ -58,20 +58,12 @@ def written(cap: W.Capture, header: str) -> str:
     return T.Formatter(cap.ring, header).write(cap.pages, cap.text_meta, T.parse_cmdlines(cap.cmdlines), tgids)
 
 
-@pytest.fixture
-def fresh(monkeypatch):
-    """A KernelText of the test's own (the process's is shared with every other test)."""
-    kt = W.KernelText()
-    monkeypatch.setattr(W, "KERNEL_TEXT", kt)
-    return kt
-
-
 @needs_tracefs
-def test_the_pages_write_the_kernels_own_text(fresh):
+def test_the_pages_write_the_kernels_own_text(kernel_text):
     w = W.TraceWindow()
     with w:
         busy_window(w)
-    text = kernel_text(w)
+    text = read_kernel_text(w)
     cap = w.collect()
     assert cap.text == text and cap.text_check  # an unchecked formatter: the window read its text
     for event in ("sched_switch: ", "sched_waking: ", "sched_wakeup: ", "sched_wakeup_new: ",
@@ -83,7 +75,7 @@ def test_the_pages_write_the_kernels_own_text(fresh):
 
 
 @needs_tracefs
-def test_memcg_reclaim_and_its_gfp_flags_as_the_kernel_prints_them(fresh):
+def test_memcg_reclaim_and_its_gfp_flags_as_the_kernel_prints_them(kernel_text):
     from tests.test_findings_planted import _memory_cgroup
     cg = _memory_cgroup(f"ittsw-textfmt-{os.getpid()}")
     if cg is None:
@@ -103,7 +95,7 @@ def test_memcg_reclaim_and_its_gfp_flags_as_the_kernel_prints_them(fresh):
             reader.stdin.write("go\n")
             reader.stdin.flush()
             assert reader.stdout.readline().strip() == "done"
-        text = kernel_text(w)
+        text = read_kernel_text(w)
         cap = w.collect()
     finally:
         reader.kill()
@@ -115,18 +107,18 @@ def test_memcg_reclaim_and_its_gfp_flags_as_the_kernel_prints_them(fresh):
 
 
 @needs_tracefs
-def test_after_one_match_windows_are_not_read_as_text_and_write_the_same(fresh, tmp_path):
+def test_after_one_match_windows_are_not_read_as_text_and_write_the_same(kernel_text, tmp_path):
     pool = InstancePool()
     try:
         w1 = W.TraceWindow(pool=pool)
         with w1:
             busy_window(w1)
         c1 = w1.collect()
-        assert c1.text_check and fresh.check(c1) is True and fresh.trusted()
+        assert c1.text_check and kernel_text.check(c1) is True and kernel_text.trusted()
         w2 = W.TraceWindow(pool=pool)
         with w2:
             busy_window(w2)
-        truth = kernel_text(w2)  # what the kernel would have said, read here instead of by the window
+        truth = read_kernel_text(w2)  # what the kernel would have said, read here instead of by the window
         c2 = w2.collect()
         assert c2.text is None and not c2.text_check  # not read
         ev, source = c2.events()
@@ -147,24 +139,24 @@ def _window_on(pool) -> dict:
     w = W.TraceWindow(pool=pool)
     with w:
         busy_window(w)
-    truth = kernel_text(w)
+    truth = read_kernel_text(w)
     return {"cap": w.collect(), "truth": truth}
 
 
 @needs_tracefs
-def test_a_mismatch_keeps_the_text_read(fresh, monkeypatch):
+def test_a_mismatch_keeps_the_text_read(kernel_text, monkeypatch):
     """The formatter made wrong on purpose (a flags character): every check fails, and after
     CHECKS of them the process reads every window as text, as before."""
     real = T.lat_flags
     monkeypatch.setattr(T, "lat_flags", lambda f, p: real(f, p).replace(b".", b"?", 1))
-    for _ in range(fresh.CHECKS):
+    for _ in range(kernel_text.CHECKS):
         w = W.TraceWindow()
         with w:
             busy_window(w)
         cap = w.collect()
         assert cap.text and cap.text_check
-        assert fresh.check(cap) is False
-    assert fresh.state == "refused" and "?" in fresh.difference
+        assert kernel_text.check(cap) is False
+    assert kernel_text.state == "refused" and "?" in kernel_text.difference
     w = W.TraceWindow()
     with w:
         busy_window(w)
@@ -174,8 +166,8 @@ def test_a_mismatch_keeps_the_text_read(fresh, monkeypatch):
 
 @needs_tracefs
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="needs stress-ng")
-def test_a_window_that_lost_events_is_read_as_text(fresh):
-    fresh.state, fresh.header = "trusted", "# tracer: nop\n"
+def test_a_window_that_lost_events_is_read_as_text(kernel_text):
+    kernel_text.state, kernel_text.header = "trusted", "# tracer: nop\n"
     w = W.TraceWindow(buffer_kb=64)
     with w:
         subprocess.run(["stress-ng", "--switch", "2", "--timeout", "1"], capture_output=True)

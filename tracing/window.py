@@ -174,6 +174,11 @@ class KernelText:
 KERNEL_TEXT = KernelText()
 
 
+def check_text(cap: Capture) -> bool | None:
+    """KERNEL_TEXT.check(cap): see KernelText."""
+    return KERNEL_TEXT.check(cap)
+
+
 def _cleanup_open():
     with _lock:
         items = list(_open.items())
