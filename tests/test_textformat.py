@@ -199,8 +199,9 @@ def test_print_symbolic_names_a_value_or_prints_it_in_hex(v, want):
 
 
 def test_printf_conversions_as_c_prints_them():
-    body = T.compile_body(_fmt('"%03d|%-4d|%u|%lu|%x|%d", REC->v, REC->v, -1, REC->v << 2, 255, 4294967295'))
-    assert body(_rec(7), 0).decode() == "007|7   |4294967295|28|ff|-1"
+    body = T.compile_body(_fmt('"%03d|%-4d|%u|%lu|%x|%d|%d|%d", REC->v, REC->v, -1, REC->v << 2, 255, 4294967295, '
+                               '(0 - REC->v) / 2, (0 - REC->v) % 3'))
+    assert body(_rec(7), 0).decode() == "007|7   |4294967295|28|ff|-1|-3|-1"  # C truncates toward zero
 
 
 @pytest.mark.parametrize("print_fmt", ['"%s", __print_hex(REC->v, 8)', '"%pS", REC->v', '"%d %d", REC->v'])

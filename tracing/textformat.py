@@ -133,8 +133,8 @@ class _Parser:
             "==": lambda x, y: int(x == y), "!=": lambda x, y: int(x != y), "<": lambda x, y: int(x < y),
             ">": lambda x, y: int(x > y), "<=": lambda x, y: int(x <= y), ">=": lambda x, y: int(x >= y),
             "<<": lambda x, y: (x << y) & _U64, ">>": lambda x, y: x >> y, "+": lambda x, y: x + y,
-            "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: int(x / y),
-            "%": lambda x, y: x - int(x / y) * y}
+            "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: _cdiv(x, y),
+            "%": lambda x, y: x - _cdiv(x, y) * y}
 
     def binary(self, level: int):
         if level == len(self._LEVELS):
@@ -239,6 +239,12 @@ class _Parser:
             return lambda b, d: b[d + off:d + off + size].split(b"\0", 1)[0]
         signed = f.signed
         return lambda b, d: int.from_bytes(b[d + off:d + off + size], "little", signed=signed)
+
+
+def _cdiv(x: int, y: int) -> int:
+    """C's integer division: truncated toward zero."""
+    q = abs(x) // abs(y)
+    return q if (x >= 0) == (y >= 0) else -q
 
 
 def _print_flags(v: int, delim: bytes, pairs) -> bytes:
@@ -406,7 +412,10 @@ class Formatter:
             elif ev is False:
                 raise FormatError(f"an event of type {t_id} that this window did not enable")
             else:
-                body = ev[0] + ev[1](b, d) + b"\n"
+                try:
+                    body = ev[0] + ev[1](b, d) + b"\n"
+                except (TypeError, ValueError, ZeroDivisionError) as e:  # a print fmt mixing strings and numbers
+                    raise FormatError(f"{ev[0][:-2].decode()}: {e}") from e
             out.append(b"%s[%03d] %s %5d.%06d: %s" % (head, c, lf, s, r, body))
         return b"".join(out).decode("utf-8", "replace")
 
