@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -163,35 +164,49 @@ def _memory_cgroup(name: str) -> Path | None:
     return None
 
 
-def test_planted_memory_pressure(tmp_path):
-    """A process reading 8x its memory cgroup's limit in page cache must reclaim (the container
-    case: the cgroup limit, not the machine, is what runs out) -> a memory-pressure finding.
-    Filling a 24 GB machine instead took minutes here, so the pressure is planted in a cgroup."""
-    _need_tracefs()
-    cg = _memory_cgroup(f"ittsw-memtest-{os.getpid()}")
+@contextlib.contextmanager
+def memcg_reader(tag: str, read_bytes: int = READ_BYTES):
+    """A process in a fresh memory cgroup (MEMCG_LIMIT) that, once told to (`go(reader)`), reads
+    `read_bytes` of a sparse file: zeroed page-cache pages, so the cgroup must reclaim. Yields the
+    reader (its interpreter started, waiting); skips the test where no memory cgroup is writable."""
+    cg = _memory_cgroup(f"ittsw-{tag}-{os.getpid()}")
     if cg is None:
         pytest.skip("no writable memory cgroup (v1 memory controller or v2 memory.max)")
-    before = _our_instances()
-    sparse = Path("/var/tmp") / f"ittsw-pressure-{os.getpid()}"
+    sparse = Path("/var/tmp") / f"ittsw-{tag}-{os.getpid()}"
     with open(sparse, "wb") as fh:  # a hole: reading it allocates zeroed page-cache pages
-        fh.truncate(READ_BYTES)
+        fh.truncate(read_bytes)
     reader = subprocess.Popen(
         [sys.executable, "-c", "import os,sys\nsys.stdin.readline()\nfd=os.open(sys.argv[1],os.O_RDONLY)\n"
          "while os.read(fd,1<<20): pass\nprint('done',flush=True)", str(sparse)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
     try:
-        time.sleep(0.2)  # interpreter start-up outside the window
-        with window.TraceWindow(pid=reader.pid) as w:
-            reader.stdin.write("go\n")
-            reader.stdin.flush()
-            assert reader.stdout.readline().strip() == "done"
-        reader.wait(30)
+        time.sleep(0.2)  # interpreter start-up before the caller's window
+        yield reader
     finally:
         reader.kill()
         reader.wait()
         sparse.unlink()
         cg.rmdir()
+
+
+def go(reader) -> None:
+    """Let memcg_reader's process read, and wait until it has."""
+    reader.stdin.write("go\n")
+    reader.stdin.flush()
+    assert reader.stdout.readline().strip() == "done"
+
+
+def test_planted_memory_pressure(tmp_path):
+    """A process reading 8x its memory cgroup's limit in page cache must reclaim (the container
+    case: the cgroup limit, not the machine, is what runs out) -> a memory-pressure finding.
+    Filling a 24 GB machine instead took minutes here, so the pressure is planted in a cgroup."""
+    _need_tracefs()
+    before = _our_instances()
+    with memcg_reader("memtest") as reader:
+        with window.TraceWindow(pid=reader.pid) as w:
+            go(reader)
+        reader.wait(30)
     bd = w.analyze().to_dict()
     assert bd["totals"]["reclaim_s"] > 0, bd["totals"]
     out = F.findings(bd)

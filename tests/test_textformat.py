@@ -76,32 +76,13 @@ def test_the_pages_write_the_kernels_own_text(kernel_text):
 
 @needs_tracefs
 def test_memcg_reclaim_and_its_gfp_flags_as_the_kernel_prints_them(kernel_text):
-    from tests.test_findings_planted import _memory_cgroup
-    cg = _memory_cgroup(f"ittsw-textfmt-{os.getpid()}")
-    if cg is None:
-        pytest.skip("no writable memory cgroup")
-    sparse = Path("/var/tmp") / f"ittsw-textfmt-{os.getpid()}"
-    with open(sparse, "wb") as fh:
-        fh.truncate(256 << 20)  # 4x the cgroup's 64 MiB limit in page cache: it must reclaim
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import os,sys\nsys.stdin.readline()\nfd=os.open(sys.argv[1],os.O_RDONLY)\n"
-         "while os.read(fd,1<<20): pass\nprint('done',flush=True)", str(sparse)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
-    try:
-        time.sleep(0.2)
+    from tests.test_findings_planted import go, memcg_reader
+    with memcg_reader("textfmt", 256 << 20) as reader:  # 4x the cgroup's limit: it must reclaim
         w = W.TraceWindow(pid=reader.pid)
         with w:
-            reader.stdin.write("go\n")
-            reader.stdin.flush()
-            assert reader.stdout.readline().strip() == "done"
+            go(reader)
         text = read_kernel_text(w)
         cap = w.collect()
-    finally:
-        reader.kill()
-        reader.wait()
-        sparse.unlink()
-        cg.rmdir()
     assert "mm_vmscan_memcg_reclaim_begin: order=" in text and "gfp_flags=" in text
     assert T.first_difference(written(cap, T.header_template(text)), text) is None
 
