@@ -97,7 +97,7 @@ def test_real_window_pages_equal_text_field_for_field(kernel_text):
 
 
 @needs_tracefs
-def test_window_falls_back_to_text_when_pages_cannot_be_decoded():
+def test_window_falls_back_to_text_when_pages_cannot_be_decoded(kernel_text):
     with TraceWindow() as w:
         w.marker("fallback")
     c = w.capture

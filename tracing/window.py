@@ -89,7 +89,9 @@ class Capture:
                 if self.text is None:  # never read: the pages are all there is
                     raise
                 # a layout we do not know: the text says the same, slower
-        return parse.parse_trace(self.text or ""), "text"
+        if self.text is None:
+            raise ValueError("this window was not read as text and its pages cannot be decoded")
+        return parse.parse_trace(self.text), "text"
 
 
 class KernelText:
@@ -131,9 +133,7 @@ class KernelText:
             return ""
         if cap.text_header is None or cap.ring is None or cap.text_meta is None:
             raise textformat.FormatError("this window's text was not read and cannot be written")
-        root = Path(cap.capabilities.get("root") or "")
-        return self.formatter(cap.ring, cap.text_header).write(
-            cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines), tracefs.read_saved_tgids(root))
+        return _written(self.formatter(cap.ring, cap.text_header), cap)
 
     def check(self, cap: Capture) -> bool | None:
         """Compare the kernel's text of `cap` (read for this: cap.text_check) with the formatter's
@@ -147,11 +147,7 @@ class KernelText:
         diff = "the kernel's text has no header" if header is None else None
         if diff is None:
             try:
-                root = Path(cap.capabilities.get("root") or "")
-                ours = textformat.Formatter(cap.ring, header).write(
-                    cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines),
-                    tracefs.read_saved_tgids(root))
-                diff = textformat.first_difference(ours, cap.text)
+                diff = textformat.first_difference(_written(textformat.Formatter(cap.ring, header), cap), cap.text)
             except (textformat.FormatError, ValueError, KeyError, IndexError) as e:
                 diff = f"{type(e).__name__}: {e}"
         with self._lock:
@@ -169,6 +165,12 @@ class KernelText:
                 log.warning("trace text: the kernel's own text differs from the one written from the "
                             "pages (%s); windows are read as text", diff)
             return False
+
+
+def _written(formatter: textformat.Formatter, cap: Capture) -> str:
+    """cap's text written by `formatter`: comms as the window closed, tgids as saved_tgids says now."""
+    tgids = tracefs.read_saved_tgids(Path(cap.capabilities.get("root") or ""))
+    return formatter.write(cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines), tgids)
 
 
 KERNEL_TEXT = KernelText()
