@@ -114,18 +114,10 @@ def _stub(root: Path) -> _Stub:
         return st
 
 
-def read_cmdlines(root) -> str | None:
-    """The tracefs root's saved_cmdlines (pid -> comm), to pass to write_trace_dat later."""
-    try:
-        return (Path(root) / "saved_cmdlines").read_text(errors="replace")
-    except OSError:
-        return None
-
-
 def write_trace_dat(dest, pages: dict, root, page_size: int, cmdlines: str | None = None) -> Path:
     """Write `pages` (cpu -> raw ring-buffer pages, as read from trace_pipe_raw) as a trace.dat at
     `dest` (atomically: a temporary name next to it, then renamed). `cmdlines`: the pid -> comm
-    table to name the threads with (read_cmdlines() when the window closed), else the current one.
+    table to name the threads with (the window's Capture.cmdlines), else the current one.
     Raises TraceDatError."""
     dest = Path(dest)
     if not pages:
