@@ -33,10 +33,11 @@ from importlib import metadata
 from pathlib import Path
 
 from app.device_view import PROFILE_NAME
-from tracing import rawparse, textformat, tracedat, tracefs
+from tracing import rawparse, textformat, tracedat
 from tracing.attachment import ATTACHMENT_NAME, build_attachment
 from tracing.report import render_report
 from tracing.timeline import render_timeline
+from tracing.window import written_text
 
 log = logging.getLogger("artifacts")
 
@@ -68,13 +69,13 @@ def versions() -> dict:
     return dict(_versions())
 
 
-def keep(clip_dir, capture=None, cmdlines: str | None = None) -> None:
+def keep(clip_dir, capture=None) -> None:
     """Write what build() will need into clip_dir: `capture` (tracing.window.Capture, None when
-    the request was not traced or its window could not be read) and `cmdlines` (saved_cmdlines
-    read when the window closed). Raises OSError (the caller notes it)."""
+    the request was not traced or its window could not be read; its `cmdlines` are saved_cmdlines
+    as the window closed). Raises OSError (the caller notes it)."""
     d = Path(clip_dir)
     meta = {"pid": os.getpid(), "versions": versions(), "cpus": [], "page_size": None, "root": None,
-            "cmdlines": cmdlines}
+            "cmdlines": capture.cmdlines if capture is not None else None}
     if capture is not None:
         if capture.text:
             (d / KEPT_TEXT).write_text(capture.text, encoding="utf-8", errors="replace")
@@ -164,13 +165,12 @@ def build(clip_dir, record: dict, dat_pool=None) -> tuple[Path, list[str], Path 
 
 def _written_text(d: Path, meta: dict) -> str:
     """trace.txt of a window kept without its text: written from its pages (tracing.textformat),
-    with the event formats and pid -> comm table of the request's time and saved_tgids as now."""
+    with the event formats and pid -> comm table of the request's time."""
     t = meta["text"]
     ring = rawparse.ring_format(t["header_page"], t["formats"], meta["page_size"])
     pages = {int(c): (d / _pages_file(c)).read_bytes() for c in meta["cpus"]}
-    tgids = tracefs.read_saved_tgids(Path(meta["root"])) if meta.get("root") else {}
-    return textformat.Formatter(ring, t["header"]).write(pages, textformat.TextMeta.from_dict(t),
-                                                         textformat.parse_cmdlines(meta.get("cmdlines")), tgids)
+    return written_text(textformat.Formatter(ring, t["header"]), pages, textformat.TextMeta.from_dict(t),
+                        meta.get("cmdlines"), meta.get("root"))
 
 
 def _read_json(p: Path) -> dict:

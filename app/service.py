@@ -622,9 +622,6 @@ class Service:
             return
         try:
             cap = window.collect(release=False)
-            if cap.mode == "full":
-                # pid -> comm as of this window, for a trace.dat built later (app/artifacts.py)
-                post["cmdlines"] = cap.cmdlines
             bd = window.analyze(release=False).to_dict()
             for t in bd.get("threads") or []:
                 t["role"] = record.roles.get(t.get("tid"))
@@ -647,7 +644,7 @@ class Service:
             cap = window.collected if window is not None else None
             if cap is not None and cap.text_check:  # once per process (tracing.window.KernelText)
                 check_text(cap)
-            artifacts.keep(post["clip_dir"], cap, post.get("cmdlines"))
+            artifacts.keep(post["clip_dir"], cap)
         except Exception as e:
             log.exception("could not keep the trace of request %s", record.id)
             record.notes.append(f"The raw trace could not be kept for the attachment ({e}).")

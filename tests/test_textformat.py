@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -54,8 +53,8 @@ def read_kernel_text(w: W.TraceWindow) -> str:
 
 
 def written(cap: W.Capture, header: str) -> str:
-    tgids = tracefs.read_saved_tgids(Path(cap.capabilities["root"]))
-    return T.Formatter(cap.ring, header).write(cap.pages, cap.text_meta, T.parse_cmdlines(cap.cmdlines), tgids)
+    return W.written_text(T.Formatter(cap.ring, header), cap.pages, cap.text_meta, cap.cmdlines,
+                          cap.capabilities["root"])
 
 
 @needs_tracefs
@@ -108,7 +107,7 @@ def test_after_one_match_windows_are_not_read_as_text_and_write_the_same(kernel_
         # the attachment kept without the text writes it again later, from its own kept formats
         from app import artifacts
         c3 = _window_on(pool)
-        artifacts.keep(tmp_path, c3["cap"], c3["cap"].cmdlines)
+        artifacts.keep(tmp_path, c3["cap"])
         assert not (tmp_path / artifacts.KEPT_TEXT).exists()
         meta = artifacts._read_json(tmp_path / artifacts.KEPT_META)
         assert artifacts._written_text(tmp_path, meta) == c3["truth"]

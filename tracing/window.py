@@ -147,7 +147,7 @@ class KernelText:
         diff = "the kernel's text has no header" if header is None else None
         if diff is None:
             try:
-                diff = textformat.first_difference(_written(textformat.Formatter(cap.ring, header), cap), cap.text)
+                diff = textformat.first_difference(_written(self.formatter(cap.ring, header), cap), cap.text)
             except (textformat.FormatError, ValueError, KeyError, IndexError) as e:
                 diff = f"{type(e).__name__}: {e}"
         with self._lock:
@@ -167,10 +167,17 @@ class KernelText:
             return False
 
 
+def written_text(formatter: textformat.Formatter, pages: dict, meta: textformat.TextMeta,
+                 cmdlines: str | None, root) -> str:
+    """A window's text written by `formatter` from its pages: comms from `cmdlines` (saved_cmdlines
+    as the window closed), tgids from the tracefs `root`'s saved_tgids as it is now (the table
+    keeps a pid's tgid until the pid is reused)."""
+    tgids = tracefs.read_saved_tgids(Path(root)) if root else {}
+    return formatter.write(pages, meta, textformat.parse_cmdlines(cmdlines), tgids)
+
+
 def _written(formatter: textformat.Formatter, cap: Capture) -> str:
-    """cap's text written by `formatter`: comms as the window closed, tgids as saved_tgids says now."""
-    tgids = tracefs.read_saved_tgids(Path(cap.capabilities.get("root") or ""))
-    return formatter.write(cap.pages, cap.text_meta, textformat.parse_cmdlines(cap.cmdlines), tgids)
+    return written_text(formatter, cap.pages, cap.text_meta, cap.cmdlines, cap.capabilities.get("root"))
 
 
 KERNEL_TEXT = KernelText()
