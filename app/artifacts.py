@@ -79,7 +79,7 @@ def keep(clip_dir, capture=None) -> None:
     if capture is not None:
         if capture.text:
             (d / KEPT_TEXT).write_text(capture.text, encoding="utf-8", errors="replace")
-        elif capture.text is None and capture.text_header and capture.text_meta and capture.ring is not None:
+        elif capture.text_header is not None:  # not read: written from the pages (tracing.window)
             header_page, formats = capture.ring.sources
             meta["text"] = {**capture.text_meta.to_dict(), "header": capture.text_header,
                             "header_page": header_page, "formats": formats}

@@ -281,7 +281,6 @@ class Service:
         self._watcher = threading.Thread(target=self._watch_idle, name="standby-watch", daemon=True)
         if self.tracing_enabled:
             self._watcher.start()
-        if self.tracing_enabled:
             self._next_ready = self._prep.submit(self._step, "-", "prepare", self._prepare_next)
 
     def _step(self, rid: str, step: str, fn, *args, exclusive: bool = False):

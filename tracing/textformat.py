@@ -401,7 +401,7 @@ class Formatter:
             lf = flags_of.get(fl)
             if lf is None:
                 lf = flags_of[fl] = lat_flags(fl & 0xFF, fl >> 8)
-            ev = bodies.get(t_id, False)
+            ev = bodies[t_id]  # (records() gives only the ids of the ring's formats)
             if ev is None:  # a marker: its ip's symbol, then the text written (with its newline)
                 tl = b[p] & 31
                 end = p + (int.from_bytes(b[p + 4:p + 8], "little") if tl == 0 else 4 + tl * 4)
@@ -409,8 +409,6 @@ class Formatter:
                 body = MARKER_SYMBOL + b": " + text
                 if not body.endswith(b"\n"):
                     body += b"\n"
-            elif ev is False:
-                raise FormatError(f"an event of type {t_id} that this window did not enable")
             else:
                 try:
                     body = ev[0] + ev[1](b, d) + b"\n"

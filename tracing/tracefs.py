@@ -312,6 +312,16 @@ def read_cpu_stats(inst: Path, cpu) -> dict:
     return vals
 
 
+def read_saved_cmdlines(root: Path) -> str | None:
+    """saved_cmdlines ("pid comm" lines: the kernel's pid -> comm cache, what the text output
+    names tasks by) as it is now; None when unreadable. A comm is any bytes: invalid UTF-8 is
+    replaced, as reading the text `trace` replaces it."""
+    try:
+        return (Path(root) / "saved_cmdlines").read_text(errors="replace")
+    except OSError:
+        return None
+
+
 def read_saved_tgids(root: Path) -> dict:
     """pid -> tgid as the kernel saved them (record-tgid): what the text output prints."""
     return rawparse.parse_saved_tgids(_read(root / "saved_tgids") or "")

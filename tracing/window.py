@@ -129,8 +129,6 @@ class KernelText:
 
     def write(self, cap: Capture) -> str:
         """The text of a window that was not read as text."""
-        if cap.mode != "full":
-            return ""
         if cap.text_header is None or cap.ring is None or cap.text_meta is None:
             raise textformat.FormatError("this window's text was not read and cannot be written")
         return _written(self.formatter(cap.ring, cap.text_header), cap)
@@ -394,7 +392,7 @@ class TraceWindow:
                 else:
                     text = (self.inst / "trace").read_text(errors="replace")
                     check = from_pages and KERNEL_TEXT.wanted()
-                cmdlines = _read_text(root / "saved_cmdlines")
+                cmdlines = tracefs.read_saved_cmdlines(root)
                 if ring is not None:
                     pages = tracefs.read_pages(self.inst, self.cpus, ring.page_size)
                     # read when the pages are decoded, for their pids; a window that lost events
@@ -541,13 +539,6 @@ def _cpumask(cpus) -> str:
     return ",".join(groups)
 
 
-def _read_text(p: Path) -> str | None:
-    try:
-        return p.read_text(errors="replace")
-    except OSError:
-        return None
-
-
 def _text_meta(stats: dict) -> "textformat.TextMeta | None":
     """The counts the text's header shows (entries in the buffer, and written: those plus the
     overwritten), from the per-CPU stats; None when a CPU's are unreadable."""
@@ -571,11 +562,10 @@ def _online_cpus() -> int:
 def _read_lost(inst: Path, cpus, base: dict | None = None, stats: dict | None = None) -> dict:
     """Per-CPU overrun (overwritten, ring full) and dropped events (not recorded) during this
     window, from each CPU's stats (`stats`: cpu -> tracefs.read_cpu_stats, read when not given):
-    the counters count since the
-    buffer's last reset, so `base` (cpu -> (overrun, dropped) when the window's instance was
-    acquired: tracing.instances) is subtracted. A CPU whose counters cannot be read (or lack these
-    lines) lost an unknown number: its values are None and it is listed in "unknown_cpus"; total
-    sums what is known (a lower bound then)."""
+    the counters count since the buffer's last reset, so `base` (cpu -> (overrun, dropped) when
+    the window's instance was acquired: tracing.instances) is subtracted. A CPU whose counters
+    cannot be read (or lack these lines) lost an unknown number: its values are None and it is
+    listed in "unknown_cpus"; total sums what is known (a lower bound then)."""
     per = {}
     total = 0
     unknown = []
